@@ -1,0 +1,141 @@
+"""The :class:`Archive` facade: the only object the network layer and the CLI talk to.
+
+It owns nothing but wiring: settings, one :class:`~pacs_cae.store.db.Database` and one
+:class:`ArchiveCodecs`. Every method is one use case (ingest, query, retrieve, stats) in its own module,
+and is safe to call from many threads at once (one database session per call, one shared batching codec).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+from pydicom.dataset import Dataset
+
+from pacs_cae.archive import retrieve as _retrieve
+from pacs_cae.archive.errors import ArchiveError
+from pacs_cae.archive.ingest import StoreOutcome, ingest
+from pacs_cae.codec import BatchingCodec, Codec, CodecRegistry, read_header
+from pacs_cae.config import CodecSettings, Settings
+from pacs_cae.store.db import Database, ensure_schema
+
+LOG = logging.getLogger(__name__)
+
+#: ``codec.model`` values that mean "no learned codec: archive everything losslessly".
+NO_MODEL = ("", "none", "lossless")
+
+
+class ArchiveCodecs:
+    """The codecs an archive uses.
+
+    ``encoder`` is the configured model behind one :class:`BatchingCodec` (``None``: everything is stored
+    losslessly); ``registry`` decodes blobs of any model the archive still references. Blobs made by the
+    configured model are decoded through the batcher too, so retrieves share batches with ingest.
+    """
+
+    def __init__(self, registry: CodecRegistry, encoder: BatchingCodec | Codec | None = None) -> None:
+        self.registry = registry
+        self.encoder = encoder
+
+    @classmethod
+    def from_settings(cls, codec: CodecSettings) -> ArchiveCodecs:
+        """Load ``codec.model`` (raises ``UnknownModelError`` if it is missing) and start its batcher."""
+        registry = CodecRegistry(codec.models_dir, codec.device, codec.brotli_quality,
+                                 max_batch=codec.batch_size)
+        if codec.model.strip().lower() in NO_MODEL:
+            LOG.warning("codec.model is %r: every instance is stored losslessly", codec.model)
+            return cls(registry, None)
+        model = registry.get(codec.model)
+        LOG.info("codec %s (sha256 %s) on %s", model.model_id, model.weights_sha256[:12], model.device)
+        return cls(registry, BatchingCodec(model, max_batch=codec.batch_size, max_wait_ms=codec.batch_wait_ms))
+
+    @property
+    def model_id(self) -> str | None:
+        return None if self.encoder is None else self.encoder.model_id
+
+    def decode(self, blobs: Sequence[bytes]) -> list[np.ndarray]:
+        """Decode CAE blobs of any model in input order."""
+        if self.encoder is None:
+            return self.registry.decode(blobs)
+        active = self.encoder.model_id
+        mine = [i for i, b in enumerate(blobs) if read_header(b).model_id == active]
+        others = [i for i in range(len(blobs)) if i not in set(mine)]
+        out: list[np.ndarray] = [np.empty(0)] * len(blobs)
+        for i, array in zip(mine, self.encoder.decode([blobs[i] for i in mine])):
+            out[i] = array
+        for i, array in zip(others, self.registry.decode([blobs[i] for i in others])):
+            out[i] = array
+        return out
+
+    def close(self) -> None:
+        """Stop the batching worker (finishing queued work)."""
+        if isinstance(self.encoder, BatchingCodec):
+            self.encoder.close()
+
+
+class Archive:
+    """``store / find / locate / load / stats`` over one database and one set of codecs."""
+
+    def __init__(self, settings: Settings, database: Database, codecs: ArchiveCodecs) -> None:
+        self.settings = settings
+        self.database = database
+        self.codecs = codecs
+
+    @classmethod
+    def open(cls, settings: Settings) -> Archive:
+        """Connect (upgrading an embedded SQLite, refusing an out-of-date server), load the codec."""
+        database = ensure_schema(settings)
+        try:
+            codecs = ArchiveCodecs.from_settings(settings.codec)
+        except Exception:
+            database.dispose()
+            raise
+        return cls(settings, database, codecs)
+
+    def close(self) -> None:
+        """Finish queued codec work and close database connections."""
+        self.codecs.close()
+        self.database.dispose()
+
+    def __enter__(self) -> Archive:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- use cases -------------------------------------------------------------------------------------
+    def store(self, ds: Dataset, calling_aet: str = "", *, affected_sop_class: str | None = None,
+              affected_sop_instance: str | None = None) -> StoreOutcome:
+        """Archive one instance; returns after commit, raises :class:`ArchiveError` with the status."""
+        return ingest(ds, settings=self.settings, database=self.database, encoder=self.codecs.encoder,
+                      calling_aet=calling_aet, affected_sop_class=affected_sop_class,
+                      affected_sop_instance=affected_sop_instance)
+
+    def find(self, query_model: str, identifier: Dataset) -> Iterator[Dataset]:
+        """C-FIND matches at the identifier's Query/Retrieve Level (``query_model`` "P" or "S")."""
+        from pacs_cae.archive import query
+
+        return query.find(self.database, query_model, identifier, lossy_uid=self.settings.codec.lossy_uid)
+
+    def locate(self, query_model: str, identifier: Dataset) -> list[Any]:
+        """The instances a C-GET/C-MOVE with this identifier sends, as ``InstanceRef`` objects."""
+        from pacs_cae.archive import query
+
+        return query.locate(self.database, query_model, identifier, lossy_uid=self.settings.codec.lossy_uid)
+
+    def load(self, refs: Sequence[Any]) -> Iterator[tuple[Any, Dataset | ArchiveError]]:
+        """The served datasets for ``refs`` (decoded in batches); failures come back as ArchiveError."""
+        return _retrieve.load(refs, database=self.database, decoder=self.codecs,
+                              lossy_uid=self.settings.codec.lossy_uid,
+                              chunk_size=max(8, 4 * self.settings.codec.batch_size))
+
+    def stats(self) -> dict:
+        """Counts and original/stored bytes, overall and per codec model and modality."""
+        from pacs_cae.archive import stats
+
+        return stats.collect(self.database)
+
+
+__all__ = ["Archive", "ArchiveCodecs", "NO_MODEL"]

@@ -1,0 +1,65 @@
+"""``pacs-cae db upgrade | current``: the database schema, managed by the Alembic revisions in migrations/."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from pacs_cae.cli.app import app
+
+db_app = typer.Typer(help="Database schema: upgrade to the newest revision, or show the current one.",
+                     no_args_is_help=True)
+app.add_typer(db_app, name="db")
+
+CONFIG_OPTION = typer.Option(None, "--config", "-c", help="TOML configuration file.")
+URL_OPTION = typer.Option(None, "--database-url", help="SQLAlchemy URL (overrides database.url).")
+
+
+def _database(config: Optional[Path], database_url: Optional[str]):  # noqa: ANN202 - lazy imports
+    from pacs_cae.config import ConfigError, load_settings
+    from pacs_cae.store.db import Database
+
+    overrides = {"database.url": database_url} if database_url else None
+    try:
+        settings = load_settings(config, overrides)
+    except ConfigError as exc:
+        typer.echo(f"pacs-cae db: configuration error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    return Database(settings.database.url)
+
+
+@db_app.command("upgrade")
+def upgrade(config: Optional[Path] = CONFIG_OPTION, database_url: Optional[str] = URL_OPTION) -> None:
+    """Create the schema or bring it to the newest Alembic revision (back up PostgreSQL first)."""
+    from pacs_cae.store.migrate import head_revision
+
+    db = _database(config, database_url)
+    try:
+        before = db.current_revision()
+        db.upgrade()
+        after = db.current_revision()
+    finally:
+        db.dispose()
+    if before == after:
+        typer.echo(f"{db.safe_url}: already at revision {after} (head {head_revision()})")
+    else:
+        typer.echo(f"{db.safe_url}: upgraded from {before or 'empty'} to {after}")
+
+
+@db_app.command("current")
+def current(config: Optional[Path] = CONFIG_OPTION, database_url: Optional[str] = URL_OPTION) -> None:
+    """Show the schema revision; exit status 1 when it is not the newest."""
+    from pacs_cae.store.migrate import head_revision
+
+    db = _database(config, database_url)
+    try:
+        revision = db.current_revision()
+    finally:
+        db.dispose()
+    head = head_revision()
+    state = "up to date" if revision == head else "out of date: run `pacs-cae db upgrade`"
+    typer.echo(f"{db.safe_url}: revision {revision or 'none (empty database)'}, head {head} ({state})")
+    if revision != head:
+        raise typer.Exit(1)

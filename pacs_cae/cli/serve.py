@@ -1,0 +1,108 @@
+"""``pacs-cae serve``: run the archive's DICOM AE until SIGINT/SIGTERM."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+from pacs_cae.cli.app import app
+
+LOG = logging.getLogger("pacs_cae.serve")
+
+
+def _overrides(**flags: Any) -> dict[str, Any]:
+    """Command-line flags as ``load_settings`` dotted overrides (unset flags do not override)."""
+    keys = {
+        "host": "server.host", "port": "server.port", "ae_title": "server.ae_title",
+        "database_url": "database.url", "device": "codec.device", "model": "codec.model",
+        "data_dir": "data_dir", "log_level": "log_level",
+    }
+    return {keys[name]: value for name, value in flags.items() if value is not None}
+
+
+def safe_url(url: str) -> str:
+    """The database URL with any password masked, for logs."""
+    try:
+        from sqlalchemy.engine import make_url
+
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return url.split("@")[-1] if "@" in url else url
+
+
+def configure_logging(level: str) -> None:
+    """One line per event on stderr; pynetdicom's per-PDU chatter only at DEBUG."""
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+    logging.getLogger("pynetdicom").setLevel(logging.DEBUG if level == "DEBUG" else logging.WARNING)
+
+
+def describe_model(archive: Any, model_id: str) -> str:
+    """``id (sha256 prefix, device)`` of the model new slices are encoded with."""
+    codec = getattr(archive.codecs, "encoder", None)
+    codec = getattr(codec, "codec", codec)  # a BatchingCodec wraps the Codec
+    if codec is None:
+        return f"none: {model_id!r} stores every instance losslessly"
+    sha = str(getattr(codec, "weights_sha256", ""))[:12]
+    return f"{getattr(codec, 'model_id', model_id)} (sha256 {sha}…, device {getattr(codec, 'device', '?')})"
+
+
+@app.command()
+def serve(
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="TOML configuration file."),
+    host: Optional[str] = typer.Option(None, help="Address to listen on (server.host)."),
+    port: Optional[int] = typer.Option(None, help="TCP port (server.port)."),
+    ae_title: Optional[str] = typer.Option(None, "--ae-title", help="Our AE title (server.ae_title)."),
+    database_url: Optional[str] = typer.Option(None, "--database-url", help="SQLAlchemy URL (database.url)."),
+    device: Optional[str] = typer.Option(None, help="Codec device: auto, cpu, cuda (codec.device)."),
+    model: Optional[str] = typer.Option(None, help="Codec model id for new instances (codec.model)."),
+    data_dir: Optional[str] = typer.Option(None, "--data-dir", help="Data directory (data_dir)."),
+    log_level: Optional[str] = typer.Option(None, "--log-level", help="DEBUG, INFO, WARNING, ..."),
+) -> None:
+    """Serve C-ECHO, C-STORE, C-FIND, C-GET and C-MOVE until SIGINT/SIGTERM."""
+    from pacs_cae.config import ConfigError, load_settings
+
+    try:
+        settings = load_settings(config, _overrides(
+            host=host, port=port, ae_title=ae_title, database_url=database_url, device=device, model=model,
+            data_dir=data_dir, log_level=log_level,
+        ))
+    except ConfigError as exc:
+        typer.echo(f"pacs-cae serve: configuration error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    configure_logging(settings.log_level)
+    raise typer.Exit(run(settings))
+
+
+def run(settings: Any) -> int:
+    """Open the archive, serve until signalled, close the archive; the process exit code."""
+    from pacs_cae.archive.service import Archive
+    from pacs_cae.net.server import serve_until_signalled
+
+    url = safe_url(settings.database.url)
+    try:
+        archive = Archive.open(settings)
+    except Exception as exc:
+        if type(exc).__name__ == "SchemaOutOfDate":
+            LOG.error("database %s has an out-of-date schema (%s); run `pacs-cae db upgrade "
+                      "--database-url ...` first", url, exc)
+        else:
+            LOG.error("cannot open the archive on %s: %s", url, exc, exc_info=settings.log_level == "DEBUG")
+        return 2
+    try:
+        LOG.info("database %s", url)
+        LOG.info("codec model %s", describe_model(archive, settings.codec.model))
+
+        def ready(address: tuple[str, int]) -> None:
+            LOG.info("%s listening on %s:%d", settings.server.ae_title, *address)
+
+        serve_until_signalled(settings, archive, on_ready=ready)
+    except OSError as exc:
+        LOG.error("cannot listen on %s:%d: %s", settings.server.host, settings.server.port, exc)
+        return 1
+    finally:
+        archive.close()
+    LOG.info("stopped")
+    return 0

@@ -1,0 +1,93 @@
+"""``pacs-cae stats``: what the archive holds and what the codec saved (a table, or ``--json`` for scripts)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+from pacs_cae.cli.app import app
+
+
+@app.command("stats")
+def stats(
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="TOML configuration file."),
+    database_url: Optional[str] = typer.Option(None, "--database-url", help="SQLAlchemy URL (database.url)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the figures as JSON."),
+) -> None:
+    """Counts per level, original vs stored bytes and ratios (overall, per codec model, per modality)."""
+    from pacs_cae.archive.stats import collect
+    from pacs_cae.config import ConfigError, load_settings
+    from pacs_cae.store.db import SchemaOutOfDate, ensure_schema
+
+    try:
+        settings = load_settings(config, {"database.url": database_url} if database_url else None)
+    except ConfigError as exc:
+        typer.echo(f"pacs-cae stats: configuration error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    try:
+        db = ensure_schema(settings)
+    except SchemaOutOfDate as exc:
+        typer.echo(f"pacs-cae stats: {exc}", err=True)
+        raise typer.Exit(1) from None
+    try:
+        with db.session(readonly=True) as session:
+            figures = collect(session)
+    finally:
+        db.dispose()
+    if as_json:
+        typer.echo(json.dumps(figures, indent=2, sort_keys=True))
+    else:
+        _print_tables(figures)
+
+
+def _size(n: int) -> str:
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{n} B"
+
+
+def _ratio(r: float | None) -> str:
+    return "-" if r is None else f"{r:.2f}:1"
+
+
+def _print_tables(s: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    summary = Table(title="pacs-cae archive", show_header=False)
+    summary.add_column("", style="bold")
+    summary.add_column("", justify="right")
+    for label, key in (("patients", "patients"), ("studies", "studies"), ("series", "series"),
+                       ("instances", "instances")):
+        summary.add_row(label, str(s[key]))
+    summary.add_row("original pixel data", _size(s["original_bytes"]))
+    summary.add_row("stored (pixels + metadata)", _size(s["stored_bytes"]))
+    summary.add_row("  of which pixel blobs", _size(s["stored_pixel_bytes"]))
+    summary.add_row("  of which metadata", _size(s["metadata_bytes"]))
+    summary.add_row("ratio (original / stored)", _ratio(s["ratio"]))
+    summary.add_row("pixel ratio (original / pixel blobs)", _ratio(s["pixel_ratio"]))
+    summary.add_row("quality-gate fallbacks", str(s["fallbacks"]["quality_gate"]))
+    summary.add_row("other fallbacks", str(s["fallbacks"]["total"] - s["fallbacks"]["quality_gate"]))
+    summary.add_row("oldest study", s["oldest_study_date"] or "-")
+    summary.add_row("newest study", s["newest_study_date"] or "-")
+    console.print(summary)
+    for title, names in (("by storage / codec model", ("storage", "model")), ("by modality", ("modality",))):
+        table = Table(title=title)
+        for name in names:
+            table.add_column(name)
+        for column in ("instances", "original", "stored", "pixel blobs", "ratio", "pixel ratio"):
+            table.add_column(column, justify="right")
+        for row in s["by_" + names[0]]:
+            table.add_row(
+                *(str(row[n] or "-") for n in names),
+                str(row["instances"]), _size(row["original_bytes"]), _size(row["stored_bytes"]),
+                _size(row["stored_pixel_bytes"]), _ratio(row["ratio"]), _ratio(row["pixel_ratio"]),
+            )
+        console.print(table)

@@ -1,0 +1,156 @@
+"""The versioned blob container: everything needed to decode one slice, plus a checksum.
+
+Layout (little-endian), container version 1 -- documented in ``docs/codec.md``::
+
+    magic "PCAE" | version u16 | model id length u8 | model id (ASCII)
+    weights sha256 (32 raw bytes)
+    latent channels, height, width (3 x u16) | latent dtype code u8 (1 = uint8)
+    latent min, latent max (2 x float32)                                  -- Eq. 3 parameters
+    rows, columns, pad bottom, pad right (4 x u16)                         -- original geometry
+    dtype kind u8 ('u' / 'i') | dtype itemsize u8 | pixel representation u8 | bits stored u8
+    value min, value max (2 x int64)                                       -- normalisation range
+    brotli quality u8 | payload length u32 | payload (Brotli of the uint8 codes, C-order)
+    CRC-32 u32 over every preceding byte
+
+A reader refuses any other magic or version, any length mismatch and any checksum mismatch with
+:class:`CorruptBlobError`, so damaged data never reaches the decoder.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import CorruptBlobError
+
+MAGIC = b"PCAE"
+CONTAINER_VERSION = 1
+LATENT_DTYPES = {1: "uint8"}
+_LATENT_CODES = {name: code for code, name in LATENT_DTYPES.items()}
+
+_PREFIX = struct.Struct("<4sHB")
+_BODY = struct.Struct("<32s3HBff4HBBBBqqBI")
+_CRC = struct.Struct("<I")
+
+
+@dataclass(frozen=True)
+class BlobHeader:
+    """Everything a blob says about itself; ``read_header`` returns it without decoding pixels."""
+
+    model_id: str
+    weights_sha256: str
+    latent_shape: tuple[int, int, int]
+    latent_min: float
+    latent_max: float
+    rows: int
+    columns: int
+    pad_bottom: int
+    pad_right: int
+    dtype: str
+    pixel_representation: int
+    bits_stored: int
+    value_min: int
+    value_max: int
+    brotli_quality: int
+    latent_dtype: str = "uint8"
+    container_version: int = CONTAINER_VERSION
+    payload_length: int = 0
+
+    @property
+    def padded_shape(self) -> tuple[int, int]:
+        """The (rows, columns) the network saw: the original slice plus bottom/right padding."""
+        return (self.rows + self.pad_bottom, self.columns + self.pad_right)
+
+
+def pack_blob(header: BlobHeader, payload: bytes) -> bytes:
+    """Serialise ``header`` and ``payload`` into one checksummed blob."""
+    model = header.model_id.encode("ascii")
+    if not 0 < len(model) < 256:
+        raise ValueError(f"model id must be 1..255 ASCII bytes, got {header.model_id!r}")
+    dtype = np.dtype(header.dtype)
+    if dtype.kind not in "ui":
+        raise ValueError(f"pixel dtype must be an integer type, got {dtype}")
+    body = _BODY.pack(
+        bytes.fromhex(header.weights_sha256),
+        *header.latent_shape,
+        _LATENT_CODES[header.latent_dtype],
+        header.latent_min,
+        header.latent_max,
+        header.rows,
+        header.columns,
+        header.pad_bottom,
+        header.pad_right,
+        ord(dtype.kind),
+        dtype.itemsize,
+        header.pixel_representation,
+        header.bits_stored,
+        header.value_min,
+        header.value_max,
+        header.brotli_quality,
+        len(payload),
+    )
+    data = _PREFIX.pack(MAGIC, CONTAINER_VERSION, len(model)) + model + body + payload
+    return data + _CRC.pack(zlib.crc32(data))
+
+
+def unpack_blob(blob: bytes) -> tuple[BlobHeader, bytes]:
+    """Check and parse a blob; return its header and the Brotli payload. Raises CorruptBlobError."""
+    view = memoryview(blob)
+    if len(view) < _PREFIX.size + _CRC.size:
+        raise CorruptBlobError(f"blob too short ({len(view)} bytes) to be a codec blob")
+    magic, version, model_len = _PREFIX.unpack_from(view, 0)
+    if magic != MAGIC:
+        raise CorruptBlobError(f"not a codec blob: magic {bytes(magic)!r}, expected {MAGIC!r}")
+    if version != CONTAINER_VERSION:
+        raise CorruptBlobError(
+            f"unsupported container version {version} (this build reads version {CONTAINER_VERSION})"
+        )
+    body_at = _PREFIX.size + model_len
+    payload_at = body_at + _BODY.size
+    if len(view) < payload_at + _CRC.size:
+        raise CorruptBlobError(f"blob truncated: {len(view)} bytes, header alone needs {payload_at + 4}")
+    (stored_crc,) = _CRC.unpack_from(view, len(view) - _CRC.size)
+    if zlib.crc32(view[: len(view) - _CRC.size]) != stored_crc:
+        raise CorruptBlobError("blob checksum mismatch: the blob is truncated or damaged")
+    fields = _BODY.unpack_from(view, body_at)
+    (sha, c, h, w, latent_code, zmin, zmax, rows, cols, pad_b, pad_r, kind, itemsize, pixrep, bits,
+     vmin, vmax, quality, payload_len) = fields
+    if payload_at + payload_len + _CRC.size != len(view):
+        raise CorruptBlobError(
+            f"blob length {len(view)} does not match its header (payload {payload_len} bytes)"
+        )
+    try:
+        model_id = bytes(view[_PREFIX.size : body_at]).decode("ascii")
+        dtype = np.dtype(f"<{chr(kind)}{itemsize}").name
+        latent_dtype = LATENT_DTYPES[latent_code]
+    except (UnicodeDecodeError, TypeError, KeyError) as exc:
+        raise CorruptBlobError(f"blob header has invalid fields: {exc}") from exc
+    header = BlobHeader(
+        model_id=model_id,
+        weights_sha256=sha.hex(),
+        latent_shape=(c, h, w),
+        latent_min=zmin,
+        latent_max=zmax,
+        rows=rows,
+        columns=cols,
+        pad_bottom=pad_b,
+        pad_right=pad_r,
+        dtype=dtype,
+        pixel_representation=pixrep,
+        bits_stored=bits,
+        value_min=vmin,
+        value_max=vmax,
+        brotli_quality=quality,
+        latent_dtype=latent_dtype,
+        container_version=version,
+        payload_length=payload_len,
+    )
+    return header, bytes(view[payload_at : payload_at + payload_len])
+
+
+def read_header(blob: bytes) -> BlobHeader:
+    """The checked header of a blob, without decompressing or decoding anything."""
+    return unpack_blob(blob)[0]

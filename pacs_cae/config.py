@@ -1,0 +1,306 @@
+"""One settings object for every command: defaults < TOML file < ``PACS_CAE_*`` environment < overrides.
+
+The defaults alone run a working archive (embedded SQLite under ``pacs-cae-data/``, the shipped model, AE title
+``PACSCAE`` on port 11112), so ``pacs-cae serve`` needs no configuration at all. See docs/configuration.md.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+ENV_PREFIX = "PACS_CAE_"
+#: Environment variable naming a TOML file, used when ``load_settings`` gets no path.
+CONFIG_ENV = "PACS_CAE_CONFIG"
+DEFAULT_DATA_DIR = "pacs-cae-data"
+
+DUPLICATE_POLICIES = ("replace", "keep-first")
+LOSSY_UID_MODES = ("derive", "keep")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+class ConfigError(ValueError):
+    """A configuration value, key or file is invalid; the message names the offending key and source."""
+
+
+@dataclass
+class ServerSettings:
+    """The DICOM application entity."""
+
+    ae_title: str = "PACSCAE"
+    host: str = "0.0.0.0"
+    port: int = 11112
+    max_associations: int = 16
+    allowed_calling_aets: list[str] = field(default_factory=list)  # empty = accept any calling AE
+    tcp_nodelay: bool = True
+    duplicate_policy: str = "replace"  # "replace" | "keep-first"
+
+
+@dataclass
+class DatabaseSettings:
+    """Where the index, metadata and blobs live."""
+
+    url: str = f"sqlite:///{DEFAULT_DATA_DIR}/archive.db"
+    auto_upgrade: bool = True  # applies to SQLite only; PostgreSQL is upgraded by `pacs-cae db upgrade`
+
+    def sqlite_path(self) -> Path | None:
+        """The database file of a file-backed SQLite URL (relative to the working directory), else None."""
+        return sqlite_path(self.url)
+
+
+@dataclass
+class CodecSettings:
+    """The learned codec and the policy that decides which slices go through it."""
+
+    model: str = "cae-paper"
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    lossy_uid: str = "derive"  # derive | keep
+    models_dir: str | None = None  # None = the repo's models/
+    brotli_quality: int = 5
+    batch_size: int = 8
+    batch_wait_ms: float = 2.0
+    gate: bool = True
+    min_psnr_db: float | None = 30.0
+    max_abs_error: float | None = None
+    modalities: list[str] = field(default_factory=lambda: ["MR"])
+    max_rows: int = 1024
+    max_columns: int = 1024
+    min_rows: int = 32
+    min_columns: int = 32
+
+
+@dataclass
+class Remote:
+    """A C-MOVE destination, keyed by its AE title in :attr:`Settings.remotes`."""
+
+    host: str
+    port: int
+
+
+@dataclass
+class Settings:
+    """Everything configurable, one section per concern."""
+
+    server: ServerSettings = field(default_factory=ServerSettings)
+    database: DatabaseSettings = field(default_factory=DatabaseSettings)
+    codec: CodecSettings = field(default_factory=CodecSettings)
+    remotes: dict[str, Remote] = field(default_factory=dict)
+    data_dir: str = DEFAULT_DATA_DIR
+    log_level: str = "INFO"
+
+
+_SECTIONS: dict[str, type] = {"server": ServerSettings, "database": DatabaseSettings, "codec": CodecSettings}
+_TOP_LEVEL = ("data_dir", "log_level")
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The file behind ``sqlite:///path`` (None for in-memory or non-SQLite URLs)."""
+    if not url.startswith("sqlite"):
+        return None
+    _, sep, rest = url.partition(":///")
+    if not sep:
+        return None
+    path = rest.split("?", 1)[0]
+    if not path or path == ":memory:":
+        return None
+    return Path(path)
+
+
+def load_settings(path: Path | None = None, overrides: Mapping[str, Any] | None = None) -> Settings:
+    """Build the settings: defaults < TOML file < ``PACS_CAE_<SECTION>_<KEY>`` environment < ``overrides``.
+
+    ``path`` None falls back to ``$PACS_CAE_CONFIG`` if set, else no file. ``overrides`` uses dotted keys
+    (``"server.port"``, ``"data_dir"``, ``"remotes.STORESCP"``); string values are converted like environment
+    values. When no source sets ``database.url`` it follows ``data_dir`` (``sqlite:///<data_dir>/archive.db``).
+    """
+    raw: dict[str, Any] = {}
+    if path is None and os.environ.get(CONFIG_ENV):
+        path = Path(os.environ[CONFIG_ENV])
+    if path is not None:
+        _merge(raw, _read_toml(Path(path)), source=str(path))
+    _merge(raw, _from_environment(os.environ), source="environment")
+    if overrides:
+        _merge(raw, _unflatten(overrides), source="overrides")
+    return _build(raw)
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError as exc:
+        raise ConfigError(f"configuration file not found: {path}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from exc
+
+
+def _from_environment(environ: Mapping[str, str]) -> dict[str, Any]:
+    """Collect the ``PACS_CAE_*`` variables that name a known key (unknown ones are ignored)."""
+    raw: dict[str, Any] = {}
+    for section, cls in _SECTIONS.items():
+        for f in dataclasses.fields(cls):
+            name = f"{ENV_PREFIX}{section}_{f.name}".upper()
+            if name in environ:
+                raw.setdefault(section, {})[f.name] = environ[name]
+    for key in _TOP_LEVEL:
+        name = f"{ENV_PREFIX}{key}".upper()
+        if name in environ:
+            raw[key] = environ[name]
+    if f"{ENV_PREFIX}REMOTES" in environ:
+        raw["remotes"] = _parse_remotes_env(environ[f"{ENV_PREFIX}REMOTES"])
+    return raw
+
+
+def _parse_remotes_env(text: str) -> dict[str, Any]:
+    """``"AET=host:port,AET2=host:port"`` -> ``{"AET": "host:port", ...}``."""
+    remotes: dict[str, Any] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        aet, sep, address = item.partition("=")
+        if not sep or not aet.strip():
+            raise ConfigError(f"{ENV_PREFIX}REMOTES: expected AET=host:port, got {item!r}")
+        remotes[aet.strip()] = address.strip()
+    return remotes
+
+
+def _unflatten(overrides: Mapping[str, Any]) -> dict[str, Any]:
+    raw: dict[str, Any] = {}
+    for key, value in overrides.items():
+        head, sep, tail = key.partition(".")
+        if sep:
+            raw.setdefault(head, {})[tail] = value
+        else:
+            raw[head] = value
+    return raw
+
+
+def _merge(into: dict[str, Any], new: Mapping[str, Any], *, source: str) -> None:
+    """Merge ``new`` into ``into`` section by section, rejecting unknown keys with the source named."""
+    for key, value in new.items():
+        if key in _SECTIONS or key == "remotes":
+            if not isinstance(value, Mapping):
+                raise ConfigError(f"{source}: [{key}] must be a table")
+            section = into.setdefault(key, {})
+            if key in _SECTIONS:
+                known = {f.name for f in dataclasses.fields(_SECTIONS[key])}
+                unknown = set(value) - known
+                if unknown:
+                    raise ConfigError(f"{source}: unknown key(s) in [{key}]: {', '.join(sorted(unknown))}")
+            section.update(value)
+        elif key in _TOP_LEVEL:
+            into[key] = value
+        else:
+            raise ConfigError(f"{source}: unknown key {key!r}")
+
+
+def _build(raw: dict[str, Any]) -> Settings:
+    settings = Settings()
+    for section, cls in _SECTIONS.items():
+        values = raw.get(section, {})
+        hints = typing.get_type_hints(cls)
+        kwargs = {name: _coerce(value, hints[name], f"{section}.{name}") for name, value in values.items()}
+        setattr(settings, section, cls(**kwargs))
+    for key in _TOP_LEVEL:
+        if key in raw:
+            setattr(settings, key, _coerce(raw[key], str, key))
+    settings.remotes = {aet: _remote(aet, value) for aet, value in raw.get("remotes", {}).items()}
+    if "url" not in raw.get("database", {}):
+        settings.database.url = f"sqlite:///{Path(settings.data_dir).as_posix()}/archive.db"
+    _validate(settings)
+    return settings
+
+
+def _remote(aet: str, value: Any) -> Remote:
+    """A remote from a TOML table ``{host, port}`` or a ``"host:port"`` string."""
+    where = f"remotes.{aet}"
+    if isinstance(value, Remote):
+        return value
+    if isinstance(value, str):
+        host, sep, port = value.rpartition(":")
+        if not sep or not host:
+            raise ConfigError(f"{where}: expected host:port, got {value!r}")
+        return Remote(host=host, port=_coerce(port, int, where + ".port"))
+    if isinstance(value, Mapping):
+        unknown = set(value) - {"host", "port"}
+        if unknown or "host" not in value or "port" not in value:
+            raise ConfigError(f"{where}: expected {{ host = ..., port = ... }}, got {dict(value)!r}")
+        return Remote(host=str(value["host"]), port=_coerce(value["port"], int, where + ".port"))
+    raise ConfigError(f"{where}: expected a table or 'host:port', got {value!r}")
+
+
+def _coerce(value: Any, hint: Any, key: str) -> Any:
+    """Convert a TOML/env/override value to the field's declared type (strings are parsed)."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        if value is None or (isinstance(value, str) and value.strip().lower() in ("", "none", "null")):
+            return None
+        return _coerce(value, args[0], key)
+    if origin is list:
+        (item_type,) = typing.get_args(hint)
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        return [_coerce(v, item_type, key) for v in value]
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lower() in ("1", "true", "yes", "on"):
+            return True
+        if isinstance(value, str) and value.strip().lower() in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(f"{key}: expected a boolean, got {value!r}")
+    if hint is int:
+        if isinstance(value, bool):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        try:
+            return int(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}") from None
+    if hint is float:
+        if isinstance(value, bool):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{key}: expected a number, got {value!r}") from None
+    if hint is str:
+        if isinstance(value, (dict, list)):
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        return str(value)
+    return value
+
+
+def _validate(s: Settings) -> None:
+    """Reject values that would only fail later, far from the configuration that caused them."""
+    checks: list[tuple[bool, str]] = [
+        (s.server.duplicate_policy in DUPLICATE_POLICIES,
+         f"server.duplicate_policy must be one of {DUPLICATE_POLICIES}, got {s.server.duplicate_policy!r}"),
+        (0 < s.server.port < 65536, f"server.port must be 1..65535, got {s.server.port}"),
+        (1 <= len(s.server.ae_title.strip()) <= 16, "server.ae_title must be 1..16 characters"),
+        (s.server.max_associations >= 1, "server.max_associations must be >= 1"),
+        (s.codec.lossy_uid in LOSSY_UID_MODES,
+         f"codec.lossy_uid must be one of {LOSSY_UID_MODES}, got {s.codec.lossy_uid!r}"),
+        (s.codec.device in ("auto", "cpu", "cuda") or s.codec.device.startswith("cuda:"),
+         f"codec.device must be auto, cpu, cuda or cuda:N, got {s.codec.device!r}"),
+        (0 <= s.codec.brotli_quality <= 11, "codec.brotli_quality must be 0..11"),
+        (s.codec.batch_size >= 1, "codec.batch_size must be >= 1"),
+        (s.codec.batch_wait_ms >= 0, "codec.batch_wait_ms must be >= 0"),
+        (0 < s.codec.min_rows <= s.codec.max_rows, "codec.min_rows must be in 1..max_rows"),
+        (0 < s.codec.min_columns <= s.codec.max_columns, "codec.min_columns must be in 1..max_columns"),
+        (s.log_level.upper() in LOG_LEVELS, f"log_level must be one of {LOG_LEVELS}, got {s.log_level!r}"),
+        (bool(s.database.url), "database.url must not be empty"),
+    ]
+    for remote_aet, remote in s.remotes.items():
+        checks.append((0 < remote.port < 65536, f"remotes.{remote_aet}.port must be 1..65535"))
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(message)
+    s.log_level = s.log_level.upper()
+    s.codec.modalities = [m.upper() for m in s.codec.modalities]

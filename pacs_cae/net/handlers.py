@@ -1,0 +1,251 @@
+"""The DIMSE event handlers: thin translations between pynetdicom events and the archive's use cases.
+
+Every handler catches everything: a failing request gets a failure status and a log line, never a crashed
+association thread. Success on C-STORE is answered only after ``archive.store`` returned, i.e. after the
+transaction holding the instance committed.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Iterator, Protocol, Sequence
+
+from pydicom.dataset import Dataset
+from pydicom.uid import ExplicitVRLittleEndian
+from pynetdicom import evt
+from pynetdicom.events import Event
+
+from pacs_cae.archive.errors import ArchiveError
+from pacs_cae.config import Settings
+from pacs_cae.net.ae import CONNECTION_HANDLERS, FIND_MODELS, GET_MODELS, MOVE_MODELS, storage_contexts_for
+
+LOG = logging.getLogger(__name__)
+
+SUCCESS = 0x0000
+PENDING = 0xFF00
+CANCEL = 0xFE00
+OUT_OF_RESOURCES = 0xA700
+MISMATCH = 0xA900
+CANNOT_UNDERSTAND = 0xC000
+FIND_UNABLE_TO_PROCESS = 0xC000
+RETRIEVE_UNABLE_TO_PROCESS = 0xC000
+RETRIEVE_OUT_OF_RESOURCES = 0xA701
+#: A dataset pynetdicom cannot encode or parse is the sender's problem, not ours.
+_DATA_ERRORS = (ValueError, TypeError, AttributeError, KeyError, IndexError, EOFError)
+
+
+class ArchiveLike(Protocol):
+    """What the handlers need from :class:`pacs_cae.archive.Archive` (kept narrow for tests)."""
+
+    def store(self, ds: Dataset, calling_aet: str = "", *, affected_sop_class: str | None = None,
+              affected_sop_instance: str | None = None) -> Any: ...
+    def find(self, query_model: str, identifier: Dataset) -> Iterator[Dataset]: ...
+    def locate(self, query_model: str, identifier: Dataset) -> list[Any]: ...
+    def load(self, refs: Sequence[Any]) -> Iterator[tuple[Any, Dataset | ArchiveError]]: ...
+
+
+def _calling_aet(event: Event) -> str:
+    return str(event.assoc.requestor.ae_title).strip()
+
+
+def _unexpected_status(exc: BaseException) -> int:
+    """Status for an exception that is not an :class:`ArchiveError` (a bug or an environment failure)."""
+    return CANNOT_UNDERSTAND if isinstance(exc, _DATA_ERRORS) else OUT_OF_RESOURCES
+
+
+def _ref_uid(ref: Any) -> str:
+    """The SOP Instance UID a retrieve delivers for this reference (what the SCU will see)."""
+    for name in ("served_uid", "sop_instance_uid"):
+        value = getattr(ref, name, None)
+        if value:
+            return str(value)
+    return ""
+
+
+def _served_syntax(ref: Any) -> str:
+    """The transfer syntax a retrieve sends: as received for lossless objects, uncompressed for CAE ones."""
+    if getattr(ref, "storage", "") == "cae":
+        return str(ExplicitVRLittleEndian)
+    return str(getattr(ref, "transfer_syntax_uid", "") or "")
+
+
+def _undeliverable(ref: Any) -> Dataset:
+    """A stand-in for an instance the archive could not load.
+
+    pynetdicom counts a pending (status, dataset) whose C-STORE sub-operation raises as a failed
+    sub-operation and lists the dataset's SOP Instance UID in the Failed SOP Instance UID List; a dataset
+    with no file meta is refused by ``send_c_store`` before anything reaches the peer.
+    """
+    ds = Dataset()
+    ds.SOPClassUID = getattr(ref, "sop_class_uid", "") or "1.2.840.10008.5.1.4.1.1.7"
+    ds.SOPInstanceUID = _ref_uid(ref)
+    return ds
+
+
+class ArchiveHandlers:
+    """Binds an archive and the settings to pynetdicom events; :meth:`bindings` gives ``evt_handlers``."""
+
+    def __init__(self, archive: ArchiveLike, settings: Settings) -> None:
+        self.archive = archive
+        self.settings = settings
+
+    def bindings(self) -> list[tuple[Any, Any]]:
+        """The ``evt_handlers`` list for ``AE.start_server``."""
+        handlers: list[tuple[Any, Any]] = [
+            (evt.EVT_C_ECHO, self.on_echo),
+            (evt.EVT_C_STORE, self.on_store),
+            (evt.EVT_C_FIND, self.on_find),
+            (evt.EVT_C_GET, self.on_get),
+            (evt.EVT_C_MOVE, self.on_move),
+            (evt.EVT_ACCEPTED, self.on_accepted),
+            (evt.EVT_REJECTED, self.on_rejected),
+        ]
+        if self.settings.server.tcp_nodelay:
+            handlers.extend(CONNECTION_HANDLERS)
+        return handlers
+
+    # -- association -----------------------------------------------------------------------------------
+    def on_accepted(self, event: Event) -> None:
+        """Log who connected (one line per association)."""
+        rq = event.assoc.requestor
+        LOG.info("association accepted from %s (%s:%s)", _calling_aet(event), rq.address, rq.port)
+
+    def on_rejected(self, event: Event) -> None:
+        """Log a rejected association, e.g. a calling AE title not in ``allowed_calling_aets``."""
+        rq = event.assoc.requestor
+        LOG.warning("association rejected for %s (%s:%s)", _calling_aet(event), rq.address, rq.port)
+
+    # -- C-ECHO ----------------------------------------------------------------------------------------
+    def on_echo(self, event: Event) -> int:
+        """Verification always succeeds once the association is accepted."""
+        return SUCCESS
+
+    # -- C-STORE ---------------------------------------------------------------------------------------
+    def on_store(self, event: Event) -> int:
+        """Archive one instance; 0x0000 only after ``archive.store`` returned (it commits)."""
+        request = event.request
+        try:
+            ds = event.dataset
+            ds.file_meta = event.file_meta
+            ds_class = str(ds.get("SOPClassUID", ""))
+            ds_instance = str(ds.get("SOPInstanceUID", ""))
+        except Exception as exc:
+            LOG.error("C-STORE from %s: data set cannot be parsed: %s", _calling_aet(event), exc)
+            return CANNOT_UNDERSTAND
+        if ds_class != str(request.AffectedSOPClassUID) or ds_instance != str(request.AffectedSOPInstanceUID):
+            LOG.error(
+                "C-STORE from %s: data set (%s, %s) does not match the request (%s, %s)",
+                _calling_aet(event), ds_class, ds_instance,
+                request.AffectedSOPClassUID, request.AffectedSOPInstanceUID,
+            )
+            return MISMATCH
+        try:
+            self.archive.store(ds, calling_aet=_calling_aet(event),
+                               affected_sop_class=str(request.AffectedSOPClassUID),
+                               affected_sop_instance=str(request.AffectedSOPInstanceUID))
+        except ArchiveError as exc:
+            LOG.error("C-STORE %s from %s refused: %s", ds_instance, _calling_aet(event), exc)
+            return exc.status
+        except Exception as exc:
+            LOG.exception("C-STORE %s from %s failed unexpectedly", ds_instance, _calling_aet(event))
+            return _unexpected_status(exc)
+        LOG.debug("C-STORE %s from %s stored", ds_instance, _calling_aet(event))
+        return SUCCESS
+
+    # -- C-FIND ----------------------------------------------------------------------------------------
+    def on_find(self, event: Event) -> Iterator[tuple[int, Dataset | None]]:
+        """One pending response per matching entity at the asked level; honours C-CANCEL."""
+        model = FIND_MODELS.get(str(event.request.AffectedSOPClassUID), "S")
+        try:
+            identifier = event.identifier
+            count = 0
+            for match in self.archive.find(model, identifier):
+                if event.is_cancelled:
+                    LOG.info("C-FIND cancelled by %s after %d matches", _calling_aet(event), count)
+                    yield CANCEL, None
+                    return
+                count += 1
+                yield PENDING, match
+        except ArchiveError as exc:
+            LOG.error("C-FIND from %s refused: %s", _calling_aet(event), exc)
+            yield exc.status, None
+            return
+        except Exception as exc:
+            LOG.exception("C-FIND from %s failed unexpectedly", _calling_aet(event))
+            yield (FIND_UNABLE_TO_PROCESS if isinstance(exc, _DATA_ERRORS) else OUT_OF_RESOURCES), None
+            return
+        LOG.info("C-FIND (%s root) from %s: %d matches", model, _calling_aet(event), count)
+        yield SUCCESS, None
+
+    # -- C-GET / C-MOVE --------------------------------------------------------------------------------
+    def on_get(self, event: Event) -> Iterator[Any]:
+        """Number of sub-operations, then one (pending, dataset) per instance, sent on this association."""
+        model = GET_MODELS.get(str(event.request.AffectedSOPClassUID), "S")
+        try:
+            refs = self.archive.locate(model, event.identifier)
+        except Exception as exc:
+            yield 1  # pynetdicom wants the count first; the failure below then ends the operation
+            yield self._locate_failure(event, "C-GET", exc)
+            return
+        LOG.info("C-GET (%s root) from %s: %d instances", model, _calling_aet(event), len(refs))
+        yield len(refs)
+        yield from self._deliver(event, refs)
+
+    def on_move(self, event: Event) -> Iterator[Any]:
+        """Destination from ``[remotes]`` (unknown -> A801), then as C-GET over a new association."""
+        model = MOVE_MODELS.get(str(event.request.AffectedSOPClassUID), "S")
+        destination = (event.move_destination or "").strip()
+        remote = self.settings.remotes.get(destination)
+        if remote is None:
+            LOG.error("C-MOVE from %s: unknown move destination %r", _calling_aet(event), destination)
+            yield None, None  # pynetdicom answers 0xA801
+            return
+        try:
+            refs = self.archive.locate(model, event.identifier)
+            failure = None
+        except Exception as exc:
+            refs, failure = [], exc
+        pairs = [(str(getattr(r, "sop_class_uid", "")), _served_syntax(r)) for r in refs]
+        options: dict[str, Any] = {"contexts": storage_contexts_for(pairs) or None}
+        if self.settings.server.tcp_nodelay:
+            options["evt_handlers"] = list(CONNECTION_HANDLERS)
+        if options["contexts"] is None:
+            del options["contexts"]
+        yield remote.host, remote.port, options
+        if failure is not None:
+            yield 1
+            yield self._locate_failure(event, "C-MOVE", failure)
+            return
+        LOG.info("C-MOVE (%s root) from %s to %s (%s:%d): %d instances", model, _calling_aet(event),
+                 destination, remote.host, remote.port, len(refs))
+        yield len(refs)
+        yield from self._deliver(event, refs)
+
+    def _deliver(self, event: Event, refs: Sequence[Any]) -> Iterator[tuple[int, Dataset | None]]:
+        """Pending (status, dataset) pairs; pynetdicom counts outcomes and builds the final response."""
+        if not refs:
+            return
+        for ref, result in self.archive.load(refs):
+            if event.is_cancelled:
+                LOG.info("retrieve cancelled by %s", _calling_aet(event))
+                yield CANCEL, None
+                return
+            if isinstance(result, Exception):
+                LOG.error("retrieve: instance %s could not be loaded (%s); counted as failed",
+                          _ref_uid(ref), result)
+                yield PENDING, _undeliverable(ref)
+            else:
+                yield PENDING, result
+
+    def _locate_failure(self, event: Event, service: str, exc: Exception) -> tuple[int, Dataset]:
+        """The final failure response for a retrieve whose identifier the archive could not resolve."""
+        if isinstance(exc, ArchiveError):
+            LOG.error("%s from %s refused: %s", service, _calling_aet(event), exc)
+            # C-GET/C-MOVE have no plain A700; A701 is "out of resources: unable to calculate matches"
+            status = RETRIEVE_OUT_OF_RESOURCES if exc.status == OUT_OF_RESOURCES else exc.status
+        else:
+            LOG.error("%s from %s failed unexpectedly", service, _calling_aet(event), exc_info=exc)
+            status = RETRIEVE_UNABLE_TO_PROCESS if isinstance(exc, _DATA_ERRORS) else RETRIEVE_OUT_OF_RESOURCES
+        failed = Dataset()
+        failed.FailedSOPInstanceUIDList = []
+        return status, failed

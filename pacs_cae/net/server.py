@@ -1,0 +1,117 @@
+"""Run the archive's AE until SIGINT/SIGTERM, then stop accepting and let open associations finish.
+
+The accept loop runs in pynetdicom's server thread; the main thread only waits on an Event that the signal
+handlers set, so a signal never interrupts a half-written transaction.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from typing import Any, Callable
+
+from pynetdicom.transport import ThreadedAssociationServer
+
+from pacs_cae.config import Settings
+from pacs_cae.net.ae import build_ae
+from pacs_cae.net.handlers import ArchiveHandlers, ArchiveLike
+
+LOG = logging.getLogger(__name__)
+
+#: How long a shutdown waits for open associations before aborting them.
+DEFAULT_GRACE_S = 30.0
+
+
+class ArchiveServer:
+    """The AE bound to an archive; :meth:`start` listens without blocking, :meth:`stop` drains."""
+
+    def __init__(self, settings: Settings, archive: ArchiveLike) -> None:
+        self.settings = settings
+        self.archive = archive
+        self.ae = build_ae(settings.server)
+        self.handlers = ArchiveHandlers(archive, settings)
+        self._server: ThreadedAssociationServer | None = None
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """The bound (host, port); the port is the real one when configured as 0."""
+        if self._server is None:
+            raise RuntimeError("server not started")
+        host, port = self._server.server_address[:2]
+        return str(host), int(port)
+
+    def start(self) -> tuple[str, int]:
+        """Listen on the configured address in a background thread; returns the bound address."""
+        server = self.ae.start_server(
+            (self.settings.server.host, self.settings.server.port),
+            block=False,
+            evt_handlers=self.handlers.bindings(),
+        )
+        assert server is not None  # non-blocking start_server always returns the server
+        self._server = server
+        return self.address
+
+    def stop(self, grace_s: float = DEFAULT_GRACE_S) -> None:
+        """Stop accepting, wait up to ``grace_s`` for open associations to end, then abort the rest."""
+        if self._server is None:
+            return
+        open_assocs = list(self._server.active_associations)
+        self._server.shutdown()  # closes the listening socket; accepted associations keep running
+        self._server = None
+        if open_assocs:
+            LOG.info("waiting for %d open association(s) to finish", len(open_assocs))
+        deadline = time.monotonic() + grace_s
+        for assoc in open_assocs:
+            assoc.join(max(0.0, deadline - time.monotonic()))
+        for assoc in open_assocs:
+            if assoc.is_alive():
+                LOG.warning("aborting association with %s after %.0f s grace", assoc.requestor.ae_title, grace_s)
+                assoc.abort()
+        self.ae.shutdown()
+
+
+def install_stop_signals(stop: threading.Event) -> Callable[[], None]:
+    """Make SIGINT and SIGTERM set ``stop``; returns a function restoring the previous handlers."""
+    previous: dict[int, Any] = {}
+
+    def _handler(signum: int, _frame: Any) -> None:
+        LOG.info("received %s, shutting down", signal.Signals(signum).name)
+        stop.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        previous[sig] = signal.signal(sig, _handler)
+
+    def restore() -> None:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+    return restore
+
+
+def serve_until_signalled(
+    settings: Settings,
+    archive: ArchiveLike,
+    *,
+    stop: threading.Event | None = None,
+    on_ready: Callable[[tuple[str, int]], None] | None = None,
+    grace_s: float = DEFAULT_GRACE_S,
+) -> None:
+    """Serve until ``stop`` is set (by SIGINT/SIGTERM when called from the main thread).
+
+    The archive stays open to the caller, which closes it after this returns (all associations ended).
+    """
+    stop = stop or threading.Event()
+    restore = (install_stop_signals(stop) if threading.current_thread() is threading.main_thread()
+               else (lambda: None))
+    server = ArchiveServer(settings, archive)
+    try:
+        address = server.start()
+        if on_ready is not None:
+            on_ready(address)
+        while not stop.wait(0.5):
+            pass
+    finally:
+        server.stop(grace_s)
+        restore()

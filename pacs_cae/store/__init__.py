@@ -1,0 +1,29 @@
+"""SQL storage: schema, engine/session handling, Alembic migrations, and the repository the use cases call."""
+
+from pacs_cae.store.db import Database, SchemaOutOfDate, ensure_schema
+from pacs_cae.store.record import InstanceRecord, InvalidRecord
+from pacs_cae.store.repository import (
+    QUALITY_GATE_REASON,
+    StoredInstance,
+    load_instance_rows,
+    upsert_instance,
+)
+from pacs_cae.store.schema import CodecModel, Instance, InstanceBlob, Patient, Series, Study
+
+__all__ = [
+    "CodecModel",
+    "Database",
+    "Instance",
+    "InstanceBlob",
+    "InstanceRecord",
+    "InvalidRecord",
+    "Patient",
+    "QUALITY_GATE_REASON",
+    "SchemaOutOfDate",
+    "Series",
+    "Study",
+    "StoredInstance",
+    "ensure_schema",
+    "load_instance_rows",
+    "upsert_instance",
+]

@@ -1,0 +1,146 @@
+"""Engine and unit-of-work handling for SQLite and PostgreSQL.
+
+SQLite is tuned for durability and for pynetdicom's one-thread-per-association model: foreign keys on, WAL,
+``synchronous=FULL``, a busy timeout, and write transactions that start with ``BEGIN IMMEDIATE`` so concurrent
+writers queue instead of failing with "database is locked" when a read lock cannot be upgraded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import create_engine, event
+from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import StaticPool
+
+from pacs_cae.config import sqlite_path
+from pacs_cae.store import migrate
+
+if TYPE_CHECKING:
+    from pacs_cae.config import Settings
+
+SQLITE_BUSY_TIMEOUT_MS = 60_000
+
+
+class SchemaOutOfDate(RuntimeError):
+    """The database schema is not at the code's Alembic head; the message tells the admin what to run."""
+
+
+class Database:
+    """One database: the engine, a session factory, and schema management."""
+
+    def __init__(self, url: str, *, echo: bool = False) -> None:
+        self.url = url
+        self._url = make_url(url)
+        self.is_sqlite = self._url.get_backend_name() == "sqlite"
+        kwargs: dict[str, Any] = {"echo": echo}
+        if self.is_sqlite:
+            path = sqlite_path(url)
+            if path is not None:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                kwargs["connect_args"] = {"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}
+            else:  # in-memory: one shared connection, or every session would see a different empty database
+                kwargs["connect_args"] = {"check_same_thread": False}
+                kwargs["poolclass"] = StaticPool
+        else:
+            kwargs["pool_pre_ping"] = True
+        self.engine: Engine = create_engine(url, **kwargs)
+        if self.is_sqlite:
+            _tune_sqlite(self.engine)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self._readonly_sessions = sessionmaker(
+            self.engine.execution_options(pacs_cae_readonly=True), expire_on_commit=False
+        )
+
+    @property
+    def dialect(self) -> str:
+        """``"sqlite"`` or ``"postgresql"``."""
+        return self.engine.dialect.name
+
+    @contextmanager
+    def session(self, *, readonly: bool = False) -> Iterator[Session]:
+        """A unit of work: commits when the block succeeds, rolls back if it raises.
+
+        ``readonly=True`` (queries, retrieves) lets SQLite readers run beside a writer instead of queueing.
+        Objects stay usable after the block (``expire_on_commit=False``).
+        """
+        factory = self._readonly_sessions if readonly else self._sessions
+        with factory() as session:
+            try:
+                yield session
+                if readonly:
+                    session.rollback()
+                else:
+                    session.commit()
+            except BaseException:
+                session.rollback()
+                raise
+
+    def upgrade(self, revision: str = "head") -> None:
+        """Bring the schema to ``revision`` (default: the newest) with Alembic."""
+        with self.engine.begin() as conn:
+            migrate.upgrade(conn, revision)
+
+    def current_revision(self) -> str | None:
+        """The Alembic revision the database is at; None for an empty database."""
+        with self.engine.connect() as conn:
+            return migrate.current_revision(conn)
+
+    def check_current(self) -> None:
+        """Raise :class:`SchemaOutOfDate` unless the schema is exactly at the code's Alembic head."""
+        current, head = self.current_revision(), migrate.head_revision()
+        if current != head:
+            state = "has no pacs-cae schema" if current is None else f"is at schema revision {current}"
+            raise SchemaOutOfDate(
+                f"The database {self.safe_url} {state}, but this version of pacs-cae needs revision {head}. "
+                "Back up the database, then run `pacs-cae db upgrade` (with the same --config) and start again."
+            )
+
+    @property
+    def safe_url(self) -> str:
+        """The URL with any password hidden, for messages and logs."""
+        return self._url.render_as_string(hide_password=True)
+
+    def dispose(self) -> None:
+        """Close pooled connections."""
+        self.engine.dispose()
+
+
+def ensure_schema(settings: Settings, database: Database | None = None) -> Database:
+    """What ``serve`` (and the admin commands) call at start-up.
+
+    SQLite with ``database.auto_upgrade`` (the embedded default) is upgraded in place; any other database must
+    already be current, otherwise :class:`SchemaOutOfDate` tells the admin to run ``pacs-cae db upgrade``.
+    """
+    db = database or Database(settings.database.url)
+    if db.is_sqlite and settings.database.auto_upgrade:
+        db.upgrade()
+    else:
+        db.check_current()
+    return db
+
+
+def _tune_sqlite(engine: Engine) -> None:
+    """Pragmas per connection, and BEGIN IMMEDIATE for write transactions (see the module docstring)."""
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # SQLAlchemy emits BEGIN itself, below
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=FULL")
+        cursor.execute("PRAGMA case_sensitive_like=ON")  # LIKE as on PostgreSQL (C-FIND wildcard matching)
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        readonly = conn.get_execution_options().get("pacs_cae_readonly", False)
+        conn.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")
+
+
+__all__ = ["Database", "SchemaOutOfDate", "ensure_schema"]

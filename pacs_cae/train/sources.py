@@ -1,0 +1,96 @@
+"""Training and evaluation volumes: NIfTI files and DICOM series folders, as float32 3-D arrays.
+
+Both kinds of source end up as a :class:`Volume` so the sampler and the evaluator never care where slices came
+from. Slices are always taken along the array's last axis as "axial" for NIfTI (RAS-ish orientation) and along the
+stacking axis for DICOM series.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Volume:
+    """A 3-D image with its voxel spacing (mm), slices along axis 2."""
+
+    name: str
+    data: np.ndarray  # float32, shape (X, Y, Z)
+    spacing: tuple[float, float, float]
+
+
+def mni152_template_path() -> Path:
+    """The MNI152 2009a T1 template shipped inside the nilearn wheel (no download)."""
+    import nilearn  # imported lazily: only training/evaluation need it
+
+    path = Path(nilearn.__file__).parent / "datasets/data/mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz"
+    if not path.exists():
+        raise FileNotFoundError(f"MNI152 template not found in the nilearn package at {path}")
+    return path
+
+
+def load_nifti(path: Path) -> Volume:
+    """Load a 3-D NIfTI volume (4-D volumes: first frame)."""
+    import nibabel as nib
+
+    img = nib.load(str(path))
+    data = np.asarray(img.dataobj, dtype=np.float32)
+    if data.ndim == 4:
+        data = data[..., 0]
+    if data.ndim != 3:
+        raise ValueError(f"{path}: expected a 3-D volume, got shape {data.shape}")
+    zooms = tuple(float(z) for z in img.header.get_zooms()[:3])
+    name = Path(path).name.removesuffix(".gz").removesuffix(".nii")
+    return Volume(name=name, data=data, spacing=zooms)  # type: ignore[arg-type]
+
+
+def load_dicom_folder(folder: Path) -> list[Volume]:
+    """Every single-frame monochrome series in a folder (recursively), one Volume per series."""
+    import pydicom
+
+    by_series: dict[str, list[tuple[float, np.ndarray, tuple[float, float]]]] = defaultdict(list)
+    for path in sorted(p for p in Path(folder).rglob("*") if p.is_file()):
+        try:
+            ds = pydicom.dcmread(path)
+            arr = ds.pixel_array
+        except Exception:  # not DICOM, or no decodable pixels: not training data
+            continue
+        if arr.ndim != 2:
+            continue
+        position = getattr(ds, "ImagePositionPatient", None)
+        order = float(position[2]) if position else float(getattr(ds, "InstanceNumber", 0) or 0)
+        spacing = tuple(float(s) for s in getattr(ds, "PixelSpacing", (1.0, 1.0)))
+        by_series[str(getattr(ds, "SeriesInstanceUID", path.parent))].append(
+            (order, arr.astype(np.float32), spacing)  # type: ignore[arg-type]
+        )
+    volumes = []
+    for uid, items in by_series.items():
+        shapes = {a.shape for _, a, _ in items}
+        if len(shapes) != 1:
+            continue
+        items.sort(key=lambda t: t[0])
+        data = np.stack([a.T for _, a, _ in items], axis=2)  # (cols, rows, slices) like NIfTI
+        sx, sy = items[0][2]
+        volumes.append(Volume(name=f"dicom:{uid}", data=data, spacing=(sy, sx, 1.0)))
+    return volumes
+
+
+def load_sources(paths: list[Path]) -> list[Volume]:
+    """NIfTI files and DICOM folders, in order; a folder yields one volume per series."""
+    volumes: list[Volume] = []
+    for p in paths:
+        p = Path(p)
+        if p.is_dir():
+            found = load_dicom_folder(p)
+            if not found:
+                raise ValueError(f"{p}: no DICOM image series found")
+            volumes += found
+        elif p.name.endswith((".nii", ".nii.gz")):
+            volumes.append(load_nifti(p))
+        else:
+            raise ValueError(f"{p}: not a NIfTI file or a folder of DICOM files")
+    return volumes

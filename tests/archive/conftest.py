@@ -1,0 +1,83 @@
+"""Fixtures for the archive use-case tests: a models dir, settings, and an open Archive per backend."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import torch
+
+from pacs_cae.archive.service import Archive, ArchiveCodecs
+from pacs_cae.codec import BatchingCodec, CodecRegistry
+from pacs_cae.codec.weights import initial_model, save_model
+from pacs_cae.config import CodecSettings, DatabaseSettings, Settings
+from pacs_cae.store.db import Database
+
+REPO_MODELS = Path(__file__).resolve().parents[2] / "models"
+TEST_MODEL = "cae-paper-init"
+ZERO_MODEL = "cae-zero"  # every weight 0: the decoder outputs 0.5 everywhere, a deliberately bad model
+
+
+@pytest.fixture(scope="session")
+def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The shipped untrained checkpoint (or an identical fresh one) plus the zero-weights model."""
+    base = tmp_path_factory.mktemp("models")
+    shipped = REPO_MODELS / TEST_MODEL
+    if (shipped / "card.json").is_file() and (shipped / "model.safetensors").is_file():
+        shutil.copytree(shipped, base / TEST_MODEL)
+    else:
+        save_model(initial_model(seed=0), base / TEST_MODEL, model_id=TEST_MODEL, trained=False)
+    zero = initial_model(seed=0)
+    with torch.no_grad():
+        for p in zero.parameters():
+            p.zero_()
+    save_model(zero, base / ZERO_MODEL, model_id=ZERO_MODEL, trained=False)
+    return base
+
+
+@pytest.fixture(scope="session")
+def registry(models_dir: Path) -> CodecRegistry:
+    """One registry for the whole session, so each model is loaded once."""
+    return CodecRegistry(models_dir, device="cpu")
+
+
+@pytest.fixture
+def make_settings(models_dir: Path, database_url: str) -> Callable[..., Settings]:
+    """``make_settings(**codec_overrides, duplicate_policy=...)`` -> Settings on this test's database."""
+
+    def _make(duplicate_policy: str = "replace", **codec: object) -> Settings:
+        values: dict[str, object] = {"model": TEST_MODEL, "device": "cpu", "models_dir": str(models_dir),
+                                     "gate": False, "batch_wait_ms": 0.5}
+        values.update(codec)
+        settings = Settings(database=DatabaseSettings(url=database_url), codec=CodecSettings(**values))
+        settings.server.duplicate_policy = duplicate_policy
+        return settings
+
+    return _make
+
+
+@pytest.fixture
+def open_archive(make_settings: Callable[..., Settings], registry: CodecRegistry) -> Iterator[Callable[..., Archive]]:
+    """``open_archive(**settings_overrides)`` -> an Archive on a migrated database (closed after the test)."""
+    opened: list[Archive] = []
+    database: list[Database] = []
+
+    def _open(**overrides: object) -> Archive:
+        settings = make_settings(**overrides)
+        if not database:
+            db = Database(settings.database.url)
+            db.upgrade()
+            database.append(db)
+        model = registry.get(settings.codec.model)
+        codecs = ArchiveCodecs(registry, BatchingCodec(model, max_batch=8, max_wait_ms=0.5))
+        archive = Archive(settings, database[0], codecs)
+        opened.append(archive)
+        return archive
+
+    yield _open
+    for archive in opened:
+        archive.codecs.close()
+    for db in database:
+        db.dispose()

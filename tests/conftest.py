@@ -1,0 +1,97 @@
+"""Shared fixtures: ``database_url`` runs a test against SQLite and against PostgreSQL.
+
+PostgreSQL comes from ``$PACS_CAE_TEST_PG_URL`` (default: the local server,
+``postgresql+psycopg://postgres@127.0.0.1:5432/postgres``). One uniquely named database is created per test
+session and dropped at the end; each test gets its own schema in it (via ``search_path``), so tests never see
+each other's rows. If PostgreSQL cannot be reached the PostgreSQL variants FAIL with the reason; set
+``PACS_CAE_TEST_PG_URL=`` (empty) to leave them out on a machine without PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+PG_ENV = "PACS_CAE_TEST_PG_URL"
+PG_DEFAULT = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+
+
+def _pg_admin_url() -> str:
+    return os.environ.get(PG_ENV, PG_DEFAULT)
+
+
+BACKENDS = ["sqlite"] + (
+    [pytest.param("postgresql", marks=pytest.mark.postgresql)] if _pg_admin_url() != "" else []
+)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "postgresql: runs against the PostgreSQL server ($PACS_CAE_TEST_PG_URL)")
+
+
+@pytest.fixture(scope="session")
+def pg_database_url() -> Iterator[str]:
+    """A fresh PostgreSQL database for this test session (dropped afterwards)."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    admin_url = make_url(_pg_admin_url())
+    name = f"pacs_cae_test_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+    except Exception as exc:  # noqa: BLE001 - any connection failure gets the same advice
+        admin.dispose()
+        pytest.fail(
+            f"PostgreSQL at {admin_url.render_as_string(hide_password=True)} is not usable ({exc}). Start it "
+            "(`pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start`), point "
+            f"{PG_ENV} at a server, or set {PG_ENV}= (empty) to leave the PostgreSQL tests out.",
+            pytrace=False,
+        )
+    try:
+        yield admin_url.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture(params=BACKENDS)
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """An empty database URL (no schema yet): a temporary SQLite file, or a fresh PostgreSQL schema."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'archive.db'}"
+        return
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    base = make_url(request.getfixturevalue("pg_database_url"))
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    engine = create_engine(base, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    try:
+        url = base.update_query_dict({"options": f"-csearch_path={schema}"})
+        yield url.render_as_string(hide_password=False)
+    finally:
+        with engine.connect() as conn:
+            conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+        engine.dispose()
+
+
+@pytest.fixture
+def database(database_url: str) -> Iterator[object]:
+    """A :class:`pacs_cae.store.Database` on ``database_url`` with the schema at the Alembic head."""
+    from pacs_cae.store.db import Database
+
+    db = Database(database_url)
+    db.upgrade()
+    try:
+        yield db
+    finally:
+        db.dispose()

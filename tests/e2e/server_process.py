@@ -1,0 +1,116 @@
+"""`pacs-cae serve` as a real child process: configuration file, start, readiness, stop."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tests.e2e import dcmtk
+
+AE_TITLE = "PACSCAE"
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now (the OS picks it)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def write_config(path: Path, *, data_dir: Path, port: int, database_url: str, codec: dict[str, Any],
+                 remotes: dict[str, int], server: dict[str, Any] | None = None) -> Path:
+    """A TOML file in the documented format (deploy/pacs-cae.toml)."""
+    lines = [f"data_dir = {_toml_value(str(data_dir))}", 'log_level = "INFO"', "", "[server]",
+             f"ae_title = {_toml_value(AE_TITLE)}", 'host = "127.0.0.1"', f"port = {port}"]
+    lines += [f"{k} = {_toml_value(v)}" for k, v in (server or {}).items()]
+    lines += ["", "[database]", f"url = {_toml_value(database_url)}", "", "[codec]"]
+    lines += [f"{k} = {_toml_value(v)}" for k, v in codec.items()]
+    lines += ["", "[remotes]"]
+    lines += [f'{aet} = {{ host = "127.0.0.1", port = {p} }}' for aet, p in remotes.items()]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def pacs_cae_command() -> list[str]:
+    """The installed console script next to this interpreter, else the module entry point."""
+    script = Path(sys.executable).parent / "pacs-cae"
+    if script.exists():
+        return [str(script)]
+    found = shutil.which("pacs-cae")
+    return [found] if found else [sys.executable, "-c", "from pacs_cae.cli import app; app()"]
+
+
+def clean_environment() -> dict[str, str]:
+    """The caller's environment without PACS_CAE_* settings, which would override the test's file."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("PACS_CAE_")}
+
+
+@dataclass
+class ServerProcess:
+    """A running `pacs-cae serve`; its stdout+stderr go to ``log_path``."""
+
+    proc: subprocess.Popen[bytes]
+    port: int
+    config: Path
+    log_path: Path
+    workdir: Path
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 60) -> int:
+        """Send ``sig`` and wait; kills (and fails loudly via the return code) on timeout."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        return int(self.proc.returncode)
+
+
+def start_server(workdir: Path, config: Path, port: int, *, timeout: float = 180) -> ServerProcess:
+    """Start the server and wait until a DCMTK echoscu gets an answer (or the process dies)."""
+    log_path = workdir / "serve.log"
+    log = log_path.open("wb")
+    proc = subprocess.Popen([*pacs_cae_command(), "serve", "--config", str(config)], cwd=workdir,
+                            stdout=log, stderr=subprocess.STDOUT, env=clean_environment())
+    log.close()
+    server = ServerProcess(proc, port, config, log_path, workdir)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not server.alive():
+            raise AssertionError(f"pacs-cae serve exited {proc.returncode} before answering:\n{server.log()}")
+        if echo(port).returncode == 0:
+            return server
+        time.sleep(0.3)
+    server.stop(signal.SIGKILL)
+    raise AssertionError(f"pacs-cae serve did not answer C-ECHO within {timeout:.0f} s:\n{server.log()}")
+
+
+def echo(port: int) -> subprocess.CompletedProcess[str]:
+    return dcmtk.run("echoscu", ["-aec", AE_TITLE, "-aet", "E2ESCU", "-to", "5", "127.0.0.1", str(port)],
+                     check=False, timeout=30)

@@ -1,0 +1,203 @@
+"""End to end: `pacs-cae serve` as a real process, driven by DCMTK, on SQLite and PostgreSQL.
+
+The tests share one server and one ingest per backend (see conftest.py) and run in file order; the last
+one stops the server with SIGTERM.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+
+from tests.archive.factories import make_mr_series
+from tests.e2e import dcmtk
+from tests.e2e.compare import check_lossless, check_lossy
+from tests.e2e.conftest import MOVE_AET, Scenario, _write
+from tests.e2e.server_process import echo
+
+pytestmark = pytest.mark.e2e
+
+ROOTS = ["P", "S"]
+
+
+def _find(s: Scenario, root: str, keys: dict[str, str], name: str) -> list[Dataset]:
+    return dcmtk.find(s.server.port, root, keys, s.work / "find" / name)
+
+
+def _served_uid(s: Scenario, ds: Dataset) -> str:
+    """The UID the archive answers and delivers: derived for the CAE slices, the original otherwise."""
+    from pacs_cae.dicom.uids import derive_lossy_uid
+
+    is_cae = ds in s.mr or ds in s.small_mr
+    return str(derive_lossy_uid(str(ds.SOPInstanceUID), s.model_id)) if is_cae else str(ds.SOPInstanceUID)
+
+
+def _check_retrieved(s: Scenario, retrieved: list[Dataset], expected: list[Dataset]) -> None:
+    """Every expected object arrived once; CAE slices lossy-declared above the floor, the rest byte-exact."""
+    by_uid = {str(ds.SOPInstanceUID): ds for ds in retrieved}
+    assert len(by_uid) == len(retrieved) == len(expected), sorted(by_uid)
+    assert set(by_uid) == {_served_uid(s, ds) for ds in expected}
+    for original in expected:
+        got = by_uid[_served_uid(s, original)]
+        if original in s.mr or original in s.small_mr:
+            check_lossy(original, got, model_id=s.model_id, floor_db=s.floor_db)
+        else:
+            check_lossless(original, got)
+
+
+def test_echo(scenario: Scenario) -> None:
+    assert echo(scenario.server.port).returncode == 0
+
+
+def test_storescu_stored_everything(scenario: Scenario) -> None:
+    assert scenario.store.returncode == 0, scenario.store.stdout + scenario.store.stderr + scenario.server.log()
+
+
+@pytest.mark.parametrize("root", ROOTS)
+def test_find_counts_at_every_level(scenario: Scenario, root: str) -> None:
+    s = scenario
+    series_a = {str(ds.SeriesInstanceUID) for ds in s.study_a_objects}
+    if root == "P":
+        patients = _find(s, root, {"QueryRetrieveLevel": "PATIENT", "PatientID": "PCAE-*", "PatientName": "",
+                                   "NumberOfPatientRelatedStudies": "", "NumberOfPatientRelatedInstances": ""},
+                         "patients")
+        by_id = {str(p.PatientID): p for p in patients}
+        assert set(by_id) == {"PCAE-A", "PCAE-B"}
+        assert str(by_id["PCAE-A"].PatientName) == "Alpha^Phantom"
+        assert int(by_id["PCAE-A"].NumberOfPatientRelatedStudies) == 1
+        assert int(by_id["PCAE-A"].NumberOfPatientRelatedInstances) == len(s.study_a_objects)
+        scope = {"PatientID": "PCAE-A"}
+    else:
+        studies = _find(s, root, {"QueryRetrieveLevel": "STUDY", "StudyInstanceUID": "", "StudyDate": "",
+                                  "PatientID": ""}, "all-studies")
+        assert {str(d.StudyInstanceUID) for d in studies} == {s.study_a, str(s.small_mr[0].StudyInstanceUID)}
+        ranged = _find(s, root, {"QueryRetrieveLevel": "STUDY", "StudyDate": "20240101-20241231",
+                                 "StudyInstanceUID": ""}, "range")
+        assert [str(d.StudyInstanceUID) for d in ranged] == [s.study_a]
+        scope = {}
+    studies = _find(s, root, {**scope, "QueryRetrieveLevel": "STUDY", "StudyInstanceUID": s.study_a,
+                              "AccessionNumber": "", "NumberOfStudyRelatedSeries": "",
+                              "NumberOfStudyRelatedInstances": ""}, f"study-{root}")
+    assert len(studies) == 1
+    assert int(studies[0].NumberOfStudyRelatedSeries) == len(series_a)
+    assert int(studies[0].NumberOfStudyRelatedInstances) == len(s.study_a_objects)
+    series = _find(s, root, {**scope, "QueryRetrieveLevel": "SERIES", "StudyInstanceUID": s.study_a,
+                             "SeriesInstanceUID": "", "Modality": "", "NumberOfSeriesRelatedInstances": ""},
+                   f"series-{root}")
+    assert {str(d.SeriesInstanceUID) for d in series} == series_a
+    counts = {str(d.SeriesInstanceUID): int(d.NumberOfSeriesRelatedInstances) for d in series}
+    assert counts[str(s.mr[0].SeriesInstanceUID)] == len(s.mr)
+    assert sorted(str(d.Modality) for d in series) == sorted(["MR", "MR", "OT", "SR"])
+    images = _find(s, root, {**scope, "QueryRetrieveLevel": "IMAGE", "StudyInstanceUID": s.study_a,
+                             "SeriesInstanceUID": str(s.mr[0].SeriesInstanceUID), "SOPInstanceUID": "",
+                             "InstanceNumber": ""}, f"images-{root}")
+    assert sorted(int(d.InstanceNumber) for d in images) == list(range(1, len(s.mr) + 1))
+    # IMAGE level answers with the UID that C-GET/C-MOVE deliver (derived for the CAE copies)
+    assert {str(d.SOPInstanceUID) for d in images} == {_served_uid(s, ds) for ds in s.mr}
+    wildcard = _find(s, root, {**scope, "QueryRetrieveLevel": "IMAGE", "StudyInstanceUID": s.study_a,
+                               "SeriesInstanceUID": "", "SOPInstanceUID": "", "SOPClassUID": ""},
+                     f"all-images-{root}")
+    assert len(wildcard) == len(s.study_a_objects)
+
+
+def test_get_study_returns_every_object(scenario: Scenario) -> None:
+    s = scenario
+    out = s.work / "get-study"
+    out.mkdir()
+    dcmtk.run("getscu", ["-aec", "PACSCAE", "-aet", "E2ESCU", "-S", "-od", str(out),
+                         *dcmtk.keys({"QueryRetrieveLevel": "STUDY", "StudyInstanceUID": s.study_a}),
+                         "127.0.0.1", str(s.server.port)], timeout=300)
+    _check_retrieved(s, dcmtk.read_dir(out), s.study_a_objects)
+
+
+@pytest.mark.parametrize("level", ["PATIENT", "SERIES", "IMAGE"])
+def test_get_at_other_levels(scenario: Scenario, level: str) -> None:
+    s = scenario
+    small = s.small_mr
+    keys = {"QueryRetrieveLevel": level, "PatientID": "PCAE-B"}
+    expected = small
+    if level in ("SERIES", "IMAGE"):
+        keys.update(StudyInstanceUID=str(small[0].StudyInstanceUID), SeriesInstanceUID=str(small[0].SeriesInstanceUID))
+    if level == "IMAGE":  # a retrieve naming the ORIGINAL SOP Instance UID still works
+        keys["SOPInstanceUID"] = str(small[1].SOPInstanceUID)
+        expected = [small[1]]
+    out = s.work / f"get-{level}"
+    out.mkdir()
+    dcmtk.run("getscu", ["-aec", "PACSCAE", "-aet", "E2ESCU", "-P" if level == "PATIENT" else "-S", "-od",
+                         str(out), *dcmtk.keys(keys), "127.0.0.1", str(s.server.port)], timeout=300)
+    _check_retrieved(s, dcmtk.read_dir(out), expected)
+
+
+def test_move_study_to_configured_storescp(scenario: Scenario) -> None:
+    s = scenario
+    out = s.work / "moved"
+    out.mkdir()
+    scp = subprocess.Popen([dcmtk.tool("storescp"), "-aet", MOVE_AET, "-od", str(out), str(s.move_port)],
+                           env=dcmtk.environment(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        time.sleep(0.5)
+        proc = dcmtk.run("movescu", ["-v", "-aec", "PACSCAE", "-aet", "E2ESCU", "-aem", MOVE_AET, "-S",
+                                     *dcmtk.keys({"QueryRetrieveLevel": "STUDY", "StudyInstanceUID": s.study_a}),
+                                     "127.0.0.1", str(s.server.port)], timeout=300)
+    finally:
+        scp.terminate()
+        scp.wait(10)
+    assert "Move Response" in proc.stdout + proc.stderr
+    _check_retrieved(s, dcmtk.read_dir(out), s.study_a_objects)
+
+
+def test_move_to_unknown_destination_is_a801(scenario: Scenario) -> None:
+    s = scenario
+    proc = dcmtk.run("movescu", ["-v", "-aec", "PACSCAE", "-aet", "E2ESCU", "-aem", "NOBODY", "-S",
+                                 *dcmtk.keys({"QueryRetrieveLevel": "STUDY", "StudyInstanceUID": s.study_a}),
+                                 "127.0.0.1", str(s.server.port)], check=False, timeout=120)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode != 0, output
+    assert "MoveDestinationUnknown" in output or "a801" in output.lower(), output
+
+
+def test_bad_store_is_refused_and_server_keeps_serving(scenario: Scenario) -> None:
+    s = scenario
+    bad = make_mr_series(1, 64, 64, patient_id="PCAE-BAD", patient_name="Bad^Object")[0]
+    bad.PixelData = bad.PixelData[: len(bad.PixelData) // 2]  # Pixel Data shorter than Rows x Columns
+    (path,) = _write([bad], s.work / "bad")
+    proc = dcmtk.run("storescu", ["-v", "-aec", "PACSCAE", "-aet", "E2ESCU", "127.0.0.1", str(s.server.port),
+                                  str(path)], check=False, timeout=120)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode != 0, output
+    assert re.search(r"Received Store Response \((?!Success)", output), output
+    assert s.server.alive()
+    assert echo(s.server.port).returncode == 0
+    assert _find(s, "P", {"QueryRetrieveLevel": "PATIENT", "PatientID": "PCAE-BAD"}, "bad") == []
+
+
+def test_stats_json_counts_what_was_stored(scenario: Scenario) -> None:
+    s = scenario
+    proc = s.cli("stats", "--json")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    stats = json.loads(proc.stdout)
+    everything = [*s.study_a_objects, *s.small_mr]
+    assert stats["patients"] == 2
+    assert stats["studies"] == 2
+    assert stats["series"] == len({str(ds.SeriesInstanceUID) for ds in everything})
+    assert stats["instances"] == len(everything)
+    original = sum(len(ds.PixelData) for ds in everything if "PixelData" in ds)
+    assert stats["original_bytes"] == original
+    assert 0 < stats["stored_bytes"]
+
+
+def test_sigterm_stops_cleanly(scenario: Scenario) -> None:
+    server = scenario.server
+    rc = server.stop(signal.SIGTERM, timeout=60)
+    assert rc == 0, server.log()
+    assert "Traceback" not in server.log(), server.log()
+    assert not server.alive()
