@@ -59,7 +59,11 @@ class Encoder(Protocol):
 
 @dataclass(frozen=True)
 class StoreOutcome:
-    """What was committed for one instance."""
+    """What was committed for one instance.
+
+    With ``result == "kept-first"`` (duplicate policy keep-first) nothing was written: the fields describe
+    how the re-sent copy would have been stored; the first copy stays as it was.
+    """
 
     sop_instance_uid: str
     sop_class_uid: str

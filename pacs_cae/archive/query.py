@@ -150,10 +150,9 @@ def _require_upper_unique_keys(query_model: str, level: str, identifier: Dataset
 
 def _value_text(identifier: Dataset, keyword: str) -> str | None:
     """An identifier value as DICOM text (multiple values joined with backslash); None when absent."""
-    elem = identifier.get(keyword)
-    if elem is None:
+    if keyword not in identifier:
         return None
-    value = elem.value
+    value = identifier[keyword].value
     if value is None:
         return ""
     if isinstance(value, (list, tuple, MultiValue)):
@@ -289,11 +288,10 @@ def _element(requested: DataElement, value: Any) -> DataElement:
 
 
 def _needs_unicode(ds: Dataset) -> bool:
+    """True when a value cannot be sent in the default repertoire (ASCII)."""
     for elem in ds:
         values = elem.value if isinstance(elem.value, (list, MultiValue)) else [elem.value]
-        if any(isinstance(v, str) and not v.isascii() for v in values):
-            return True
-        if any(v is not None and not isinstance(v, (str, int, float)) and not str(v).isascii() for v in values):
+        if any(v is not None and not str(v).isascii() for v in values):
             return True
     return False
 

@@ -13,10 +13,13 @@ from typing import Any
 
 import numpy as np
 from pydicom.dataset import Dataset
+from sqlalchemy.exc import SQLAlchemyError
 
+from pacs_cae.archive import query, stats
 from pacs_cae.archive import retrieve as _retrieve
-from pacs_cae.archive.errors import ArchiveError
+from pacs_cae.archive.errors import ArchiveError, OutOfResources
 from pacs_cae.archive.ingest import StoreOutcome, ingest
+from pacs_cae.archive.query import InstanceRef
 from pacs_cae.codec import BatchingCodec, Codec, CodecRegistry, read_header
 from pacs_cae.config import CodecSettings, Settings
 from pacs_cae.store.db import Database, ensure_schema
@@ -53,6 +56,7 @@ class ArchiveCodecs:
 
     @property
     def model_id(self) -> str | None:
+        """The model new slices are encoded with (None: lossless only)."""
         return None if self.encoder is None else self.encoder.model_id
 
     def decode(self, blobs: Sequence[bytes]) -> list[np.ndarray]:
@@ -60,8 +64,9 @@ class ArchiveCodecs:
         if self.encoder is None:
             return self.registry.decode(blobs)
         active = self.encoder.model_id
-        mine = [i for i, b in enumerate(blobs) if read_header(b).model_id == active]
-        others = [i for i in range(len(blobs)) if i not in set(mine)]
+        is_mine = [read_header(b).model_id == active for b in blobs]
+        mine = [i for i, m in enumerate(is_mine) if m]
+        others = [i for i, m in enumerate(is_mine) if not m]
         out: list[np.ndarray] = [np.empty(0)] * len(blobs)
         for i, array in zip(mine, self.encoder.decode([blobs[i] for i in mine])):
             out[i] = array
@@ -114,16 +119,27 @@ class Archive:
                       affected_sop_instance=affected_sop_instance)
 
     def find(self, query_model: str, identifier: Dataset) -> Iterator[Dataset]:
-        """C-FIND matches at the identifier's Query/Retrieve Level (``query_model`` "P" or "S")."""
-        from pacs_cae.archive import query
+        """C-FIND matches at the identifier's Query/Retrieve Level (``query_model`` "P" or "S").
 
-        return query.find(self.database, query_model, identifier, lossy_uid=self.settings.codec.lossy_uid)
+        A generator holding one read-only session while the caller consumes it; a bad identifier raises
+        ``QueryError`` on the first ``next()``, a database failure :class:`OutOfResources`.
+        """
+        try:
+            with self.database.session(readonly=True) as session:
+                yield from query.find(session, query_model, identifier, lossy_uid=self.settings.codec.lossy_uid,
+                                      retrieve_aet=self.settings.server.ae_title)
+        except SQLAlchemyError as exc:
+            LOG.error("C-FIND failed, database error: %s", exc)
+            raise OutOfResources(f"database error: {type(exc).__name__}") from exc
 
-    def locate(self, query_model: str, identifier: Dataset) -> list[Any]:
-        """The instances a C-GET/C-MOVE with this identifier sends, as ``InstanceRef`` objects."""
-        from pacs_cae.archive import query
-
-        return query.locate(self.database, query_model, identifier, lossy_uid=self.settings.codec.lossy_uid)
+    def locate(self, query_model: str, identifier: Dataset) -> list[InstanceRef]:
+        """The instances a C-GET/C-MOVE with this identifier sends (an original or a derived UID works)."""
+        try:
+            with self.database.session(readonly=True) as session:
+                return query.locate(session, query_model, identifier, lossy_uid=self.settings.codec.lossy_uid)
+        except SQLAlchemyError as exc:
+            LOG.error("retrieve lookup failed, database error: %s", exc)
+            raise OutOfResources(f"database error: {type(exc).__name__}") from exc
 
     def load(self, refs: Sequence[Any]) -> Iterator[tuple[Any, Dataset | ArchiveError]]:
         """The served datasets for ``refs`` (decoded in batches); failures come back as ArchiveError."""
@@ -131,11 +147,10 @@ class Archive:
                               lossy_uid=self.settings.codec.lossy_uid,
                               chunk_size=max(8, 4 * self.settings.codec.batch_size))
 
-    def stats(self) -> dict:
+    def stats(self) -> dict[str, Any]:
         """Counts and original/stored bytes, overall and per codec model and modality."""
-        from pacs_cae.archive import stats
-
-        return stats.collect(self.database)
+        with self.database.session(readonly=True) as session:
+            return stats.collect(session)
 
 
 __all__ = ["Archive", "ArchiveCodecs", "NO_MODEL"]

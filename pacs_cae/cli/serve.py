@@ -34,9 +34,11 @@ def safe_url(url: str) -> str:
 
 
 def configure_logging(level: str) -> None:
-    """One line per event on stderr; pynetdicom's per-PDU chatter only at DEBUG."""
+    """One line per event on stderr; pynetdicom's per-PDU and Alembic's plugin chatter only at DEBUG."""
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
-    logging.getLogger("pynetdicom").setLevel(logging.DEBUG if level == "DEBUG" else logging.WARNING)
+    quiet = logging.DEBUG if level == "DEBUG" else logging.WARNING
+    for chatty in ("pynetdicom", "alembic"):
+        logging.getLogger(chatty).setLevel(quiet)
 
 
 def describe_model(archive: Any, model_id: str) -> str:

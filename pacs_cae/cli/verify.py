@@ -1,1 +1,37 @@
-"""(placeholder: filled in by its owner)."""
+"""``pacs-cae verify``: decode every stored instance through the retrieve path; non-zero exit on any failure."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from pacs_cae.cli.app import app
+
+
+@app.command("verify")
+def verify(
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="TOML configuration file."),
+    database_url: Optional[str] = typer.Option(None, "--database-url", help="SQLAlchemy URL (database.url)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+) -> None:
+    """Check that every instance's metadata and pixel blob decode (every model still referenced is present)."""
+    from pacs_cae.archive.service import Archive
+    from pacs_cae.archive.verify import verify as run_verify
+    from pacs_cae.config import load_settings
+
+    settings = load_settings(config, {"database.url": database_url} if database_url else None)
+    with Archive.open(settings) as archive:
+        report = run_verify(archive)
+    if as_json:
+        typer.echo(json.dumps(report.as_dict(), indent=2, sort_keys=True))
+    else:
+        for kind, count in sorted(report.checked.items()):
+            typer.echo(f"{kind:>32}: {count} checked")
+        for uid, reason in report.failures:
+            typer.echo(f"FAILED {uid}: {reason}", err=True)
+        typer.echo(f"{sum(report.checked.values())} instances checked, {len(report.failures)} failed")
+    if not report.ok:
+        raise typer.Exit(1)

@@ -103,7 +103,8 @@ def load_model(model: str | Path, models_dir: str | Path | None = None) -> tuple
     actual = sha256_file(directory / WEIGHTS_FILE)
     if actual != card.sha256:
         raise WeightsIntegrityError(
-            f"model {card.model_id!r}: {directory / WEIGHTS_FILE} has sha256 {actual}, its card says {card.sha256}"
+            f"model {card.model_id!r}: {directory / WEIGHTS_FILE} has sha256 {actual}, "
+            f"its card says {card.sha256}"
         )
     try:
         network = build_model(card.architecture)

@@ -1,15 +1,16 @@
 """Pixel handling between DICOM slices and the codec's [0, 1] float input.
 
-Encode side (:func:`normalize_slice`): each slice is mapped to [0, 1] by its own min and max, then padded to a
-multiple of 32 (the network's five 2x poolings) by **edge replication at the bottom and right**, so the padding
-continues the image instead of adding a hard edge the network would have to spend latent on, and the top-left
-origin of the original pixels is unchanged.
+Encode side (:func:`normalize_slice`): each slice is mapped to [0, 1] by its own min and max, then padded to
+a multiple of 32 (the network's five 2x poolings) by **edge replication at the bottom and right**, so the
+padding continues the image instead of adding a hard edge the network would have to spend latent on, and the
+top-left origin of the original pixels is unchanged.
 
 Decode side (:func:`restore_slice`): crop the padding, map [0, 1] back with the stored min and max, round,
 clip to the range BitsStored/PixelRepresentation allow, and return the original dtype.
 
-MONOCHROME1 needs no inversion: the value mapping is kept as-is per slice, and the Photometric Interpretation
-attribute travels unchanged with the instance, so a viewer displays the decoded values exactly as the originals.
+MONOCHROME1 needs no inversion: the value mapping is kept as-is per slice, and the Photometric
+Interpretation attribute travels unchanged with the instance, so a viewer shows the decoded values exactly
+as it showed the originals.
 """
 
 from __future__ import annotations
@@ -141,7 +142,9 @@ def extract_frames(ds: "Dataset") -> DatasetPixels:  # noqa: F821 - pydicom impo
     )
 
 
-def frames_to_pixel_data(frames: Sequence[np.ndarray], bits_allocated: int, pixel_representation: int) -> bytes:
+def frames_to_pixel_data(
+    frames: Sequence[np.ndarray], bits_allocated: int, pixel_representation: int
+) -> bytes:
     """Native little-endian Pixel Data bytes for these frames, padded to an even length as DICOM requires."""
     if bits_allocated not in (8, 16, 32):
         raise ValueError(f"unsupported BitsAllocated {bits_allocated}")

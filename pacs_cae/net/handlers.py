@@ -15,7 +15,7 @@ from pydicom.uid import ExplicitVRLittleEndian
 from pynetdicom import evt
 from pynetdicom.events import Event
 
-from pacs_cae.archive.errors import ArchiveError
+from pacs_cae.archive.errors import ArchiveError, CannotUnderstand
 from pacs_cae.config import Settings
 from pacs_cae.net.ae import CONNECTION_HANDLERS, FIND_MODELS, GET_MODELS, MOVE_MODELS, storage_contexts_for
 
@@ -27,11 +27,8 @@ CANCEL = 0xFE00
 OUT_OF_RESOURCES = 0xA700
 MISMATCH = 0xA900
 CANNOT_UNDERSTAND = 0xC000
-FIND_UNABLE_TO_PROCESS = 0xC000
-RETRIEVE_UNABLE_TO_PROCESS = 0xC000
+#: C-GET/C-MOVE have no plain A700; A701 is "out of resources: unable to calculate number of matches".
 RETRIEVE_OUT_OF_RESOURCES = 0xA701
-#: A dataset pynetdicom cannot encode or parse is the sender's problem, not ours.
-_DATA_ERRORS = (ValueError, TypeError, AttributeError, KeyError, IndexError, EOFError)
 
 
 class ArchiveLike(Protocol):
@@ -48,9 +45,12 @@ def _calling_aet(event: Event) -> str:
     return str(event.assoc.requestor.ae_title).strip()
 
 
-def _unexpected_status(exc: BaseException) -> int:
-    """Status for an exception that is not an :class:`ArchiveError` (a bug or an environment failure)."""
-    return CANNOT_UNDERSTAND if isinstance(exc, _DATA_ERRORS) else OUT_OF_RESOURCES
+def _identifier(event: Event) -> Dataset:
+    """The request's identifier; one pydicom cannot decode is the SCU's error (0xC000 "unable to process")."""
+    try:
+        return event.identifier
+    except Exception as exc:
+        raise CannotUnderstand(f"identifier cannot be decoded: {exc}") from exc
 
 
 def _ref_uid(ref: Any) -> str:
@@ -146,9 +146,11 @@ class ArchiveHandlers:
         except ArchiveError as exc:
             LOG.error("C-STORE %s from %s refused: %s", ds_instance, _calling_aet(event), exc)
             return exc.status
-        except Exception as exc:
+        except Exception:
+            # The archive maps bad data to ArchiveError itself; anything else is our failure, so answer the
+            # retryable "out of resources" rather than telling the modality its data is wrong.
             LOG.exception("C-STORE %s from %s failed unexpectedly", ds_instance, _calling_aet(event))
-            return _unexpected_status(exc)
+            return OUT_OF_RESOURCES
         LOG.debug("C-STORE %s from %s stored", ds_instance, _calling_aet(event))
         return SUCCESS
 
@@ -156,10 +158,9 @@ class ArchiveHandlers:
     def on_find(self, event: Event) -> Iterator[tuple[int, Dataset | None]]:
         """One pending response per matching entity at the asked level; honours C-CANCEL."""
         model = FIND_MODELS.get(str(event.request.AffectedSOPClassUID), "S")
+        count = 0
         try:
-            identifier = event.identifier
-            count = 0
-            for match in self.archive.find(model, identifier):
+            for match in self.archive.find(model, _identifier(event)):
                 if event.is_cancelled:
                     LOG.info("C-FIND cancelled by %s after %d matches", _calling_aet(event), count)
                     yield CANCEL, None
@@ -170,9 +171,9 @@ class ArchiveHandlers:
             LOG.error("C-FIND from %s refused: %s", _calling_aet(event), exc)
             yield exc.status, None
             return
-        except Exception as exc:
+        except Exception:
             LOG.exception("C-FIND from %s failed unexpectedly", _calling_aet(event))
-            yield (FIND_UNABLE_TO_PROCESS if isinstance(exc, _DATA_ERRORS) else OUT_OF_RESOURCES), None
+            yield OUT_OF_RESOURCES, None
             return
         LOG.info("C-FIND (%s root) from %s: %d matches", model, _calling_aet(event), count)
         yield SUCCESS, None
@@ -182,7 +183,7 @@ class ArchiveHandlers:
         """Number of sub-operations, then one (pending, dataset) per instance, sent on this association."""
         model = GET_MODELS.get(str(event.request.AffectedSOPClassUID), "S")
         try:
-            refs = self.archive.locate(model, event.identifier)
+            refs = self.archive.locate(model, _identifier(event))
         except Exception as exc:
             yield 1  # pynetdicom wants the count first; the failure below then ends the operation
             yield self._locate_failure(event, "C-GET", exc)
@@ -201,16 +202,17 @@ class ArchiveHandlers:
             yield None, None  # pynetdicom answers 0xA801
             return
         try:
-            refs = self.archive.locate(model, event.identifier)
+            refs = self.archive.locate(model, _identifier(event))
             failure = None
         except Exception as exc:
             refs, failure = [], exc
-        pairs = [(str(getattr(r, "sop_class_uid", "")), _served_syntax(r)) for r in refs]
-        options: dict[str, Any] = {"contexts": storage_contexts_for(pairs) or None}
+        # pynetdicom opens the sub-association with these keyword arguments to AE.associate()
+        options: dict[str, Any] = {}
+        contexts = storage_contexts_for([(str(getattr(r, "sop_class_uid", "")), _served_syntax(r)) for r in refs])
+        if contexts:
+            options["contexts"] = contexts
         if self.settings.server.tcp_nodelay:
             options["evt_handlers"] = list(CONNECTION_HANDLERS)
-        if options["contexts"] is None:
-            del options["contexts"]
         yield remote.host, remote.port, options
         if failure is not None:
             yield 1
@@ -241,11 +243,10 @@ class ArchiveHandlers:
         """The final failure response for a retrieve whose identifier the archive could not resolve."""
         if isinstance(exc, ArchiveError):
             LOG.error("%s from %s refused: %s", service, _calling_aet(event), exc)
-            # C-GET/C-MOVE have no plain A700; A701 is "out of resources: unable to calculate matches"
             status = RETRIEVE_OUT_OF_RESOURCES if exc.status == OUT_OF_RESOURCES else exc.status
         else:
             LOG.error("%s from %s failed unexpectedly", service, _calling_aet(event), exc_info=exc)
-            status = RETRIEVE_UNABLE_TO_PROCESS if isinstance(exc, _DATA_ERRORS) else RETRIEVE_OUT_OF_RESOURCES
+            status = RETRIEVE_OUT_OF_RESOURCES
         failed = Dataset()
         failed.FailedSOPInstanceUIDList = []
         return status, failed

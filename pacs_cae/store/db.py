@@ -71,10 +71,8 @@ class Database:
         with factory() as session:
             try:
                 yield session
-                if readonly:
-                    session.rollback()
-                else:
-                    session.commit()
+                if not readonly:
+                    session.commit()  # readonly: closing ends the transaction, loaded objects stay usable
             except BaseException:
                 session.rollback()
                 raise

@@ -123,8 +123,7 @@ class InstanceRecord:
 
 
 def _raw(ds: Dataset, keyword: str) -> Any:
-    elem = ds.get(keyword)
-    return None if elem is None else elem.value
+    return ds.get(keyword)
 
 
 def _text(ds: Dataset, keyword: str) -> str | None:

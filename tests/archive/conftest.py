@@ -3,21 +3,26 @@
 from __future__ import annotations
 
 import shutil
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 import torch
 
+# The test modules import tests.archive.*; make the repository root importable however pytest was started.
+_ROOT = Path(__file__).resolve().parents[2]
+if str(_ROOT) not in sys.path:
+    sys.path.insert(0, str(_ROOT))
+
 from pacs_cae.archive.service import Archive, ArchiveCodecs
 from pacs_cae.codec import BatchingCodec, CodecRegistry
 from pacs_cae.codec.weights import initial_model, save_model
 from pacs_cae.config import CodecSettings, DatabaseSettings, Settings
 from pacs_cae.store.db import Database
+from tests.archive.helpers import TEST_MODEL, ZERO_MODEL  # noqa: E402
 
-REPO_MODELS = Path(__file__).resolve().parents[2] / "models"
-TEST_MODEL = "cae-paper-init"
-ZERO_MODEL = "cae-zero"  # every weight 0: the decoder outputs 0.5 everywhere, a deliberately bad model
+REPO_MODELS = _ROOT / "models"
 
 
 @pytest.fixture(scope="session")

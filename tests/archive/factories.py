@@ -16,6 +16,7 @@ from pydicom.uid import ExplicitVRLittleEndian, UID, generate_uid
 MR_IMAGE_STORAGE = UID("1.2.840.10008.5.1.4.1.1.4")
 SECONDARY_CAPTURE_STORAGE = UID("1.2.840.10008.5.1.4.1.1.7")
 BASIC_TEXT_SR_STORAGE = UID("1.2.840.10008.5.1.4.1.1.88.11")
+GRAYSCALE_PR_STORAGE = UID("1.2.840.10008.5.1.4.1.1.11.1")
 
 TEST_ROOT = "1.2.826.0.1.3680043.8.498.77."  # under pydicom's root: test objects only
 
@@ -208,12 +209,45 @@ def make_sr(**kwargs) -> FileDataset:
     return ds
 
 
+def make_presentation_state(referenced: Dataset | None = None, **kwargs) -> FileDataset:
+    """A Grayscale Softcopy Presentation State (no Pixel Data) referencing ``referenced`` if given."""
+    study_uid = kwargs.get("study_uid") or (referenced.StudyInstanceUID if referenced else generate_uid(TEST_ROOT))
+    ds = _file_dataset(GRAYSCALE_PR_STORAGE, generate_uid(TEST_ROOT))
+    _patient_study(ds, patient_id=kwargs.get("patient_id", "PCAE0001"),
+                   patient_name=kwargs.get("patient_name", "Phantom^Brain"), study_uid=study_uid,
+                   study_date=kwargs.get("study_date", "20240315"), accession=kwargs.get("accession", "ACC0005"))
+    ds.Modality = "PR"
+    ds.SeriesInstanceUID = kwargs.get("series_uid") or generate_uid(TEST_ROOT)
+    ds.SeriesNumber = 98
+    ds.InstanceNumber = 1
+    ds.ContentLabel = "WINDOW"
+    ds.ContentDescription = "soft tissue window"
+    ds.PresentationCreationDate = ds.StudyDate
+    ds.PresentationCreationTime = "103000"
+    ds.ContentCreatorName = "Reader^Test"
+    ds.PresentationLUTShape = "IDENTITY"
+    voi = Dataset()
+    voi.WindowCenter, voi.WindowWidth = "1200", "2400"
+    ds.SoftcopyVOILUTSequence = Sequence([voi])
+    if referenced is not None:
+        image = Dataset()
+        image.ReferencedSOPClassUID = referenced.SOPClassUID
+        image.ReferencedSOPInstanceUID = referenced.SOPInstanceUID
+        series = Dataset()
+        series.SeriesInstanceUID = referenced.SeriesInstanceUID
+        series.ReferencedImageSequence = Sequence([image])
+        ds.ReferencedSeriesSequence = Sequence([series])
+    return ds
+
+
 __all__ = [
     "BASIC_TEXT_SR_STORAGE",
+    "GRAYSCALE_PR_STORAGE",
     "MR_IMAGE_STORAGE",
     "SECONDARY_CAPTURE_STORAGE",
     "make_mr_series",
     "make_odd_size",
+    "make_presentation_state",
     "make_rgb",
     "make_sr",
     "phantom_slice",

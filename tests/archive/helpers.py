@@ -12,6 +12,9 @@ from sqlalchemy import select
 from pacs_cae.archive.service import Archive
 from pacs_cae.store.schema import Instance
 
+TEST_MODEL = "cae-paper-init"  # the shipped untrained checkpoint
+ZERO_MODEL = "cae-zero"  # every weight 0: the decoder outputs 0.5 everywhere, a deliberately bad model
+
 
 @dataclass(frozen=True)
 class Ref:

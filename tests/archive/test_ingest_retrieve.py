@@ -8,7 +8,8 @@ import math
 import numpy as np
 import pytest
 from pydicom import dcmread
-from pydicom.dataset import Dataset
+from pydicom.dataset import Dataset, FileMetaDataset
+from pynetdicom.dsutils import decode, encode
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, RLELossless
 from sqlalchemy import func, select
 
@@ -19,9 +20,8 @@ from pacs_cae.dicom.rebuild import LOSSY_METHOD
 from pacs_cae.dicom.uids import derive_lossy_uid
 from pacs_cae.store.db import Database
 from pacs_cae.store.schema import Instance
-from tests.archive.conftest import TEST_MODEL, ZERO_MODEL
-from tests.archive.factories import make_mr_series, make_odd_size, make_rgb, make_sr
-from tests.archive.helpers import load_one, part10, refs_for, reread
+from tests.archive.factories import make_mr_series, make_odd_size, make_presentation_state, make_rgb, make_sr
+from tests.archive.helpers import TEST_MODEL, ZERO_MODEL, load_one, part10, refs_for, reread
 
 #: Attributes a CAE-reconstructed instance is allowed (required) to change.
 LOSSY_CHANGES = {
@@ -88,11 +88,12 @@ def test_mr_series_512_is_stored_by_the_cae_and_served_as_a_declared_lossy_copy(
 
 @pytest.mark.parametrize("make, transfer_syntax", [
     (lambda: make_sr(), None),
+    (lambda: make_presentation_state(make_mr_series(1, 64, 64)[0]), None),
     (lambda: make_rgb(), None),
     (lambda: make_odd_size(2000, 100), None),
     (lambda: make_mr_series(1, 64, 64)[0], RLELossless),
     (lambda: make_mr_series(1, 64, 64)[0], ImplicitVRLittleEndian),
-], ids=["sr", "rgb", "odd-2000x100", "mr-rle-encapsulated", "mr-implicit-vr"])
+], ids=["sr", "presentation-state", "rgb", "odd-2000x100", "mr-rle-encapsulated", "mr-implicit-vr"])
 def test_lossless_objects_come_back_byte_for_byte(open_archive, make, transfer_syntax) -> None:
     # MR slices in other transfer syntaxes are kept out of the codec by the modality setting
     archive: Archive = open_archive(modalities=["CT"] if transfer_syntax else ["MR"])
@@ -106,6 +107,22 @@ def test_lossless_objects_come_back_byte_for_byte(open_archive, make, transfer_s
     assert part10(served) == part10(original)
 
 
+@pytest.mark.parametrize("implicit", [True, False], ids=["implicit-vr", "explicit-vr"])
+def test_network_decoded_lossless_object_is_sent_back_with_the_same_bytes(open_archive, implicit) -> None:
+    """As pynetdicom hands a C-STORE data set over (decoded from the wire, file meta attached)."""
+    archive: Archive = open_archive()
+    wire = encode(make_rgb(), implicit, True)
+    ds = decode(io.BytesIO(wire), implicit, True)
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian if implicit else ExplicitVRLittleEndian
+    ds.file_meta.MediaStorageSOPClassUID, ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPClassUID, ds.SOPInstanceUID
+    archive.store(ds, calling_aet="STORESCU", affected_sop_class=ds.SOPClassUID,
+                  affected_sop_instance=ds.SOPInstanceUID)
+    served = load_one(archive, ds.SOPInstanceUID)
+    assert served.file_meta.TransferSyntaxUID == ds.file_meta.TransferSyntaxUID
+    assert encode(served, implicit, True) == wire
+
+
 def test_signed_16_bit_slice_round_trips_in_its_own_range(open_archive) -> None:
     archive: Archive = open_archive()
     original = _from_file(make_mr_series(1, 128, 96, bits_stored=16, signed=True)[0])
@@ -114,6 +131,16 @@ def test_signed_16_bit_slice_round_trips_in_its_own_range(open_archive) -> None:
     served = reread(load_one(archive, original.SOPInstanceUID))
     assert served.PixelRepresentation == 1 and served.BitsStored == 16
     assert served.pixel_array.dtype == np.int16 and served.pixel_array.shape == (128, 96)
+
+
+def test_eligible_compressed_input_is_served_uncompressed(open_archive) -> None:
+    archive: Archive = open_archive()
+    original = _from_file(make_mr_series(1, 64, 64)[0], RLELossless)
+    assert archive.store(original).storage == "cae"
+    served = reread(load_one(archive, original.SOPInstanceUID))
+    assert served.file_meta.TransferSyntaxUID == ExplicitVRLittleEndian
+    assert served.pixel_array.shape == (64, 64) and served.LossyImageCompression == "01"
+    assert served.PatientName == original.PatientName
 
 
 def test_odd_size_inside_the_policy_is_padded_and_cropped(open_archive) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pytest
@@ -13,6 +14,9 @@ from pacs_cae.codec.weights import initial_model, save_model
 REPO = Path(__file__).resolve().parents[2]
 MODELS_DIR = REPO / "models"
 TEST_MODEL = "cae-paper-init"
+
+#: The type of the ``make_phantom`` fixture.
+Phantom = Callable[..., np.ndarray]
 
 
 def phantom(rows: int, columns: int, dtype: str = "uint16", bits: int = 12, seed: int = 0) -> np.ndarray:
@@ -44,6 +48,6 @@ def other_models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def make_phantom():  # noqa: ANN201 - returns the ``phantom`` function
+def make_phantom() -> Phantom:
     """``make_phantom(rows, columns, dtype="uint16", bits=12, seed=0)`` -> synthetic slice."""
     return phantom

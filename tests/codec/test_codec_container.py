@@ -37,6 +37,9 @@ def test_round_trip_keeps_every_field() -> None:
     assert header == BlobHeader(**{**vars(HEADER), "payload_length": len(PAYLOAD)})
     assert read_header(blob).padded_shape == (512, 512)
     assert header.container_version == CONTAINER_VERSION and blob.startswith(MAGIC)
+    # docs/codec.md: 87 + len(model id) header bytes, the payload, a 4-byte CRC.
+    assert len(blob) == 87 + len(HEADER.model_id) + len(PAYLOAD) + 4
+    assert blob[87 + len(HEADER.model_id) : -4] == PAYLOAD
 
 
 @pytest.mark.parametrize("dtype", ["uint8", "int8", "uint16", "int16", "uint32", "int32"])

@@ -1,4 +1,4 @@
-"""Codec: slices of every supported kind round-trip in shape and dtype; errors are clear; CPU is deterministic."""
+"""Codec: slices of all kinds round-trip in shape and dtype; errors are clear; CPU is deterministic."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import torch
 from pacs_cae.codec import (
     Codec,
     CodecError,
+    MODES,
     CorruptBlobError,
     ModelMismatchError,
     UnknownModelError,
@@ -23,14 +24,16 @@ from pacs_cae.codec import (
 )
 from pacs_cae.codec.weights import ModelCard, sha256_file
 
-from conftest import MODELS_DIR, TEST_MODEL  # noqa: E402 - tests/codec is on sys.path under pytest
+from conftest import MODELS_DIR, TEST_MODEL, Phantom  # noqa: E402 - tests/codec is on sys.path under pytest
 
 
 @pytest.mark.parametrize(
     ("dtype", "bits"),
     [("uint8", 8), ("int8", 8), ("uint16", 12), ("int16", 12), ("uint16", 16), ("int16", 16)],
 )
-def test_bit_depths_round_trip_in_shape_dtype_and_range(codec: Codec, make_phantom, dtype, bits) -> None:  # noqa: ANN001
+def test_bit_depths_round_trip_in_shape_dtype_and_range(
+    codec: Codec, make_phantom: Phantom, dtype: str, bits: int
+) -> None:
     pixels = make_phantom(40, 56, dtype, bits)
     (blob,) = codec.encode([pixels], bits_stored=bits)
     header = read_header(blob)
@@ -45,7 +48,7 @@ def test_bit_depths_round_trip_in_shape_dtype_and_range(codec: Codec, make_phant
 
 
 @pytest.mark.parametrize("shape", [(256, 256), (484, 484), (33, 1), (512, 200)])
-def test_non_512_sizes_round_trip(codec: Codec, make_phantom, shape) -> None:  # noqa: ANN001
+def test_non_512_sizes_round_trip(codec: Codec, make_phantom: Phantom, shape: tuple[int, int]) -> None:
     pixels = make_phantom(*shape, "uint16", 12)
     (blob,) = codec.encode([pixels], bits_stored=12)
     latent = read_header(blob).latent_shape
@@ -54,7 +57,7 @@ def test_non_512_sizes_round_trip(codec: Codec, make_phantom, shape) -> None:  #
     assert out.shape == shape and out.dtype == np.uint16
 
 
-def test_mixed_batches_come_back_in_order(codec: Codec, make_phantom) -> None:  # noqa: ANN001
+def test_mixed_batches_come_back_in_order(codec: Codec, make_phantom: Phantom) -> None:
     slices = [make_phantom(64, 64, "uint16", 12, seed=0), make_phantom(32, 96, "int16", 16, seed=1),
               make_phantom(64, 64, "uint8", 8, seed=2)]
     blobs = codec.encode(slices, bits_stored=[12, None, 8])
@@ -63,7 +66,7 @@ def test_mixed_batches_come_back_in_order(codec: Codec, make_phantom) -> None:  
     assert codec.encode([]) == [] and codec.decode([]) == []
 
 
-def test_cpu_encode_and_decode_are_deterministic(codec: Codec, make_phantom) -> None:  # noqa: ANN001
+def test_cpu_encode_and_decode_are_deterministic(codec: Codec, make_phantom: Phantom) -> None:
     slices = [make_phantom(64, 64, "int16", 12, seed=s) for s in range(3)]
     first, second = codec.encode(slices, bits_stored=12), codec.encode(slices, bits_stored=12)
     assert first == second
@@ -71,7 +74,7 @@ def test_cpu_encode_and_decode_are_deterministic(codec: Codec, make_phantom) -> 
         np.testing.assert_array_equal(a, b)
 
 
-def test_concurrent_callers_get_the_same_bytes(codec: Codec, make_phantom) -> None:  # noqa: ANN001
+def test_concurrent_callers_get_the_same_bytes(codec: Codec, make_phantom: Phantom) -> None:
     slices = [make_phantom(64, 64, "uint16", 12, seed=s) for s in range(4)]
     expected = [codec.encode([s], bits_stored=12)[0] for s in slices]
     got: dict[int, bytes] = {}
@@ -88,7 +91,7 @@ def test_concurrent_callers_get_the_same_bytes(codec: Codec, make_phantom) -> No
 
 
 def test_blob_from_other_weights_is_refused_naming_the_model(codec: Codec, other_models_dir: Path,
-                                                             make_phantom) -> None:  # noqa: ANN001
+                                                             make_phantom: Phantom) -> None:
     impostor = load_codec(TEST_MODEL, device="cpu", models_dir=other_models_dir)  # same id, other weights
     (blob,) = codec.encode([make_phantom(32, 32)], bits_stored=12)
     with pytest.raises(ModelMismatchError, match=TEST_MODEL) as info:
@@ -99,7 +102,7 @@ def test_blob_from_other_weights_is_refused_naming_the_model(codec: Codec, other
         other.decode([blob])
 
 
-def test_corrupted_and_truncated_blobs_are_clear_errors(codec: Codec, make_phantom) -> None:  # noqa: ANN001
+def test_corrupted_and_truncated_blobs_are_clear_errors(codec: Codec, make_phantom: Phantom) -> None:
     (blob,) = codec.encode([make_phantom(32, 32)], bits_stored=12)
     with pytest.raises(CorruptBlobError):
         codec.decode([blob[: len(blob) // 2]])
@@ -146,8 +149,9 @@ def test_models_dir_default_env_and_explicit_path(monkeypatch: pytest.MonkeyPatc
 
 
 def test_model_submodules_are_reachable(codec: Codec) -> None:
-    assert isinstance(codec.model.encoder, torch.nn.Module) and isinstance(codec.model.decoder, torch.nn.Module)
-    assert codec.device == torch.device("cpu") and codec.mode == "channels_last"
+    assert isinstance(codec.model.encoder, torch.nn.Module)
+    assert isinstance(codec.model.decoder, torch.nn.Module)
+    assert codec.device == torch.device("cpu") and codec.mode in MODES  # "auto" resolves to a concrete mode
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on a machine without CUDA")
@@ -156,7 +160,7 @@ def test_forcing_cuda_without_cuda_is_an_error() -> None:
         load_codec(TEST_MODEL, device="cuda", models_dir=MODELS_DIR)
 
 
-def test_modes_agree_with_the_float32_reference(codec: Codec, make_phantom) -> None:  # noqa: ANN001
+def test_modes_agree_with_the_float32_reference(codec: Codec, make_phantom: Phantom) -> None:
     x = torch.from_numpy(make_phantom(64, 64, "uint16", 16).astype(np.float32) / 65535)[None, None]
     net = codec.model
     ref: dict[str, torch.Tensor] = {}
@@ -172,4 +176,4 @@ def test_modes_agree_with_the_float32_reference(codec: Codec, make_phantom) -> N
         assert float((z - ref["z"]).abs().max()) <= tol * scale, mode
         assert float((y - ref["y"]).abs().max()) <= tol, mode
     with pytest.raises(ValueError):
-        Codec(type(net)(), model_id="x", weights_sha256="0" * 64, device="cpu", mode="fp8")  # type: ignore[arg-type]
+        Codec(type(net)(), model_id="x", weights_sha256="0" * 64, mode="fp8")  # type: ignore[arg-type]

@@ -8,6 +8,8 @@ import pytest
 from pacs_cae.codec import CorruptBlobError, PixelLayout, decode_lossless, encode_lossless
 from pacs_cae.codec import lossless
 
+from conftest import Phantom  # noqa: E402 - tests/codec is on sys.path under pytest
+
 
 def _method(blob: bytes) -> int:
     return blob[5]
@@ -18,7 +20,9 @@ def _method(blob: bytes) -> int:
     [("uint8", 8, (1, 7, 13)), ("int8", 8, (1, 9, 9)), ("uint16", 12, (1, 33, 17)),
      ("int16", 12, (3, 31, 29)), ("int16", 16, (1, 64, 65)), ("uint16", 16, (2, 5, 3))],
 )
-def test_native_monochrome_round_trips_exactly(dtype: str, bits: int, shape: tuple, make_phantom) -> None:  # noqa: ANN001
+def test_native_monochrome_round_trips_exactly(
+    dtype: str, bits: int, shape: tuple[int, int, int], make_phantom: Phantom
+) -> None:
     frames = np.stack([make_phantom(*shape[1:], dtype, bits, seed=s) for s in range(shape[0])])
     frames.flat[0] = np.iinfo(dtype).min  # full-range extremes, including the sign bit
     frames.flat[-1] = np.iinfo(dtype).max
@@ -33,7 +37,7 @@ def test_native_monochrome_round_trips_exactly(dtype: str, bits: int, shape: tup
         assert _method(blob) == lossless.METHOD_JPEGLS
 
 
-def test_jpegls_compresses_smooth_mr_like_data(make_phantom) -> None:  # noqa: ANN001
+def test_jpegls_compresses_smooth_mr_like_data(make_phantom: Phantom) -> None:
     if not lossless._HAVE_JPEGLS:
         pytest.skip("this imagecodecs build has no JPEG-LS; Brotli is used (covered by the other tests)")
     data = make_phantom(128, 128, "int16", 12).astype("<i2").tobytes()
@@ -45,7 +49,7 @@ def test_jpegls_compresses_smooth_mr_like_data(make_phantom) -> None:  # noqa: A
     "layout",
     [None, PixelLayout(4, 4, 8, samples_per_pixel=3), PixelLayout(100, 100, 16), PixelLayout(3, 3, 32)],
 )
-def test_anything_else_goes_through_brotli(layout) -> None:  # noqa: ANN001
+def test_anything_else_goes_through_brotli(layout: PixelLayout | None) -> None:
     data = bytes(np.random.default_rng(0).integers(0, 256, 301, dtype=np.uint8)) + b"\0" * 400
     blob = encode_lossless(data, layout)
     assert _method(blob) == lossless.METHOD_BROTLI
@@ -53,7 +57,7 @@ def test_anything_else_goes_through_brotli(layout) -> None:  # noqa: ANN001
     assert decode_lossless(encode_lossless(b"")) == b""
 
 
-def test_damage_and_truncation_are_detected(make_phantom) -> None:  # noqa: ANN001
+def test_damage_and_truncation_are_detected(make_phantom: Phantom) -> None:
     data = make_phantom(32, 32, "uint16", 12).tobytes()
     for blob in (encode_lossless(data, PixelLayout(32, 32, 16)), encode_lossless(data)):
         for cut in (0, 10, len(blob) // 2, len(blob) - 1):

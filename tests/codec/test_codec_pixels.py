@@ -19,9 +19,13 @@ from pacs_cae.dicom.pixels import (
 
 CASES = [("uint8", 8), ("int8", 8), ("uint16", 12), ("int16", 12), ("uint16", 16), ("int16", 16)]
 
+from conftest import Phantom  # noqa: E402 - tests/codec is on sys.path under pytest
+
 
 @pytest.mark.parametrize(("dtype", "bits"), CASES)
-def test_normalise_then_restore_is_exact_without_a_network(dtype: str, bits: int, make_phantom) -> None:  # noqa: ANN001
+def test_normalise_then_restore_is_exact_without_a_network(
+    dtype: str, bits: int, make_phantom: Phantom
+) -> None:
     pixels = make_phantom(45, 70, dtype, bits)
     low, high = value_range(dtype, bits)
     pixels[0, 0], pixels[-1, -1] = low, high  # the extremes of the range must survive
@@ -92,7 +96,7 @@ def _dataset(frames: np.ndarray, photometric: str = "MONOCHROME1") -> pydicom.Da
     return ds
 
 
-def test_extract_frames_and_rebuild_pixel_data(make_phantom) -> None:  # noqa: ANN001
+def test_extract_frames_and_rebuild_pixel_data(make_phantom: Phantom) -> None:
     frames = np.stack([make_phantom(7, 9, "int16", 12, seed=s) for s in range(3)])
     ds = _dataset(frames)
     got = extract_frames(ds)
@@ -109,7 +113,7 @@ def test_pixel_data_is_padded_to_even_length() -> None:
     assert len(data) == 10 and data.endswith(b"\0")
 
 
-def test_colour_is_refused(make_phantom) -> None:  # noqa: ANN001
+def test_colour_is_refused(make_phantom: Phantom) -> None:
     ds = _dataset(make_phantom(4, 4, "int16", 12)[None], "RGB")
     with pytest.raises(ValueError, match="monochrome"):
         extract_frames(ds)

@@ -10,7 +10,9 @@ from pacs_cae.codec.quant import dequantize, quantize
 def _latent(seed: int = 0) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     z = torch.randn(3, 512, 2, 2, generator=g)
-    return z * torch.tensor([1.0, 0.01, 40.0]).reshape(3, 1, 1, 1) + torch.tensor([0.0, 5.0, -3.0]).reshape(3, 1, 1, 1)
+    scale = torch.tensor([1.0, 0.01, 40.0]).reshape(3, 1, 1, 1)
+    offset = torch.tensor([0.0, 5.0, -3.0]).reshape(3, 1, 1, 1)
+    return z * scale + offset  # three slices with very different ranges
 
 
 def test_round_trip_error_within_half_a_step_per_slice() -> None:

@@ -8,12 +8,21 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pacs_cae.codec import BatchingCodec, Codec, CodecError, CodecRegistry, CorruptBlobError, UnknownModelError
+from pacs_cae.codec import (
+    BatchingCodec,
+    Codec,
+    CodecError,
+    CodecRegistry,
+    CorruptBlobError,
+    UnknownModelError,
+)
 
-from conftest import TEST_MODEL  # noqa: E402
+from conftest import TEST_MODEL, Phantom  # noqa: E402 - tests/codec is on sys.path under pytest
 
 
-def test_registry_decodes_a_mix_of_models_in_order(other_models_dir: Path, make_phantom) -> None:  # noqa: ANN001
+def test_registry_decodes_a_mix_of_models_in_order(
+    other_models_dir: Path, make_phantom: Phantom
+) -> None:
     registry = CodecRegistry(models_dir=other_models_dir, device="cpu")
     a, b = registry.get(TEST_MODEL), registry.get("other")
     assert registry.get("other") is b and registry.loaded() == sorted([TEST_MODEL, "other"])
@@ -27,7 +36,9 @@ def test_registry_decodes_a_mix_of_models_in_order(other_models_dir: Path, make_
         registry.get("missing")
 
 
-def test_registry_names_a_model_it_does_not_have(codec: Codec, tmp_path: Path, make_phantom) -> None:  # noqa: ANN001
+def test_registry_names_a_model_it_does_not_have(
+    codec: Codec, tmp_path: Path, make_phantom: Phantom
+) -> None:
     (blob,) = codec.encode([make_phantom(32, 32)])
     with pytest.raises(UnknownModelError, match=TEST_MODEL):
         CodecRegistry(models_dir=tmp_path, device="cpu").decode([blob])
@@ -58,7 +69,9 @@ def _in_threads(count: int, target) -> None:  # noqa: ANN001
         t.join()
 
 
-def test_batcher_merges_concurrent_requests_and_returns_each_its_own(codec: Codec, make_phantom) -> None:  # noqa: ANN001
+def test_batcher_merges_concurrent_requests_and_returns_each_its_own(
+    codec: Codec, make_phantom: Phantom
+) -> None:
     slices = [make_phantom(32, 32, "int16", 12, seed=s) for s in range(6)]
     expected = codec.encode(slices, bits_stored=12)
     counting = _CountingCodec(codec)
@@ -74,7 +87,7 @@ def test_batcher_merges_concurrent_requests_and_returns_each_its_own(codec: Code
         np.testing.assert_array_equal(got, want)
 
 
-def test_batcher_isolates_a_bad_request(codec: Codec, make_phantom) -> None:  # noqa: ANN001
+def test_batcher_isolates_a_bad_request(codec: Codec, make_phantom: Phantom) -> None:
     good = codec.encode([make_phantom(32, 32, seed=s) for s in range(3)])
     outcomes: dict[int, object] = {}
 
@@ -91,7 +104,7 @@ def test_batcher_isolates_a_bad_request(codec: Codec, make_phantom) -> None:  # 
         np.testing.assert_array_equal(outcomes[i][0], codec.decode([good[i]])[0])  # type: ignore[index]
 
 
-def test_batcher_refuses_work_after_close(codec: Codec, make_phantom) -> None:  # noqa: ANN001
+def test_batcher_refuses_work_after_close(codec: Codec, make_phantom: Phantom) -> None:
     batcher = BatchingCodec(codec, max_batch=2, max_wait_ms=0)
     assert len(batcher.encode([make_phantom(32, 32, seed=s) for s in range(5)])) == 5  # larger than max_batch
     batcher.close()

@@ -21,7 +21,7 @@ from pydicom.dataset import Dataset
 from tests.archive.factories import make_mr_series
 from tests.e2e import dcmtk
 from tests.e2e.compare import check_lossless, check_lossy
-from tests.e2e.conftest import MOVE_AET, Scenario, _write
+from tests.e2e.scenario import MOVE_AET, Scenario, write_datasets
 from tests.e2e.server_process import echo
 
 pytestmark = pytest.mark.e2e
@@ -52,6 +52,14 @@ def _check_retrieved(s: Scenario, retrieved: list[Dataset], expected: list[Datas
             check_lossy(original, got, model_id=s.model_id, floor_db=s.floor_db)
         else:
             check_lossless(original, got)
+
+
+def test_serve_refuses_out_of_date_schema(scenario: Scenario) -> None:
+    if scenario.refused is None:
+        pytest.skip("not applicable: serve upgrades an embedded SQLite itself")
+    output = scenario.refused.stdout + scenario.refused.stderr
+    assert scenario.refused.returncode != 0, output
+    assert "out-of-date" in output and "pacs-cae db upgrade" in output, output
 
 
 def test_echo(scenario: Scenario) -> None:
@@ -103,10 +111,15 @@ def test_find_counts_at_every_level(scenario: Scenario, root: str) -> None:
     assert sorted(int(d.InstanceNumber) for d in images) == list(range(1, len(s.mr) + 1))
     # IMAGE level answers with the UID that C-GET/C-MOVE deliver (derived for the CAE copies)
     assert {str(d.SOPInstanceUID) for d in images} == {_served_uid(s, ds) for ds in s.mr}
-    wildcard = _find(s, root, {**scope, "QueryRetrieveLevel": "IMAGE", "StudyInstanceUID": s.study_a,
-                               "SeriesInstanceUID": "", "SOPInstanceUID": "", "SOPClassUID": ""},
-                     f"all-images-{root}")
-    assert len(wildcard) == len(s.study_a_objects)
+    # hierarchical IMAGE queries name their series; over all series of the study they find every object
+    per_series = [
+        _find(s, root, {**scope, "QueryRetrieveLevel": "IMAGE", "StudyInstanceUID": s.study_a,
+                        "SeriesInstanceUID": uid, "SOPInstanceUID": "", "SOPClassUID": ""}, f"img-{root}-{uid}")
+        for uid in sorted(series_a)
+    ]
+    found = {str(d.SOPInstanceUID) for matches in per_series for d in matches}
+    assert found == {_served_uid(s, ds) for ds in s.study_a_objects}
+    assert sum(map(len, per_series)) == len(s.study_a_objects)
 
 
 def test_get_study_returns_every_object(scenario: Scenario) -> None:
@@ -145,13 +158,16 @@ def test_move_study_to_configured_storescp(scenario: Scenario) -> None:
                            env=dcmtk.environment(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         time.sleep(0.5)
-        proc = dcmtk.run("movescu", ["-v", "-aec", "PACSCAE", "-aet", "E2ESCU", "-aem", MOVE_AET, "-S",
+        proc = dcmtk.run("movescu", ["-d", "-aec", "PACSCAE", "-aet", "E2ESCU", "-aem", MOVE_AET, "-S",
                                      *dcmtk.keys({"QueryRetrieveLevel": "STUDY", "StudyInstanceUID": s.study_a}),
                                      "127.0.0.1", str(s.server.port)], timeout=300)
     finally:
         scp.terminate()
         scp.wait(10)
-    assert "Move Response" in proc.stdout + proc.stderr
+    output = proc.stdout + proc.stderr
+    # pending responses carry the sub-operation counts, the final one reports them all completed
+    assert output.count("Received Move Response") >= len(s.study_a_objects), output
+    assert re.search(rf"Completed Suboperations\s*:\s*{len(s.study_a_objects)}\b", output), output
     _check_retrieved(s, dcmtk.read_dir(out), s.study_a_objects)
 
 
@@ -166,18 +182,22 @@ def test_move_to_unknown_destination_is_a801(scenario: Scenario) -> None:
 
 
 def test_bad_store_is_refused_and_server_keeps_serving(scenario: Scenario) -> None:
+    """An object the archive cannot index (no Study/Series Instance UID) gets a C0xx status, nothing is kept."""
     s = scenario
     bad = make_mr_series(1, 64, 64, patient_id="PCAE-BAD", patient_name="Bad^Object")[0]
-    bad.PixelData = bad.PixelData[: len(bad.PixelData) // 2]  # Pixel Data shorter than Rows x Columns
-    (path,) = _write([bad], s.work / "bad")
-    proc = dcmtk.run("storescu", ["-v", "-aec", "PACSCAE", "-aet", "E2ESCU", "127.0.0.1", str(s.server.port),
+    del bad.StudyInstanceUID
+    del bad.SeriesInstanceUID
+    (path,) = write_datasets([bad], s.work / "bad")
+    proc = dcmtk.run("storescu", ["-d", "-aec", "PACSCAE", "-aet", "E2ESCU", "127.0.0.1", str(s.server.port),
                                   str(path)], check=False, timeout=120)
     output = proc.stdout + proc.stderr
     assert proc.returncode != 0, output
-    assert re.search(r"Received Store Response \((?!Success)", output), output
+    statuses = re.findall(r"DIMSE Status\s*:\s*0x([0-9a-fA-F]{4})", output)
+    assert statuses and all(0xC000 <= int(st, 16) <= 0xCFFF for st in statuses), output
     assert s.server.alive()
     assert echo(s.server.port).returncode == 0
     assert _find(s, "P", {"QueryRetrieveLevel": "PATIENT", "PatientID": "PCAE-BAD"}, "bad") == []
+    assert "C-STORE" in s.server.log() and "refused" in s.server.log()
 
 
 def test_stats_json_counts_what_was_stored(scenario: Scenario) -> None:
@@ -190,9 +210,25 @@ def test_stats_json_counts_what_was_stored(scenario: Scenario) -> None:
     assert stats["studies"] == 2
     assert stats["series"] == len({str(ds.SeriesInstanceUID) for ds in everything})
     assert stats["instances"] == len(everything)
-    original = sum(len(ds.PixelData) for ds in everything if "PixelData" in ds)
-    assert stats["original_bytes"] == original
-    assert 0 < stats["stored_bytes"]
+    def pixel_bytes(datasets: list[Dataset]) -> int:
+        return sum(len(ds.PixelData) for ds in datasets if "PixelData" in ds)
+
+    cae = [*s.mr, *s.small_mr]
+    assert stats["original_bytes"] == pixel_bytes(everything)
+    assert stats["stored_bytes"] == stats["stored_pixel_bytes"] + stats["metadata_bytes"] > 0
+    assert stats["ratio"] == pytest.approx(stats["original_bytes"] / stats["stored_bytes"], rel=1e-3)
+    (cae_row,) = [row for row in stats["by_storage"] if row["storage"] == "cae"]
+    assert cae_row["model"] == s.model_id
+    assert cae_row["instances"] == len(cae)
+    assert cae_row["original_bytes"] == pixel_bytes(cae)
+    assert cae_row["stored_pixel_bytes"] < cae_row["original_bytes"]
+    assert sum(row["instances"] for row in stats["by_storage"]) == len(everything)
+    modality = {row["modality"]: row for row in stats["by_modality"]}
+    assert {m: r["instances"] for m, r in modality.items()} == {"MR": len(cae) + 1, "OT": 1, "SR": 1}
+    assert modality["SR"]["original_bytes"] == 0
+    assert modality["OT"]["original_bytes"] == len(s.rgb.PixelData)
+    assert re.sub(r"\D", "", str(stats["oldest_study_date"])) == "20230102"
+    assert re.sub(r"\D", "", str(stats["newest_study_date"])) == "20240315"
 
 
 def test_sigterm_stops_cleanly(scenario: Scenario) -> None:

@@ -7,7 +7,9 @@ end-to-end suite (tests/e2e) repeats the important ones with DCMTK against the r
 from __future__ import annotations
 
 import socket
+import time
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Iterator, Sequence
 
 import pytest
@@ -15,6 +17,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from pynetdicom import AE, build_role, evt
 from pynetdicom.sop_class import (
+    CTImageStorage,
     MRImageStorage,
     PatientRootQueryRetrieveInformationModelFind,
     StudyRootQueryRetrieveInformationModelGet,
@@ -24,6 +27,7 @@ from pynetdicom.sop_class import (
 
 from pacs_cae.archive.errors import ArchiveError, OutOfResources
 from pacs_cae.config import Remote, Settings
+from pacs_cae.net.handlers import ArchiveHandlers
 from pacs_cae.net.server import ArchiveServer
 
 
@@ -123,35 +127,26 @@ def test_echo_and_store_statuses(served) -> None:
         assoc.release()
 
 
-def test_store_mismatched_sop_class_is_a900(served) -> None:
-    _, archive, port = served
-    ae = _scu(MRImageStorage)
-    assoc = ae.associate("127.0.0.1", port)
-    try:
-        ds = _mr()
-        ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.2"  # CT class inside an MR-context request
-        ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        # send under the MR context: pynetdicom takes the class from the dataset, so patch the request
-        cx = assoc._get_valid_context(MRImageStorage, "", "scu")
-        from pynetdicom.dimse_primitives import C_STORE
-        from io import BytesIO
-        from pydicom.filewriter import write_dataset
-        from pydicom.filebase import DicomBytesIO
+def test_store_mismatched_sop_class_or_instance_is_a900() -> None:
+    """A data set whose SOP Class/Instance differ from the C-STORE request's Affected ones is refused.
 
-        buf = DicomBytesIO()
-        buf.is_little_endian, buf.is_implicit_VR = True, False
-        write_dataset(buf, ds)
-        req = C_STORE()
-        req.MessageID, req.Priority = 7, 2
-        req.AffectedSOPClassUID = MRImageStorage
-        req.AffectedSOPInstanceUID = ds.SOPInstanceUID
-        req.DataSet = BytesIO(buf.getvalue())
-        assoc.dimse.send_msg(req, cx.context_id)
-        _, rsp = assoc.dimse.get_msg(block=True)
-        assert rsp.Status == 0xA900
-        assert ds.SOPInstanceUID not in archive.stored
-    finally:
-        assoc.release()
+    pynetdicom's SCU always takes the Affected UIDs from the data set, so the handler is called directly.
+    """
+    archive = FakeArchive()
+    handlers = ArchiveHandlers(archive, Settings())
+    ds = _mr()
+    requestor = SimpleNamespace(ae_title="TESTSCU", address="127.0.0.1", port=1)
+
+    def event(affected_class: str, affected_instance: str) -> SimpleNamespace:
+        request = SimpleNamespace(AffectedSOPClassUID=affected_class, AffectedSOPInstanceUID=affected_instance)
+        return SimpleNamespace(request=request, dataset=ds, file_meta=ds.file_meta,
+                               assoc=SimpleNamespace(requestor=requestor))
+
+    assert handlers.on_store(event(CTImageStorage, ds.SOPInstanceUID)) == 0xA900
+    assert handlers.on_store(event(MRImageStorage, generate_uid())) == 0xA900
+    assert archive.stored == {}
+    assert handlers.on_store(event(MRImageStorage, ds.SOPInstanceUID)) == 0x0000
+    assert ds.SOPInstanceUID in archive.stored
 
 
 def test_find_yields_one_pending_per_match(served) -> None:
@@ -279,3 +274,64 @@ def test_accepted_socket_has_tcp_nodelay() -> None:
         assoc.release()
     finally:
         server.stop(grace_s=5)
+
+
+def test_stop_lets_an_open_association_finish() -> None:
+    """Shutdown stops accepting at once but lets an association already open finish its work."""
+    import threading
+
+    settings = Settings()
+    settings.server.host, settings.server.port = "127.0.0.1", 0
+    server = ArchiveServer(settings, FakeArchive())
+    _, port = server.start()
+    assoc = _scu(Verification).associate("127.0.0.1", port)
+    assert assoc.is_established
+    stopper = threading.Thread(target=server.stop, kwargs={"grace_s": 20})
+    stopper.start()
+
+    def accepts() -> bool:
+        probe = _scu(Verification).associate("127.0.0.1", port)
+        if probe.is_established:
+            probe.release()
+            return True
+        return False
+
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and accepts():
+        time.sleep(0.05)  # until stop() has closed the listening socket
+    assert not accepts(), "still accepting after stop()"
+    assert stopper.is_alive(), "stop() must wait for the open association"
+    assert assoc.send_c_echo().Status == 0x0000
+    assoc.release()
+    stopper.join(10)
+    assert not stopper.is_alive()
+
+
+def test_find_honours_c_cancel(served) -> None:
+    _, archive, port = served
+    for uid in [generate_uid() for _ in range(40)]:
+        archive.stored[uid] = _mr(uid)
+    slow_find = archive.find
+
+    def find(query_model: str, identifier: Dataset) -> Iterator[Dataset]:
+        for match in slow_find(query_model, identifier):
+            time.sleep(0.02)
+            yield match
+
+    archive.find = find  # type: ignore[method-assign]
+    ae = _scu(PatientRootQueryRetrieveInformationModelFind)
+    assoc = ae.associate("127.0.0.1", port)
+    try:
+        query = Dataset()
+        query.QueryRetrieveLevel = "IMAGE"
+        query.SOPInstanceUID = ""
+        statuses = []
+        for status, _ in assoc.send_c_find(query, PatientRootQueryRetrieveInformationModelFind, msg_id=9):
+            statuses.append(status.Status)
+            if len(statuses) == 1:
+                cx = assoc._get_valid_context(PatientRootQueryRetrieveInformationModelFind, "", "scu")
+                assoc.send_c_cancel(9, cx.context_id)
+    finally:
+        assoc.release()
+    assert statuses[-1] == 0xFE00
+    assert len(statuses) < 40

@@ -1,0 +1,177 @@
+"""upsert_instance: one row per SOP Instance UID whatever the policy, concurrency or re-parenting."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from pydicom.dataset import Dataset, FileMetaDataset
+from sqlalchemy import func, select
+
+from pacs_cae.store import (
+    CodecModel,
+    Instance,
+    InstanceBlob,
+    InstanceRecord,
+    InvalidRecord,
+    Patient,
+    Series,
+    Study,
+    load_instance_rows,
+    upsert_instance,
+)
+
+
+def dataset(sop: str, series: str = "1.9.1.1", study: str = "1.9.1", patient: str = "P1", **attrs) -> Dataset:
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.4.80"
+    ds.PatientID, ds.PatientName = patient, "Test^Patient"
+    ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID = study, series, sop
+    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.4"
+    ds.Modality, ds.StudyDate = "MR", "20240101"
+    for key, value in attrs.items():
+        setattr(ds, key, value)
+    return ds
+
+
+def store(db, ds, policy="replace", metadata=b"meta", pixels=b"pix", **storage):
+    with db.session() as session:
+        return upsert_instance(session, InstanceRecord.from_dataset(ds, **storage), metadata, pixels, policy)
+
+
+def count(db, entity) -> int:
+    with db.session(readonly=True) as session:
+        return session.scalar(select(func.count()).select_from(entity))
+
+
+def blob_of(db, sop):
+    with db.session(readonly=True) as session:
+        inst = session.scalars(select(Instance).where(Instance.sop_instance_uid == sop)).one()
+        blob = session.get(InstanceBlob, inst.id)
+        return inst, blob
+
+
+def test_record_from_dataset_reads_the_indexed_attributes():
+    ds = dataset("1.9.1.1.1", SeriesNumber="3", InstanceNumber=7, StudyTime="10:15:00", PatientBirthDate="1970.01.01",
+                 ImageType=["ORIGINAL", "PRIMARY"], Rows=512, Columns=256, BitsStored=12)
+    record = InstanceRecord.from_dataset(ds, storage="cae", codec_model_id="m")
+    assert (record.patient_id, record.issuer, record.patient_name) == ("P1", "", "Test^Patient")
+    assert (record.series_number, record.instance_number, record.rows, record.columns, record.bits_stored) == (
+        3, 7, 512, 256, 12)
+    assert (record.study_time, record.birth_date) == ("101500", "19700101")
+    assert record.transfer_syntax_uid == "1.2.840.10008.1.2.4.80"
+    assert (record.storage, record.codec_model_id) == ("cae", "m")
+    assert record.study_description is None
+
+
+@pytest.mark.parametrize("missing", ["SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID", "SOPClassUID"])
+def test_record_requires_the_hierarchy_uids(missing):
+    ds = dataset("1.9.1.1.1")
+    delattr(ds, missing)
+    with pytest.raises(InvalidRecord, match=missing):
+        InstanceRecord.from_dataset(ds)
+
+
+def test_store_creates_the_hierarchy_once(database):
+    assert store(database, dataset("1.9.1.1.1")) == "stored"
+    assert store(database, dataset("1.9.1.1.2")) == "stored"
+    assert store(database, dataset("1.9.1.2.1", series="1.9.1.2")) == "stored"
+    assert [count(database, e) for e in (Patient, Study, Series, Instance, InstanceBlob)] == [1, 1, 2, 3, 3]
+    inst, blob = blob_of(database, "1.9.1.1.1")
+    assert (inst.metadata_bytes, inst.stored_pixel_bytes, blob.metadata_blob, blob.pixel_blob) == (
+        4, 3, b"meta", b"pix")
+
+
+def test_replace_policy_overwrites_in_place(database):
+    store(database, dataset("1.9.1.1.1", InstanceNumber=1))
+    first, _ = blob_of(database, "1.9.1.1.1")
+    assert store(database, dataset("1.9.1.1.1", InstanceNumber=5), metadata=b"new", pixels=None,
+                 calling_aet="MOD2") == "replaced"
+    inst, blob = blob_of(database, "1.9.1.1.1")
+    assert count(database, Instance) == 1 and inst.id == first.id
+    assert (inst.instance_number, inst.calling_aet, blob.metadata_blob, blob.pixel_blob) == (5, "MOD2", b"new", None)
+
+
+def test_keep_first_policy_leaves_the_first(database):
+    store(database, dataset("1.9.1.1.1", InstanceNumber=1))
+    assert store(database, dataset("1.9.1.1.1", InstanceNumber=5), policy="keep-first", metadata=b"x") == "kept-first"
+    inst, blob = blob_of(database, "1.9.1.1.1")
+    assert count(database, Instance) == 1 and inst.instance_number == 1 and blob.metadata_blob == b"meta"
+
+
+def test_resend_under_another_series_moves_it_and_drops_the_empty_hierarchy(database):
+    store(database, dataset("1.9.1.1.1", patient="OLD", study="1.9.1", series="1.9.1.1"))
+    assert store(database, dataset("1.9.1.1.1", patient="NEW", study="1.9.2", series="1.9.2.1")) == "replaced"
+    with database.session(readonly=True) as session:
+        assert session.scalars(select(Patient.patient_id)).all() == ["NEW"]
+        assert session.scalars(select(Study.study_instance_uid)).all() == ["1.9.2"]
+        assert session.scalars(select(Series.series_instance_uid)).all() == ["1.9.2.1"]
+
+
+def test_latest_instance_updates_study_attributes(database):
+    store(database, dataset("1.9.1.1.1", StudyDescription="first"))
+    store(database, dataset("1.9.1.1.2", StudyDescription="corrected", PatientName="Fixed^Name"))
+    third = dataset("1.9.1.1.3")
+    del third.PatientName
+    store(database, third)  # absent values do not erase
+    with database.session(readonly=True) as session:
+        assert session.scalars(select(Study.study_description)).one() == "corrected"
+        assert session.scalars(select(Patient.patient_name)).one() == "Fixed^Name"
+
+
+def test_codec_model_row_is_recorded_once(database):
+    for sop in ("1.9.1.1.1", "1.9.1.1.2"):
+        store(database, dataset(sop), storage="cae", codec_model_id="cae-paper", codec_sha256="ff" * 32,
+              codec_architecture="CAE", derived_sop_instance_uid="2.25." + sop.replace(".", ""))
+    with database.session(readonly=True) as session:
+        (model,) = session.scalars(select(CodecModel)).all()
+        assert (model.model_id, model.sha256, model.architecture) == ("cae-paper", "ff" * 32, "CAE")
+
+
+def test_invalid_storage_fields_are_refused(database):
+    with pytest.raises(ValueError):
+        store(database, dataset("1.9.1.1.1"), storage="zip")
+    with pytest.raises(ValueError):
+        store(database, dataset("1.9.1.1.1"), storage="cae")  # no codec model
+    with pytest.raises(ValueError):
+        store(database, dataset("1.9.1.1.1"), policy="overwrite")
+
+
+@pytest.mark.parametrize("policy", ["replace", "keep-first"])
+def test_concurrent_associations_never_duplicate(database, policy):
+    """Eight associations send the same new series at once; every row exists exactly once."""
+    sops = [f"1.9.1.1.{i}" for i in range(1, 7)]
+    results: list[str] = []
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(8)
+
+    def sender() -> None:
+        try:
+            barrier.wait()
+            for sop in sops:
+                results.append(store(database, dataset(sop), policy=policy))
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=sender) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert [count(database, e) for e in (Patient, Study, Series, Instance, InstanceBlob)] == [1, 1, 1, 6, 6]
+    assert results.count("stored") == 6
+    assert results.count("replaced" if policy == "replace" else "kept-first") == 7 * 6
+
+
+def test_load_instance_rows_keeps_the_order_and_skips_missing(database):
+    store(database, dataset("1.9.1.1.1"), pixels=b"one")
+    store(database, dataset("1.9.1.1.2"), pixels=None, storage="none")
+    with database.session(readonly=True) as session:
+        ids = dict(session.execute(select(Instance.sop_instance_uid, Instance.id)).all())
+        rows = load_instance_rows(session, [ids["1.9.1.1.2"], 99999, ids["1.9.1.1.1"]])
+    assert [r.sop_instance_uid for r in rows] == ["1.9.1.1.2", "1.9.1.1.1"]
+    assert (rows[0].pixel_blob, rows[0].storage, rows[1].pixel_blob) == (None, "none", b"one")
+    assert rows[1].series_instance_uid == "1.9.1.1" and rows[1].study_instance_uid == "1.9.1"
+    assert rows[1].transfer_syntax_uid == "1.2.840.10008.1.2.4.80"

@@ -1,0 +1,53 @@
+"""The metric definitions on arrays whose answers are known by hand."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from pacs_cae.train.metrics import background_mask, bits_per_pixel, mse, psnr_from_mse, slice_metrics
+
+
+def test_mse_and_psnr_use_the_original_slice_range() -> None:
+    original = np.array([[0, 100], [200, 400]], dtype=np.uint16)
+    decoded = original + np.array([[2, 0], [0, 0]], dtype=np.uint16)  # one pixel off by 2
+    assert mse(original, decoded) == pytest.approx(1.0)  # 4 / 4 pixels
+    m = slice_metrics(original, decoded, compressed_bytes=2, bits_allocated=16)
+    assert m["psnr_db"] == pytest.approx(10 * math.log10(400**2 / 1.0))  # R = 400 - 0
+    assert m["max_abs_error"] == 2
+
+
+def test_lossless_is_infinite_psnr_and_zero_mse() -> None:
+    original = np.arange(16, dtype=np.int16).reshape(4, 4) - 8
+    m = slice_metrics(original, original.copy(), compressed_bytes=8, bits_allocated=16)
+    assert m["mse"] == 0 and math.isinf(m["psnr_db"]) and math.isinf(m["psnr_fg_db"])
+
+
+def test_background_is_below_five_percent_of_range_and_excluded_from_fg_psnr() -> None:
+    original = np.array([[10, 14], [15, 110]], dtype=np.int32)  # R = 100; threshold 10 + 5 = 15
+    assert background_mask(original).tolist() == [[True, True], [False, False]]
+    decoded = original.copy()
+    decoded[0, 0] += 10  # error only in the background
+    m = slice_metrics(original, decoded, compressed_bytes=1, bits_allocated=16)
+    assert m["mse"] == pytest.approx(25.0)
+    assert math.isinf(m["psnr_fg_db"]) and not math.isinf(m["psnr_db"])
+
+
+def test_sizes_bpp_and_both_ratios() -> None:
+    original = np.zeros((8, 16), dtype=np.uint16)
+    original[0, 0] = 4095
+    m = slice_metrics(original, original, compressed_bytes=32, bits_allocated=16)
+    assert m["original_bytes"] == 8 * 16 * 2
+    assert m["bpp"] == pytest.approx(32 * 8 / 128) == bits_per_pixel(32, 8, 16)
+    assert m["ratio_stored"] == pytest.approx(256 / 32)
+    assert m["ratio_float32"] == pytest.approx(8 * 16 * 4 / 32)
+
+
+def test_psnr_edge_cases() -> None:
+    assert math.isinf(psnr_from_mse(0.0, 0.0))
+    assert math.isnan(psnr_from_mse(1.0, 0.0))
+    assert psnr_from_mse(1.0, 10.0) == pytest.approx(20.0)
+    with pytest.raises(ValueError):
+        mse(np.zeros((2, 2)), np.zeros((2, 3)))
