@@ -132,6 +132,11 @@ def export_model(
     size: int = typer.Option(512, "--size", min=0, help="As for evaluate (0 = native grid)."),
     bits: int = typer.Option(12, "--bits", min=2, max=16),
     device: str = typer.Option("auto", "--device"),
+    evaluate_held_out: bool = typer.Option(
+        False,
+        "--evaluate-held-out",
+        help="Also measure on the checkpoint's own held-out volumes (val_names).",
+    ),
     force: bool = typer.Option(False, "--force", help="Replace an existing model directory (see docs)."),
 ) -> None:
     """Write models/ID/{model.safetensors, card.json, README.md, learning_curve.png} from a checkpoint."""
@@ -153,6 +158,7 @@ def export_model(
             bits=bits,
             device=device,
             force=force,
+            evaluate_held_out=evaluate_held_out,
             progress=lambda msg: console.print(msg),
         )
     except ExportError as exc:

@@ -19,6 +19,7 @@ def train(
     steps: int = typer.Option(4000, help="Total optimizer steps (the cosine schedule ends here)."),
     batch_size: int = typer.Option(16),
     crop: int = typer.Option(128, help="Random crop size (multiple of 32); 512 = the paper's full slices."),
+    size: int = typer.Option(512, help="Slices are resampled so their longer side fills SIZE (the codec's size)."),
     lr: float = typer.Option(1e-3, help="Peak learning rate (the paper: 1e-4)."),
     loss: str = typer.Option("mse", help="mse | bce (the paper's)."),
     latent_noise: bool = typer.Option(True, help="Train with one quantisation step of latent noise."),
@@ -43,8 +44,8 @@ def train(
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     if loss not in ("mse", "bce"):
         raise typer.BadParameter("loss must be mse or bce")
-    if crop % 32:
-        raise typer.BadParameter("crop must be a multiple of 32")
+    if crop % 32 or size % 32 or crop > size:
+        raise typer.BadParameter("crop and size must be multiples of 32, crop <= size")
     train_paths = list(sources) if sources else default_train_paths()
     val_paths = list(val) if val else default_val_paths()
     overlap = {p.resolve() for p in train_paths} & {p.resolve() for p in val_paths}
@@ -53,7 +54,7 @@ def train(
     console = Console(stderr=True)
     train_volumes, val_volumes = load_sources(train_paths), load_sources(val_paths)
     cfg = TrainConfig(
-        run_dir=run_dir, steps=steps, batch_size=batch_size, crop=crop, lr=lr, loss=loss,
+        run_dir=run_dir, steps=steps, batch_size=batch_size, crop=crop, target=size, lr=lr, loss=loss,
         latent_noise=latent_noise, device=device, bf16=bf16, threads=threads, val_every=val_every, val_slices=val_slices,
         checkpoint_minutes=checkpoint_minutes, max_minutes=max_minutes, seed=seed,
         train_names=[str(p) for p in train_paths], val_names=[str(p) for p in val_paths],

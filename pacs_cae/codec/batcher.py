@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import numpy as np
+import torch
 
 from .engine import Codec
 from .errors import CodecError
@@ -48,10 +49,21 @@ class BatchingCodec:
         self._worker.start()
 
     # Attributes callers read from a Codec, passed through.
-    model_id = property(lambda self: self.codec.model_id)
-    weights_sha256 = property(lambda self: self.codec.weights_sha256)
-    device = property(lambda self: self.codec.device)
-    model = property(lambda self: self.codec.model)
+    @property
+    def model_id(self) -> str:
+        return self.codec.model_id
+
+    @property
+    def weights_sha256(self) -> str:
+        return self.codec.weights_sha256
+
+    @property
+    def device(self) -> torch.device:
+        return self.codec.device
+
+    @property
+    def model(self) -> torch.nn.Module:
+        return self.codec.model
 
     def encode(
         self, slices: Sequence[np.ndarray], *, bits_stored: int | Sequence[int | None] | None = None

@@ -83,8 +83,10 @@ class Codec:
         self.brotli_quality = brotli_quality
         self.max_batch = max_batch
         self.card = card
-        self._dtype = torch.float64 if mode == "fp64" else torch.float32
-        self._memory_format = torch.contiguous_format if mode in ("fp32", "fp64") else torch.channels_last
+        self._dtype = torch.float64 if self.mode == "fp64" else torch.float32
+        self._memory_format = (
+            torch.contiguous_format if self.mode in ("fp32", "fp64") else torch.channels_last
+        )
         self.model = network.to(self.device, self._dtype).to(memory_format=self._memory_format).eval()
         convs = [m for m in network.encoder.modules() if isinstance(m, torch.nn.Conv2d)]
         self._latent_channels = convs[-1].out_channels

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -41,9 +41,10 @@ class CodecResult:
         as_float = sum(float32_bytes(r["rows"], r["columns"]) for r in self.rows)
         return {
             "slices": n,
-            "psnr_db": _mean(r["psnr_db"] for r in self.rows),
+            "psnr_db": _mean_db(r["psnr_db"] for r in self.rows),
             "psnr_min_db": min(r["psnr_db"] for r in self.rows),
-            "psnr_fg_db": _mean(r["psnr_fg_db"] for r in self.rows),
+            "psnr_fg_db": _mean_db(r["psnr_fg_db"] for r in self.rows),
+            "exact_slices": sum(r["mse"] == 0 for r in self.rows),
             "mse": _mean(r["mse"] for r in self.rows),
             "max_abs_error": max(r["max_abs_error"] for r in self.rows),
             "original_bytes": original,
@@ -65,11 +66,18 @@ class CodecResult:
         }
 
 
-def _mean(values) -> float:
+def _mean(values: Iterable[float]) -> float:
     vals = list(values)
-    if any(math.isinf(v) and v > 0 for v in vals):
-        return math.inf
     return float(np.mean(vals)) if vals else math.nan
+
+
+def _mean_db(values: Iterable[float]) -> float:
+    """Mean of the finite per-slice PSNRs; +inf only when every slice was reconstructed exactly."""
+    vals = [v for v in values if not math.isnan(v)]
+    finite = [v for v in vals if not math.isinf(v)]
+    if finite:
+        return float(np.mean(finite))
+    return math.inf if vals else math.nan
 
 
 def _row(s: EvalSlice, decoded: np.ndarray, size: int, encode_s: float, decode_s: float) -> dict:

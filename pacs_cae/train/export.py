@@ -96,6 +96,7 @@ def export_checkpoint(
     bits: int = 12,
     device: str = "auto",
     force: bool = False,
+    evaluate_held_out: bool = False,
     progress: Callable[[str], None] | None = None,
 ) -> ExportResult:
     """Write ``models_dir/model_id`` from ``checkpoint``; see the module docstring."""
@@ -110,7 +111,15 @@ def export_checkpoint(
     config = dict(ckpt.get("config") or {})
     architecture = config.get("architecture", "cae-paper")
     evaluate_on = [Path(p) for p in (evaluate_on or [])]
+    if evaluate_held_out:
+        held_out = [Path(n) for n in config.get("val_names", [])]
+        if not held_out:
+            raise ExportError(f"{checkpoint}: its config names no held-out volumes (val_names)")
+        evaluate_on += [p for p in held_out if p not in evaluate_on]
     _check_held_out(evaluate_on, config.get("train_names", []))
+    missing = [str(p) for p in evaluate_on if not p.exists()]
+    if missing:
+        raise ExportError(f"evaluation sources not found: {missing}")
     network = build_model(architecture)
     network.load_state_dict({k: v.float() for k, v in ckpt["model"].items()}, strict=True)
     steps = int(ckpt.get("step", 0))

@@ -13,6 +13,8 @@ import csv
 import logging
 import math
 import os
+import signal
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -151,6 +153,13 @@ def train(
     loss_fn: nn.Module = nn.MSELoss() if cfg.loss == "mse" else nn.BCELoss()
     csv_path = cfg.run_dir / "log.csv"
     new_csv = not csv_path.exists() or not resume
+    if not new_csv:  # drop rows logged after the checkpoint we resume from (they will be redone)
+        with csv_path.open(newline="") as f:
+            kept = [r for r in csv.DictReader(f) if int(r["step"]) <= step]
+        with csv_path.open("w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=CSV_FIELDS)
+            w.writeheader()
+            w.writerows(kept)
     csv_file = csv_path.open("w" if new_csv else "a", newline="")
     writer = csv.DictWriter(csv_file, fieldnames=CSV_FIELDS)
     if new_csv:
@@ -174,9 +183,15 @@ def train(
             path,
         )
 
+    stop = threading.Event()
+    previous_handlers = {}
+    if threading.current_thread() is threading.main_thread():
+        # SIGTERM/SIGINT end the run at the next step boundary, with a checkpoint (background runs get SIGTERM)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            previous_handlers[sig] = signal.signal(sig, lambda *_: stop.set())
     model.train()
     try:
-        while step < cfg.steps:
+        while step < cfg.steps and not stop.is_set():
             if cfg.max_minutes and (time.monotonic() - start) / 60 >= cfg.max_minutes:
                 log.info("time budget of %.1f min reached at step %d", cfg.max_minutes, step)
                 break
@@ -219,4 +234,6 @@ def train(
     finally:
         checkpoint(last_path)
         csv_file.close()
+        for sig, handler in previous_handlers.items():
+            signal.signal(sig, handler)
     return best_path if best_path.exists() else last_path

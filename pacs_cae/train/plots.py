@@ -13,6 +13,10 @@ from pathlib import Path
 
 from pacs_cae.train.evaluate import CAE_FAMILY, CodecResult
 
+#: The paper's claim the shipped model is measured against (issue 4): mean PSNR >= 37 dB at <= 2.2 bpp.
+PAPER_TARGET_PSNR_DB = 37.0
+PAPER_TARGET_BPP = 2.2
+
 
 def _pyplot():
     import matplotlib
@@ -59,6 +63,15 @@ def plot_rate_distortion(results: Sequence[CodecResult], path: Path, title: str 
                 )
         else:
             ax.plot(xs, ys, marker="o", markersize=4, label=family)
+    ax.scatter(
+        [PAPER_TARGET_BPP],
+        [PAPER_TARGET_PSNR_DB],
+        marker="P",
+        s=90,
+        facecolors="none",
+        edgecolors="black",
+        label=f"paper's claim: {PAPER_TARGET_PSNR_DB:g} dB at {PAPER_TARGET_BPP:g} bpp",
+    )
     ax.set_xlabel("bits per pixel (compressed bytes x 8 / pixels)")
     ax.set_ylabel("mean PSNR, dB (R = max - min of each original slice)")
     ax.set_title(title or "Rate-distortion on the same slices")

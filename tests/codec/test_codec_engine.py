@@ -18,6 +18,7 @@ from pacs_cae.codec import (
     ModelMismatchError,
     UnknownModelError,
     WeightsIntegrityError,
+    available_models,
     default_models_dir,
     load_codec,
     read_header,
@@ -140,6 +141,7 @@ def test_weights_are_checked_against_the_card(tmp_path: Path) -> None:
 def test_models_dir_default_env_and_explicit_path(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.delenv("PACS_CAE_MODELS_DIR", raising=False)
     assert default_models_dir() == MODELS_DIR
+    assert TEST_MODEL in available_models()
     monkeypatch.setenv("PACS_CAE_MODELS_DIR", str(tmp_path))
     assert default_models_dir() == tmp_path
     with pytest.raises(UnknownModelError):

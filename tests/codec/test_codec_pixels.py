@@ -6,7 +6,7 @@ import numpy as np
 import pydicom
 import pytest
 from pydicom.dataset import FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import ExplicitVRLittleEndian, RLELossless, generate_uid
 
 from pacs_cae.dicom.pixels import (
     extract_frames,
@@ -106,6 +106,17 @@ def test_extract_frames_and_rebuild_pixel_data(make_phantom: Phantom) -> None:
     for a, b in zip(got.frames, frames):
         np.testing.assert_array_equal(a, b)
     assert frames_to_pixel_data(got.frames, 16, 1) == ds.PixelData
+
+
+def test_extract_frames_from_a_compressed_transfer_syntax(make_phantom: Phantom) -> None:
+    frames = np.stack([make_phantom(7, 9, "int16", 12, seed=s) for s in range(2)])
+    ds = _dataset(frames, "MONOCHROME2")
+    ds.compress(RLELossless)  # encapsulated: pixels come through pydicom's decoder
+    assert ds.file_meta.TransferSyntaxUID == RLELossless
+    got = extract_frames(ds)
+    assert [f.dtype for f in got.frames] == [np.dtype("int16")] * 2
+    for a, b in zip(got.frames, frames):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_pixel_data_is_padded_to_even_length() -> None:

@@ -7,18 +7,15 @@ the last one of test_archive_e2e.py, which stops the server with SIGTERM.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
 import sys
 import uuid
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
 import pytest
-from pydicom.dataset import Dataset
 
 # The factories live in tests/archive; make the repository root importable however pytest was started.
 _ROOT = Path(__file__).resolve().parents[2]
@@ -27,19 +24,14 @@ if str(_ROOT) not in sys.path:
 
 from tests.archive.factories import make_mr_series, make_odd_size, make_rgb, make_sr  # noqa: E402
 from tests.e2e import dcmtk  # noqa: E402
+from tests.e2e.scenario import MOVE_AET, MR_SLICES, Scenario, codec_under_test, write_datasets  # noqa: E402
 from tests.e2e.server_process import (  # noqa: E402
-    ServerProcess,
     clean_environment,
     free_port,
     pacs_cae_command,
     start_server,
     write_config,
 )
-
-#: The MR series under test: few slices keep the run short; 512x512 12-bit is the paper's format.
-MR_SLICES = 8
-MOVE_AET = "STORESCP"
-UNTRAINED_FLOOR_DB = 3.0
 
 PG_ENV = "PACS_CAE_TEST_PG_URL"  # same switch as tests/conftest.py: empty = no PostgreSQL variants
 BACKENDS = ["sqlite"] + (
@@ -72,6 +64,9 @@ def e2e_database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.Te
 @pytest.fixture(scope="module")
 def scenario(e2e_database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
     """Start `pacs-cae serve`, C-STORE the test objects with storescu, hand over; SIGTERM at the end."""
+    missing = dcmtk.missing_tools()
+    if missing:  # a failure, not a skip: DCMTK interoperability is what these tests prove
+        pytest.fail(f"DCMTK tools not found: {missing} (install the `dcmtk` package)", pytrace=False)
     work = tmp_path_factory.mktemp("e2e")
     model_id, floor = codec_under_test()
     port, move_port = free_port(), free_port()
@@ -81,7 +76,7 @@ def scenario(e2e_database_url: str, tmp_path_factory: pytest.TempPathFactory) ->
     )
     mr = make_mr_series(MR_SLICES, 512, 512, 12, patient_id="PCAE-A", patient_name="Alpha^Phantom")
     shared = {"patient_id": "PCAE-A", "patient_name": "Alpha^Phantom", "study_uid": str(mr[0].StudyInstanceUID)}
-    odd = make_odd_size(**{k: v for k, v in shared.items()}, series_number=2)
+    odd = make_odd_size(**shared, series_number=2)
     rgb, sr = make_rgb(**shared), make_sr(**shared)
     small = make_mr_series(2, 64, 64, 12, patient_id="PCAE-B", patient_name="Beta^Phantom", study_date="20230102",
                            accession="ACCB", seed=1)

@@ -64,8 +64,9 @@ class Scenario:
     def study_a_objects(self) -> list[Dataset]:
         return [*self.mr, *self.lossless]
 
-    def originals(self) -> dict[str, Dataset]:
-        return {str(ds.SOPInstanceUID): ds for ds in [*self.study_a_objects, *self.small_mr]}
+    def is_cae(self, ds: Dataset) -> bool:
+        """Whether the policy sends this object through the codec (the MR slices of sizes it accepts)."""
+        return any(ds is cae for cae in [*self.mr, *self.small_mr])
 
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
         """Run another `pacs-cae` command against the same configuration."""

@@ -8,14 +8,11 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import signal
 import subprocess
 import time
-from pathlib import Path
 
 import pytest
-from pydicom import dcmread
 from pydicom.dataset import Dataset
 
 from tests.archive.factories import make_mr_series
@@ -37,8 +34,8 @@ def _served_uid(s: Scenario, ds: Dataset) -> str:
     """The UID the archive answers and delivers: derived for the CAE slices, the original otherwise."""
     from pacs_cae.dicom.uids import derive_lossy_uid
 
-    is_cae = ds in s.mr or ds in s.small_mr
-    return str(derive_lossy_uid(str(ds.SOPInstanceUID), s.model_id)) if is_cae else str(ds.SOPInstanceUID)
+    uid = str(ds.SOPInstanceUID)
+    return str(derive_lossy_uid(uid, s.model_id)) if s.is_cae(ds) else uid
 
 
 def _check_retrieved(s: Scenario, retrieved: list[Dataset], expected: list[Dataset]) -> None:
@@ -48,7 +45,7 @@ def _check_retrieved(s: Scenario, retrieved: list[Dataset], expected: list[Datas
     assert set(by_uid) == {_served_uid(s, ds) for ds in expected}
     for original in expected:
         got = by_uid[_served_uid(s, original)]
-        if original in s.mr or original in s.small_mr:
+        if s.is_cae(original):
             check_lossy(original, got, model_id=s.model_id, floor_db=s.floor_db)
         else:
             check_lossless(original, got)
@@ -229,6 +226,25 @@ def test_stats_json_counts_what_was_stored(scenario: Scenario) -> None:
     assert modality["OT"]["original_bytes"] == len(s.rgb.PixelData)
     assert re.sub(r"\D", "", str(stats["oldest_study_date"])) == "20230102"
     assert re.sub(r"\D", "", str(stats["newest_study_date"])) == "20240315"
+
+
+def test_concurrent_associations_store_and_query(scenario: Scenario) -> None:
+    """Three modalities storing at once (one thread per association, one shared codec batcher, one DB)."""
+    s = scenario
+    series = [make_mr_series(4, 64, 64, patient_id=f"PCAE-C{i}", patient_name=f"Conc^{i}", seed=10 + i)
+              for i in range(3)]
+    procs = []
+    for i, datasets in enumerate(series):
+        files = write_datasets(datasets, s.work / f"concurrent-{i}")
+        procs.append(subprocess.Popen(
+            [dcmtk.tool("storescu"), "-aec", "PACSCAE", "-aet", f"MODALITY{i}", "127.0.0.1", str(s.server.port),
+             *map(str, files)], env=dcmtk.environment(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    outputs = [p.communicate(timeout=300)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0], outputs
+    for i, datasets in enumerate(series):
+        found = _find(s, "S", {"QueryRetrieveLevel": "SERIES", "StudyInstanceUID": str(datasets[0].StudyInstanceUID),
+                               "SeriesInstanceUID": "", "NumberOfSeriesRelatedInstances": ""}, f"concurrent-{i}")
+        assert [int(d.NumberOfSeriesRelatedInstances) for d in found] == [4]
 
 
 def test_sigterm_stops_cleanly(scenario: Scenario) -> None:

@@ -77,8 +77,7 @@ def test_export_model_cli_writes_a_loadable_model_with_card(
             str(run_dir),
             "--notes",
             "test export",
-            "--evaluate-on",
-            str(nifti_path),
+            "--evaluate-held-out",  # the checkpoint's val_names: the tiny NIfTI
             "--slices",
             "2",
             "--size",
@@ -126,6 +125,11 @@ def test_export_refuses_to_replace_a_model_or_to_evaluate_on_training_data(
         export_checkpoint(run_dir / "best.pt", model_id="m1", models_dir=models)
     again = export_checkpoint(run_dir / "best.pt", model_id="m1", models_dir=models, force=True)
     assert load_codec("m1", device="cpu", models_dir=models).weights_sha256 == again.card.sha256
+    with pytest.raises(ExportError, match="not found"):
+        export_checkpoint(
+            run_dir / "best.pt", model_id="m3", models_dir=models, evaluate_on=[tmp_path / "no.nii"]
+        )
+    assert not (models / "m3").exists()
     with pytest.raises(ExportError, match="used in training"):
         export_checkpoint(
             run_dir / "best.pt", model_id="m2", models_dir=models, evaluate_on=[Path("/data/train-a.nii.gz")]

@@ -51,3 +51,29 @@ def test_psnr_edge_cases() -> None:
     assert psnr_from_mse(1.0, 10.0) == pytest.approx(20.0)
     with pytest.raises(ValueError):
         mse(np.zeros((2, 2)), np.zeros((2, 3)))
+
+
+def test_summary_averages_finite_psnr_and_totals_bytes() -> None:
+    from pacs_cae.train.evaluate import CodecResult
+
+    def row(psnr: float, mse_: float, size: int) -> dict:
+        return {
+            "rows": 4,
+            "columns": 4,
+            "psnr_db": psnr,
+            "psnr_fg_db": psnr,
+            "mse": mse_,
+            "max_abs_error": 1.0,
+            "original_bytes": 32,
+            "compressed_bytes": size,
+            "encode_s": 0.001,
+            "decode_s": 0.002,
+        }
+
+    mixed = CodecResult("x", "X", False, [row(30.0, 4.0, 8), row(math.inf, 0.0, 4), row(40.0, 2.0, 4)])
+    s = mixed.summary()
+    assert s["psnr_db"] == pytest.approx(35.0) and s["exact_slices"] == 1 and s["mse"] == pytest.approx(2.0)
+    assert s["bpp"] == pytest.approx(16 * 8 / 48) and s["ratio_stored"] == pytest.approx(96 / 16)
+    assert s["ratio_float32"] == pytest.approx(48 * 4 / 16) and s["encode_ms"] == pytest.approx(1.0)
+    exact = CodecResult("y", "Y", True, [row(math.inf, 0.0, 8)] * 2).summary()
+    assert math.isinf(exact["psnr_db"]) and exact["exact_slices"] == 2
