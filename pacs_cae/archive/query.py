@@ -29,8 +29,6 @@ from pacs_cae.store.schema import Instance, Patient, Series, Study
 
 _BATCH = 500
 _ENTITIES = {"PATIENT": Patient, "STUDY": Study, "SERIES": Series, "IMAGE": Instance}
-#: Keys answered without the database.
-_ARCHIVE_KEYS = ("QueryRetrieveLevel", "SpecificCharacterSet", "InstanceAvailability", "RetrieveAETitle")
 
 
 class QueryError(ArchiveError):
@@ -249,8 +247,8 @@ def _response(
         if elem.tag.is_private or elem.tag.element == 0 or elem.tag.group in (0x0000, 0x0002):
             continue
         keyword = elem.keyword
-        if keyword in ("SpecificCharacterSet",):
-            continue
+        if keyword == "SpecificCharacterSet":
+            continue  # set below, from the values actually returned
         value: Any = None
         key = KEYS.get(keyword)
         if keyword == "QueryRetrieveLevel":

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
 
 from pacs_cae.cli.app import app
+
+if TYPE_CHECKING:
+    from pacs_cae.store.db import Database
 
 db_app = typer.Typer(help="Database schema: upgrade to the newest revision, or show the current one.",
                      no_args_is_help=True)
@@ -17,7 +20,8 @@ CONFIG_OPTION = typer.Option(None, "--config", "-c", help="TOML configuration fi
 URL_OPTION = typer.Option(None, "--database-url", help="SQLAlchemy URL (overrides database.url).")
 
 
-def _database(config: Optional[Path], database_url: Optional[str]):  # noqa: ANN202 - lazy imports
+def _database(config: Optional[Path], database_url: Optional[str]) -> Database:
+    """Settings -> Database; imports stay inside so `pacs-cae --help` does not load SQLAlchemy."""
     from pacs_cae.config import ConfigError, load_settings
     from pacs_cae.store.db import Database
 

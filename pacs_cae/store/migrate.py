@@ -5,6 +5,7 @@ No ``alembic.ini`` is needed; ``pacs-cae db upgrade`` and ``serve`` call these h
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from alembic import command
@@ -13,14 +14,18 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Connection
 
-#: The repository's ``migrations/`` directory (the package is installed from the checkout).
-MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
+#: The repository's ``migrations/`` directory (the package is installed editable from the checkout, as in
+#: deploy/); ``$PACS_CAE_MIGRATIONS_DIR`` points elsewhere for other layouts.
+MIGRATIONS_DIR = Path(os.environ.get("PACS_CAE_MIGRATIONS_DIR") or Path(__file__).resolve().parents[2] / "migrations")
 
 
 def alembic_config(connection: Connection | None = None) -> Config:
     """An Alembic ``Config`` pointing at ``migrations/``, optionally bound to an open connection."""
     if not (MIGRATIONS_DIR / "env.py").is_file():
-        raise FileNotFoundError(f"Alembic migrations not found at {MIGRATIONS_DIR}")
+        raise FileNotFoundError(
+            f"Alembic migrations not found at {MIGRATIONS_DIR}: install pacs-cae from its checkout "
+            "(pip install -e .) or set PACS_CAE_MIGRATIONS_DIR to the repository's migrations/ directory"
+        )
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     if connection is not None:

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from pacs_cae.codec.model import DOWNSCALE, ConvAutoencoder, build_model
+from pacs_cae.codec.model import ConvAutoencoder, build_model
 from pacs_cae.train.slices import CropSampler, axial_slices, fit_to, normalize
 from pacs_cae.train.sources import Volume
 

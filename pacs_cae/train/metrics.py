@@ -30,8 +30,8 @@ DEFINITIONS: dict[str, str] = {
     "ratio_stored": "rows*columns*BitsAllocated/8 / compressed bytes",
     "ratio_float32": "rows*columns*4 / compressed bytes (the paper's float32-based ratio)",
     "summary": (
-        "PSNR/PSNR_fg: mean over slices with finite PSNR (inf only if every slice is exact; exact_slices counts "
-        "them); MSE: mean of per-slice values; bpp and ratios: from total bytes over all slices"
+        "PSNR/PSNR_fg: mean over slices with finite PSNR (inf only if every slice is exact; "
+        "exact_slices counts them); MSE: mean of per-slice values; bpp and ratios: from total bytes"
     ),
 }
 

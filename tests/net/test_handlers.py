@@ -335,3 +335,31 @@ def test_find_honours_c_cancel(served) -> None:
         assoc.release()
     assert statuses[-1] == 0xFE00
     assert len(statuses) < 40
+
+
+def test_move_all_refused_by_destination_is_a702(served) -> None:
+    settings, archive, port = served
+    uids = [generate_uid() for _ in range(2)]
+    for uid in uids:
+        archive.stored[uid] = _mr(uid)
+    dest = AE(ae_title="FULLDISK")
+    dest.add_supported_context(MRImageStorage)
+    dest_port = _free_port()
+    dest_server = dest.start_server(("127.0.0.1", dest_port), block=False,
+                                    evt_handlers=[(evt.EVT_C_STORE, lambda event: 0xA700)])
+    settings.remotes["FULLDISK"] = Remote("127.0.0.1", dest_port)
+    try:
+        assoc = _scu(StudyRootQueryRetrieveInformationModelMove).associate("127.0.0.1", port)
+        query = Dataset()
+        query.QueryRetrieveLevel = "STUDY"
+        query.StudyInstanceUID = "1.2.3"
+        responses = list(assoc.send_c_move(query, "FULLDISK", StudyRootQueryRetrieveInformationModelMove))
+        assoc.release()
+    finally:
+        dest_server.shutdown()
+    pending = [rsp for rsp, _ in responses[:-1]]
+    assert [rsp.Status for rsp in pending] == [0xFF00, 0xFF00]
+    assert [rsp.NumberOfRemainingSuboperations for rsp in pending] == [1, 0]
+    final, identifier = responses[-1]
+    assert final.Status == 0xA702 and final.NumberOfFailedSuboperations == 2
+    assert sorted(identifier.FailedSOPInstanceUIDList) == sorted(uids)

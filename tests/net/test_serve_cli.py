@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import pytest
@@ -32,7 +33,7 @@ def test_invalid_configuration_exits_2() -> None:
 def test_unknown_model_refuses_to_start(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                         caplog: pytest.LogCaptureFixture) -> None:
     monkeypatch.chdir(tmp_path)
-    for name in [k for k in __import__("os").environ if k.startswith("PACS_CAE_")]:
+    for name in [k for k in os.environ if k.startswith("PACS_CAE_")]:
         monkeypatch.delenv(name)
     with caplog.at_level(logging.ERROR, logger="pacs_cae.serve"):
         result = CliRunner().invoke(app, ["serve", "--port", "11190", "--model", "no-such-model",
