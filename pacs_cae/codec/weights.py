@@ -130,7 +130,11 @@ def save_model(
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().to("cpu", weights_dtype).contiguous() for k, v in network.state_dict().items()}
-    save_file(state, directory / WEIGHTS_FILE, metadata={"model_id": model_id, "architecture": architecture})
+    # One metadata key: safetensors writes a multi-key metadata map in hash order, so the same weights
+    # would get a different file (and sha256) on every save.
+    save_file(state, directory / WEIGHTS_FILE,
+              metadata={"pacs_cae": json.dumps({"architecture": architecture, "model_id": model_id},
+                                               sort_keys=True)})
     extra = {"weights_dtype": str(weights_dtype).removeprefix("torch."), **extra}
     card = ModelCard(model_id, architecture, sha256_file(directory / WEIGHTS_FILE), trained, extra)
     (directory / CARD_FILE).write_text(card.to_json())

@@ -25,7 +25,7 @@ from pacs_cae.codec import (
 )
 from pacs_cae.codec.weights import ModelCard, sha256_file
 
-from conftest import MODELS_DIR, TEST_MODEL, Phantom  # noqa: E402 - tests/codec is on sys.path under pytest
+from codec_helpers import MODELS_DIR, TEST_MODEL, Phantom  # tests/codec is on sys.path under pytest
 
 
 @pytest.mark.parametrize(
@@ -179,3 +179,24 @@ def test_modes_agree_with_the_float32_reference(codec: Codec, make_phantom: Phan
         assert float((y - ref["y"]).abs().max()) <= tol, mode
     with pytest.raises(ValueError):
         Codec(type(net)(), model_id="x", weights_sha256="0" * 64, mode="fp8")  # type: ignore[arg-type]
+
+
+def test_auto_mode_follows_the_measurements(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pacs_cae.codec import engine
+
+    monkeypatch.setattr(engine, "cpu_has_native_bf16", lambda: True)
+    assert engine.resolve_mode("auto", torch.device("cpu")) == "bf16"
+    monkeypatch.setattr(engine, "cpu_has_native_bf16", lambda: False)
+    assert engine.resolve_mode("auto", torch.device("cpu")) == "channels_last"
+    assert engine.resolve_mode("auto", torch.device("cuda")) == "channels_last"
+    assert engine.resolve_mode("fp32", torch.device("cpu")) == "fp32"
+
+
+def test_device_specs() -> None:
+    from pacs_cae.codec import resolve_device
+
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("auto") == torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    for bad in ("tpu", "meta", "gpu0"):
+        with pytest.raises(CodecError):
+            resolve_device(bad)

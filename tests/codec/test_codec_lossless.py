@@ -8,7 +8,7 @@ import pytest
 from pacs_cae.codec import CorruptBlobError, PixelLayout, decode_lossless, encode_lossless
 from pacs_cae.codec import lossless
 
-from conftest import Phantom  # noqa: E402 - tests/codec is on sys.path under pytest
+from codec_helpers import Phantom  # tests/codec is on sys.path under pytest
 
 
 def _method(blob: bytes) -> int:

@@ -19,7 +19,7 @@ from pacs_cae.dicom.pixels import (
 
 CASES = [("uint8", 8), ("int8", 8), ("uint16", 12), ("int16", 12), ("uint16", 16), ("int16", 16)]
 
-from conftest import Phantom  # noqa: E402 - tests/codec is on sys.path under pytest
+from codec_helpers import Phantom  # tests/codec is on sys.path under pytest
 
 
 @pytest.mark.parametrize(("dtype", "bits"), CASES)

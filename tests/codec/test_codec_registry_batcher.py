@@ -17,7 +17,7 @@ from pacs_cae.codec import (
     UnknownModelError,
 )
 
-from conftest import TEST_MODEL, Phantom  # noqa: E402 - tests/codec is on sys.path under pytest
+from codec_helpers import TEST_MODEL, Phantom  # tests/codec is on sys.path under pytest
 
 
 def test_registry_decodes_a_mix_of_models_in_order(

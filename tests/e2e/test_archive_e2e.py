@@ -51,9 +51,20 @@ def _check_retrieved(s: Scenario, retrieved: list[Dataset], expected: list[Datas
             check_lossless(original, got)
 
 
-def test_serve_refuses_out_of_date_schema(scenario: Scenario) -> None:
-    if scenario.refused is None:
-        pytest.skip("not applicable: serve upgrades an embedded SQLite itself")
+def test_schema_at_start(scenario: Scenario) -> None:
+    """SQLite: serve migrated the empty database itself. PostgreSQL: serve refused until `db upgrade`."""
+    if scenario.database_url.startswith("sqlite"):
+        from pacs_cae.store.db import Database
+        from pacs_cae.store.migrate import head_revision
+
+        assert scenario.refused is None
+        db = Database(scenario.database_url)
+        try:
+            assert db.current_revision() == head_revision()
+        finally:
+            db.dispose()
+        return
+    assert scenario.refused is not None
     output = scenario.refused.stdout + scenario.refused.stderr
     assert scenario.refused.returncode != 0, output
     assert "out-of-date" in output and "pacs-cae db upgrade" in output, output
