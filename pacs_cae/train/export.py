@@ -76,6 +76,18 @@ def recipe(config: dict) -> dict:
     return out
 
 
+def describe_source(name: str) -> str:
+    """A data path as a reader of the card can find it: inside a Python package, or as the absolute path."""
+    path = Path(name)
+    parts = path.parts
+    if "site-packages" in parts:
+        inner = parts[parts.index("site-packages") + 1:]
+        return f"{inner[-1]} (Python package {inner[0]}: {'/'.join(inner[1:])})"
+    if str(path).startswith("/usr/share/mricron/"):
+        return f"{path.name} (Debian package mricron-data: {path})"
+    return str(path)
+
+
 def _check_held_out(evaluate_on: list[Path], train_names: list[str]) -> None:
     trained_on = {Path(n).resolve() for n in train_names}
     overlap = [str(p) for p in evaluate_on if Path(p).resolve() in trained_on]
@@ -130,8 +142,8 @@ def export_checkpoint(
             if steps
             else "UNTRAINED: exported from a checkpoint at step 0; not a usable codec."
         ),
-        "training_data": config.get("train_names", []),
-        "held_out_data": config.get("val_names", []),
+        "training_data": [describe_source(n) for n in config.get("train_names", [])],
+        "held_out_data": [describe_source(n) for n in config.get("val_names", [])],
         "recipe": recipe(config),
         "steps": steps,
         "training_hours": round(elapsed / 3600, 3),

@@ -78,7 +78,7 @@ def scenario(e2e_database_url: str, tmp_path_factory: pytest.TempPathFactory) ->
     shared = {"patient_id": "PCAE-A", "patient_name": "Alpha^Phantom", "study_uid": str(mr[0].StudyInstanceUID)}
     odd = make_odd_size(**shared, series_number=2)
     rgb, sr = make_rgb(**shared), make_sr(**shared)
-    small = make_mr_series(2, 64, 64, 12, patient_id="PCAE-B", patient_name="Beta^Phantom", study_date="20230102",
+    small = make_mr_series(2, 256, 256, 12, patient_id="PCAE-B", patient_name="Beta^Phantom", study_date="20230102",
                            accession="ACCB", seed=1)
     files = write_datasets([*mr, odd, rgb, sr, *small], work / "in")
 
