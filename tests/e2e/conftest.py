@@ -7,11 +7,9 @@ the last one of test_archive_e2e.py, which stops the server with SIGTERM.
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
-import uuid
 from pathlib import Path
 from typing import Iterator
 
@@ -33,36 +31,9 @@ from tests.e2e.server_process import (  # noqa: E402
     write_config,
 )
 
-PG_ENV = "PACS_CAE_TEST_PG_URL"  # same switch as tests/conftest.py: empty = no PostgreSQL variants
-BACKENDS = ["sqlite"] + (
-    [pytest.param("postgresql", marks=pytest.mark.postgresql)] if os.environ.get(PG_ENV, "x") != "" else []
-)
-
-
-@pytest.fixture(scope="module", params=BACKENDS)
-def e2e_database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """Like tests/conftest.py's ``database_url`` but module-scoped: a SQLite file or a fresh PG schema."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path_factory.mktemp('sqlite') / 'archive.db'}"
-        return
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.engine import make_url
-
-    base = make_url(request.getfixturevalue("pg_database_url"))
-    schema = f"e2e_{uuid.uuid4().hex[:12]}"
-    engine = create_engine(base, isolation_level="AUTOCOMMIT")
-    with engine.connect() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    try:
-        yield base.update_query_dict({"options": f"-csearch_path={schema}"}).render_as_string(hide_password=False)
-    finally:
-        with engine.connect() as conn:
-            conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
-        engine.dispose()
-
 
 @pytest.fixture(scope="module")
-def scenario(e2e_database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
+def scenario(module_database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
     """Start `pacs-cae serve`, C-STORE the test objects with storescu, hand over; SIGTERM at the end."""
     missing = dcmtk.missing_tools()
     if missing:  # a failure, not a skip: DCMTK interoperability is what these tests prove
@@ -71,7 +42,7 @@ def scenario(e2e_database_url: str, tmp_path_factory: pytest.TempPathFactory) ->
     model_id, floor = codec_under_test()
     port, move_port = free_port(), free_port()
     config = write_config(
-        work / "pacs-cae.toml", data_dir=work / "data", port=port, database_url=e2e_database_url,
+        work / "pacs-cae.toml", data_dir=work / "data", port=port, database_url=module_database_url,
         codec={"model": model_id, "device": "cpu", "min_psnr_db": floor}, remotes={MOVE_AET: move_port},
     )
     mr = make_mr_series(MR_SLICES, 512, 512, 12, patient_id="PCAE-A", patient_name="Alpha^Phantom")
@@ -83,7 +54,7 @@ def scenario(e2e_database_url: str, tmp_path_factory: pytest.TempPathFactory) ->
     files = write_datasets([*mr, odd, rgb, sr, *small], work / "in")
 
     refused = None
-    if not e2e_database_url.startswith("sqlite"):
+    if not module_database_url.startswith("sqlite"):
         # A fresh PostgreSQL schema is out of date: serve must refuse it; `db upgrade` then sets it up.
         refused = subprocess.run([*pacs_cae_command(), "serve", "--config", str(config)], cwd=work,
                                  capture_output=True, text=True, timeout=90, env=clean_environment())
@@ -94,7 +65,7 @@ def scenario(e2e_database_url: str, tmp_path_factory: pytest.TempPathFactory) ->
     try:
         store = dcmtk.run("storescu", ["-aec", "PACSCAE", "-aet", "E2ESCU", "127.0.0.1", str(port),
                                        *map(str, files)], check=False, timeout=300)
-        yield Scenario(server, work, e2e_database_url, model_id, floor, move_port, mr, small, odd, rgb, sr, store,
+        yield Scenario(server, work, module_database_url, model_id, floor, move_port, mr, small, odd, rgb, sr, store,
                        refused)
     finally:
         if server.alive():
