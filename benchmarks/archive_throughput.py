@@ -1,107 +1,148 @@
-"""Archive throughput over the network: a real `pacs-cae serve` driven by DCMTK.
+"""Archive throughput over the network: a real `pacs-cae serve` driven by DCMTK, per codec configuration.
 
-Times storescu of a generated 512x512 12-bit MR series (60 slices by default), an IMAGE-level findscu,
-a STUDY-level getscu, and a STUDY-level movescu to a local storescp, and prints images/s for each.
+For each configuration a fresh server and database: storescu of a generated 512x512 12-bit MR series (60
+slices by default), an IMAGE-level findscu, a STUDY-level getscu and a STUDY-level movescu to a local
+storescp. The table gives images/s and, because this machine is noisy, the ratio of each time to the
+lossless reference measured in the same run (the archive with ``codec.model = "none"``: same server, same
+database, no CAE). It ends with what `pacs-cae stats` says each configuration stored.
+
+    python benchmarks/archive_throughput.py [--slices 60] [--model cae-paper] [--configs lossless,cae,cae+gate]
+        [--min-psnr-db 20] [--database-url URL] [--device auto]
+
 DCMTK runs with TCP_NODELAY=1 (Debian's build otherwise leaves Nagle on); the server sets it on its sockets.
-
-    python benchmarks/archive_throughput.py [--slices 60] [--model cae-paper-init] [--database-url URL]
-
-Reuses the end-to-end harness (tests/e2e) and the phantom factories (tests/archive) so the benchmark and
+Reuses the end-to-end harness (tests/e2e) and the phantom factories (tests/archive), so the benchmark and
 the tests exercise the same path.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import signal
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Callable
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from tests.archive.factories import make_mr_series  # noqa: E402
 from tests.e2e import dcmtk  # noqa: E402
-from tests.e2e.server_process import free_port, pacs_cae_command, start_server, write_config  # noqa: E402
+from tests.e2e.server_process import (  # noqa: E402
+    clean_environment,
+    free_port,
+    pacs_cae_command,
+    start_server,
+    write_config,
+)
+
+OPERATIONS = ("C-STORE", "C-FIND", "C-GET", "C-MOVE")
 
 
-def _timed(label: str, rows: list[tuple[str, int, float]], n: int, fn) -> None:
+def codec_config(name: str, model: str, device: str, min_psnr_db: float) -> dict:
+    """The [codec] table of one benchmarked configuration."""
+    if name == "lossless":
+        return {"model": "none", "device": device}
+    if name == "cae":
+        return {"model": model, "device": device, "gate": False}
+    if name == "cae+gate":
+        return {"model": model, "device": device, "gate": True, "min_psnr_db": min_psnr_db}
+    raise SystemExit(f"unknown configuration {name!r} (lossless, cae, cae+gate)")
+
+
+def _timed(fn: Callable[[], object]) -> float:
     start = time.perf_counter()
     fn()
-    rows.append((label, n, time.perf_counter() - start))
+    return time.perf_counter() - start
+
+
+def run_one(work: Path, files: list[str], study: str, series_uid: str, codec: dict, url: str | None) -> tuple[dict, dict]:
+    """Seconds per operation and the stats figures, for one fresh server."""
+    work.mkdir(parents=True)
+    port, move_port = free_port(), free_port()
+    url = url or f"sqlite:///{work / 'archive.db'}"
+    config = write_config(work / "bench.toml", data_dir=work / "data", port=port, database_url=url,
+                          codec=codec, remotes={"BENCHSCP": move_port})
+    if not url.startswith("sqlite"):
+        subprocess.run([*pacs_cae_command(), "db", "upgrade", "--config", str(config)], check=True, cwd=work)
+    n = len(files)
+    seconds: dict[str, float] = {}
+    server = start_server(work, config, port)
+    try:
+        base, where = ["-aec", "PACSCAE", "-aet", "BENCHSCU"], ["127.0.0.1", str(port)]
+        study_keys = dcmtk.keys({"QueryRetrieveLevel": "STUDY", "StudyInstanceUID": study})
+        seconds["C-STORE"] = _timed(lambda: dcmtk.run("storescu", [*base, *where, *files], timeout=3600))
+        found: list = []
+        seconds["C-FIND"] = _timed(lambda: found.extend(dcmtk.find(
+            port, "S", {"QueryRetrieveLevel": "IMAGE", "StudyInstanceUID": study, "SeriesInstanceUID": series_uid,
+                        "SOPInstanceUID": ""}, work / "find")))
+        assert len(found) == n, f"findscu returned {len(found)} of {n}"
+        (work / "get").mkdir()
+        seconds["C-GET"] = _timed(lambda: dcmtk.run(
+            "getscu", [*base, "-S", "-od", str(work / "get"), *study_keys, *where], timeout=3600))
+        assert len(list((work / "get").iterdir())) == n
+        (work / "move").mkdir()
+        scp = subprocess.Popen([str(dcmtk.tool("storescp")), "-aet", "BENCHSCP", "-od", str(work / "move"),
+                                str(move_port)], env=dcmtk.environment())
+        try:
+            time.sleep(0.5)
+            seconds["C-MOVE"] = _timed(lambda: dcmtk.run(
+                "movescu", [*base, "-S", "-aem", "BENCHSCP", *study_keys, *where], timeout=3600))
+        finally:
+            scp.terminate()
+            scp.wait(10)
+        assert len(list((work / "move").iterdir())) == n
+        stats = subprocess.run([*pacs_cae_command(), "stats", "--json", "--config", str(config)], cwd=work,
+                               capture_output=True, text=True, check=True, env=clean_environment())
+    finally:
+        server.stop(signal.SIGTERM)
+    return seconds, json.loads(stats.stdout)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--slices", type=int, default=60)
-    parser.add_argument("--model", default="cae-paper-init")
+    parser.add_argument("--model", default="cae-paper")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--configs", default="lossless,cae,cae+gate",
+                        help="comma-separated: lossless (reference, always run first), cae, cae+gate")
+    parser.add_argument("--min-psnr-db", type=float, default=20.0,
+                        help="gate floor for cae+gate (the phantom's level, so slices stay on the CAE path)")
     parser.add_argument("--database-url", default=None, help="default: SQLite in a temporary directory")
-    parser.add_argument("--min-psnr-db", type=float, default=None,
-                        help="gate floor (default: the configured default; untrained weights need a low one)")
     args = parser.parse_args()
+    names = ["lossless"] + [c for c in args.configs.split(",") if c and c != "lossless"]
 
+    series = make_mr_series(args.slices, 512, 512, 12, patient_id="BENCH", patient_name="Bench^Mark")
+    results: dict[str, tuple[dict, dict]] = {}
     with tempfile.TemporaryDirectory(prefix="pacs-cae-bench-") as tmp:
-        work = Path(tmp)
-        port, move_port = free_port(), free_port()
-        url = args.database_url or f"sqlite:///{work / 'archive.db'}"
-        codec = {"model": args.model, "device": args.device}
-        if args.min_psnr_db is not None:
-            codec["min_psnr_db"] = args.min_psnr_db
-        config = write_config(work / "bench.toml", data_dir=work / "data", port=port, database_url=url,
-                              codec=codec, remotes={"BENCHSCP": move_port})
-        series = make_mr_series(args.slices, 512, 512, 12, patient_id="BENCH", patient_name="Bench^Mark")
-        study = str(series[0].StudyInstanceUID)
-        (work / "in").mkdir()
         files = []
+        (Path(tmp) / "in").mkdir()
         for ds in series:
-            path = work / "in" / f"{ds.SOPInstanceUID}.dcm"
+            path = Path(tmp) / "in" / f"{ds.SOPInstanceUID}.dcm"
             ds.save_as(path, enforce_file_format=True)
             files.append(str(path))
-        if not url.startswith("sqlite"):
-            subprocess.run([*pacs_cae_command(), "db", "upgrade", "--config", str(config)], check=True, cwd=work)
-        server = start_server(work, config, port)
-        rows: list[tuple[str, int, float]] = []
-        n = len(series)
-        try:
-            base = ["-aec", "PACSCAE", "-aet", "BENCHSCU"]
-            where = ["127.0.0.1", str(port)]
-            _timed("C-STORE (storescu)", rows, n, lambda: dcmtk.run(
-                "storescu", [*base, *where, *files], timeout=3600))
-            found: list = []
-            _timed("C-FIND IMAGE (findscu)", rows, n, lambda: found.extend(dcmtk.find(
-                port, "S", {"QueryRetrieveLevel": "IMAGE", "StudyInstanceUID": study,
-                           "SeriesInstanceUID": str(series[0].SeriesInstanceUID), "SOPInstanceUID": ""},
-                work / "find")))
-            assert len(found) == n, f"findscu returned {len(found)} of {n}"
-            (work / "get").mkdir()
-            _timed("C-GET STUDY (getscu)", rows, n, lambda: dcmtk.run("getscu", [
-                *base, "-S", "-od", str(work / "get"), *dcmtk.keys(
-                    {"QueryRetrieveLevel": "STUDY", "StudyInstanceUID": study}), *where], timeout=3600))
-            assert len(list((work / "get").iterdir())) == n
-            (work / "move").mkdir()
-            scp = subprocess.Popen([str(dcmtk.tool("storescp")), "-aet", "BENCHSCP", "-od", str(work / "move"),
-                                    str(move_port)], env=dcmtk.environment())
-            try:
-                time.sleep(0.5)
-                _timed("C-MOVE STUDY (movescu->storescp)", rows, n, lambda: dcmtk.run("movescu", [
-                    *base, "-S", "-aem", "BENCHSCP", *dcmtk.keys(
-                        {"QueryRetrieveLevel": "STUDY", "StudyInstanceUID": study}), *where], timeout=3600))
-            finally:
-                scp.terminate()
-                scp.wait(10)
-            assert len(list((work / "move").iterdir())) == n
-        finally:
-            server.stop(signal.SIGTERM)
+        for name in names:
+            codec = codec_config(name, args.model, args.device, args.min_psnr_db)
+            results[name] = run_one(Path(tmp) / name.replace("+", "-"), files, str(series[0].StudyInstanceUID),
+                                    str(series[0].SeriesInstanceUID), codec, args.database_url)
 
-    print(f"\narchive throughput: {n} slices 512x512 12-bit, model {args.model}, device {args.device}, "
-          f"database {url.split('://')[0]}")
-    print(f"{'operation':<36} {'images':>6} {'seconds':>8} {'images/s':>9}")
-    for label, count, seconds in rows:
-        print(f"{label:<36} {count:>6} {seconds:>8.2f} {count / seconds:>9.1f}")
+    n = len(series)
+    db = (args.database_url or "sqlite").split(":")[0]
+    print(f"\narchive throughput: {n} slices 512x512 12-bit (phantom), model {args.model}, device {args.device}, "
+          f"database {db}; x = time / lossless reference time in this run")
+    print(f"{'configuration':<10} " + " ".join(f"{op + ' img/s':>13} {'x':>5}" for op in OPERATIONS))
+    reference = results["lossless"][0]
+    for name, (seconds, _) in results.items():
+        cells = [f"{n / seconds[op]:>13.1f} {seconds[op] / reference[op]:>5.2f}" for op in OPERATIONS]
+        print(f"{name:<10} " + " ".join(cells))
+    print(f"\n{'configuration':<10} {'stored as':<28} {'original MB':>11} {'stored MB':>10} {'ratio':>7}")
+    for name, (_, stats) in results.items():
+        storage = ", ".join(f"{g['storage']}:{g['instances']}" for g in stats["by_storage"])
+        print(f"{name:<10} {storage:<28} {stats['original_bytes'] / 1e6:>11.2f} "
+              f"{stats['stored_bytes'] / 1e6:>10.2f} {stats['ratio'] or 0:>7.2f}")
     return 0
 
 
