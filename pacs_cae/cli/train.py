@@ -62,14 +62,28 @@ def train(
     console.print(f"training on {[v.name for v in train_volumes]}, validating on {[v.name for v in val_volumes]}")
     last_val = {"v": "-"}
 
-    def progress(row: dict) -> None:
+    def describe(row: dict) -> str:
         if row["val_psnr_quantized_db"]:
             last_val["v"] = row["val_psnr_quantized_db"]
-        if row["step"] % 10 == 0 or row["val_psnr_quantized_db"]:
-            console.print(
-                f"step {row['step']}/{steps}  loss {row['loss']}  train {row['train_psnr_db']} dB  "
-                f"val(quantised) {last_val['v']} dB  lr {row['lr']}  {row['elapsed_s']} s"
-            )
+        return (f"loss {row['loss']}  train {row['train_psnr_db']} dB  val(quantised) {last_val['v']} dB  "
+                f"lr {row['lr']}  {row['elapsed_s']} s")
 
-    best = run_training(cfg, train_volumes, val_volumes, resume=resume, progress=progress)
+    if console.is_terminal:  # an interactive run: a live progress bar
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        with Progress(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                      TextColumn("{task.fields[status]}"), console=console) as bar:
+            task = bar.add_task("train", total=steps, status="")
+
+            def progress(row: dict) -> None:
+                bar.update(task, completed=row["step"], status=describe(row))
+
+            best = run_training(cfg, train_volumes, val_volumes, resume=resume, progress=progress)
+    else:  # a background run writing a log file: one line every 10 steps and at each validation
+        def progress(row: dict) -> None:
+            line = describe(row)
+            if row["step"] % 10 == 0 or row["val_psnr_quantized_db"]:
+                console.print(f"step {row['step']}/{steps}  {line}")
+
+        best = run_training(cfg, train_volumes, val_volumes, resume=resume, progress=progress)
     console.print(f"best checkpoint: {best}")

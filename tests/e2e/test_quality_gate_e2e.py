@@ -1,0 +1,70 @@
+"""The quality gate through the real path: a server running a deliberately bad (all-zero) model.
+
+Every eligible slice is encoded, decoded, found below the floor and archived losslessly instead: getscu
+returns the original instances byte for byte (original UIDs, no lossy marking), `pacs-cae stats --json`
+counts the fallbacks, and the server log names the reason.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+from pathlib import Path
+
+import pytest
+import torch
+
+from pacs_cae.codec.weights import initial_model, save_model
+from tests.archive.factories import make_mr_series
+from tests.e2e import dcmtk
+from tests.e2e.compare import check_lossless
+from tests.e2e.scenario import write_datasets
+from tests.e2e.server_process import clean_environment, free_port, pacs_cae_command, start_server, write_config
+
+pytestmark = pytest.mark.e2e
+
+
+def _zero_model(models_dir: Path) -> str:
+    model = initial_model(seed=0)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.zero_()
+    save_model(model, models_dir / "cae-zero", model_id="cae-zero", trained=False)
+    return "cae-zero"
+
+
+def test_bad_model_falls_back_to_lossless_end_to_end(module_database_url: str, tmp_path: Path) -> None:
+    model_id = _zero_model(tmp_path / "models")
+    port = free_port()
+    config = write_config(
+        tmp_path / "gate.toml", data_dir=tmp_path / "data", port=port, database_url=module_database_url,
+        codec={"model": model_id, "models_dir": str(tmp_path / "models"), "device": "cpu", "gate": True,
+               "min_psnr_db": 30.0},
+        remotes={},
+    )
+    if not module_database_url.startswith("sqlite"):
+        subprocess.run([*pacs_cae_command(), "db", "upgrade", "--config", str(config)], check=True,
+                       capture_output=True, env=clean_environment())
+    series = make_mr_series(3, 256, 256, 12, patient_id="PCAE-GATE", patient_name="Gate^Phantom", seed=7)
+    files = write_datasets(series, tmp_path / "in")
+    server = start_server(tmp_path, config, port)
+    try:
+        dcmtk.run("storescu", ["-aec", "PACSCAE", "-aet", "E2ESCU", "127.0.0.1", str(port), *map(str, files)])
+        out = tmp_path / "get"
+        out.mkdir()
+        dcmtk.run("getscu", ["-aec", "PACSCAE", "-aet", "E2ESCU", "-S", "-od", str(out), *dcmtk.keys(
+            {"QueryRetrieveLevel": "SERIES", "StudyInstanceUID": str(series[0].StudyInstanceUID),
+             "SeriesInstanceUID": str(series[0].SeriesInstanceUID)}), "127.0.0.1", str(port)])
+        retrieved = {str(ds.SOPInstanceUID): ds for ds in dcmtk.read_dir(out)}
+        assert set(retrieved) == {str(ds.SOPInstanceUID) for ds in series}
+        for original in series:
+            check_lossless(original, retrieved[str(original.SOPInstanceUID)])
+        stats = json.loads(subprocess.run(
+            [*pacs_cae_command(), "stats", "--json", "--config", str(config)], check=True, capture_output=True,
+            text=True, env=clean_environment()).stdout)
+    finally:
+        assert server.stop(signal.SIGTERM) == 0, server.log()
+    assert stats["fallbacks"]["quality_gate"] == 3
+    assert [(g["storage"], g["instances"]) for g in stats["by_storage"]] == [("lossless", 3)]
+    assert server.log().count("stored losslessly instead of by the CAE: quality-gate: PSNR") == 3
