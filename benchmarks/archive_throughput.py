@@ -29,7 +29,7 @@ from typing import Callable
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.archive.factories import make_mr_series  # noqa: E402
+from tests.archive.factories import make_mr_series, set_pixels  # noqa: E402
 from tests.e2e import dcmtk  # noqa: E402
 from tests.e2e.server_process import (  # noqa: E402
     clean_environment,
@@ -112,10 +112,21 @@ def main() -> int:
     parser.add_argument("--min-psnr-db", type=float, default=20.0,
                         help="gate floor for cae+gate (the phantom's level, so slices stay on the CAE path)")
     parser.add_argument("--database-url", default=None, help="default: SQLite in a temporary directory")
+    parser.add_argument("--volume", type=Path, default=None,
+                        help="a NIfTI brain volume: slices resampled to 512x512 12-bit instead of the phantom")
     args = parser.parse_args()
     names = ["lossless"] + [c for c in args.configs.split(",") if c and c != "lossless"]
 
     series = make_mr_series(args.slices, 512, 512, 12, patient_id="BENCH", patient_name="Bench^Mark")
+    source = "phantom"
+    if args.volume:  # real anatomy: the evaluation's slices (resampled to 512, 12-bit) in the same datasets
+        from pacs_cae.train.eval_slices import load_eval_slices
+
+        slices = load_eval_slices([args.volume], count=args.slices, size=512, bits=12)
+        series = series[: len(slices)]
+        for ds, eval_slice in zip(series, slices):
+            set_pixels(ds, eval_slice.pixels, bits_stored=12, signed=False)
+        source = args.volume.name
     results: dict[str, tuple[dict, dict]] = {}
     with tempfile.TemporaryDirectory(prefix="pacs-cae-bench-") as tmp:
         files = []
@@ -131,7 +142,7 @@ def main() -> int:
 
     n = len(series)
     db = (args.database_url or "sqlite").split(":")[0]
-    print(f"\narchive throughput: {n} slices 512x512 12-bit (phantom), model {args.model}, device {args.device}, "
+    print(f"\narchive throughput: {n} slices 512x512 12-bit ({source}), model {args.model}, device {args.device}, "
           f"database {db}; x = time / lossless reference time in this run")
     print(f"{'configuration':<10} " + " ".join(f"{op + ' img/s':>13} {'x':>5}" for op in OPERATIONS))
     reference = results["lossless"][0]

@@ -68,6 +68,7 @@ class CodecSettings:
     gate: bool = True
     min_psnr_db: float | None = 30.0
     max_abs_error: float | None = None
+    require_gain: bool = True  # keep a CAE blob only when it is smaller than the slice's lossless encoding
     modalities: list[str] = field(default_factory=lambda: ["MR"])
     max_rows: int = 1024
     max_columns: int = 1024

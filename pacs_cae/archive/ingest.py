@@ -11,6 +11,8 @@ Pixel paths:
   ``codec.gate``) decoded again and measured: PSNR with R = max - min of the original slice, and the
   maximum absolute error. A slice below ``codec.min_psnr_db`` or above ``codec.max_abs_error`` is stored
   losslessly instead, with ``fallback_reason`` "quality-gate: ..." and a warning log line.
+  With ``codec.require_gain`` the CAE blob is kept only when it is smaller than the slice's lossless
+  encoding (fallback_reason "no-gain: ..."): a lossy copy that saves no space is never stored.
 * ``lossless`` - everything else with Pixel Data, byte-exact (:mod:`pacs_cae.codec.lossless`).
 * ``none`` - objects without Pixel Data (SR, presentation states, ...): the metadata blob is the object.
 """
@@ -43,6 +45,9 @@ LOG = logging.getLogger(__name__)
 #: CannotUnderstand sub-codes (PS3.4 leaves the low 12 bits of 0xCxxx to the implementation).
 STATUS_MISSING_ATTRIBUTE = 0xC001
 STATUS_UNENCODABLE = 0xC002
+
+#: ``fallback_reason`` prefix when the CAE blob is not smaller than the lossless encoding (codec.require_gain).
+NO_GAIN_REASON = "no-gain"
 
 REQUIRED_UIDS = ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID")
 
@@ -195,18 +200,28 @@ def _choose_pixels(ds: Dataset, settings: Settings, encoder: Encoder | None) -> 
     fallback = None
     if eligible and encoder is None:
         eligible, why = False, "no codec model loaded"
+    lossless: bytes | None = None
     if eligible:
         assert encoder is not None
         chosen = _cae_path(ds, settings, encoder)
+        if isinstance(chosen, _Pixels) and settings.codec.require_gain:
+            # A lossy copy that saves nothing is all loss: keep the exact pixels instead.
+            lossless = _lossless_blob(ds, settings)
+            if chosen.blob is not None and len(chosen.blob) >= len(lossless):
+                chosen = f"{NO_GAIN_REASON}: CAE blob {len(chosen.blob)} bytes >= lossless {len(lossless)} bytes"
         if isinstance(chosen, _Pixels):
             return chosen
         fallback = chosen
         LOG.warning("instance %s stored losslessly instead of by the CAE: %s", ds.SOPInstanceUID, fallback)
     else:
         LOG.debug("instance %s stored losslessly: %s", ds.SOPInstanceUID, why)
-    data = ds.PixelData
-    blob = encode_lossless(data, _layout(ds), brotli_quality=settings.codec.brotli_quality)
-    return _Pixels("lossless", blob, fallback_reason=fallback)
+    if lossless is None:
+        lossless = _lossless_blob(ds, settings)
+    return _Pixels("lossless", lossless, fallback_reason=fallback)
+
+
+def _lossless_blob(ds: Dataset, settings: Settings) -> bytes:
+    return encode_lossless(ds.PixelData, _layout(ds), brotli_quality=settings.codec.brotli_quality)
 
 
 def ingest(ds: Dataset, *, settings: Settings, database: Database, encoder: Encoder | None,

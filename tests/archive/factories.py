@@ -76,7 +76,7 @@ def phantom_slice(rows: int, cols: int, index: int = 0, n_slices: int = 1, *, se
     return np.clip(img, 0, 1)
 
 
-def _set_pixels(ds: Dataset, pixels: np.ndarray, *, bits_stored: int, signed: bool) -> None:
+def set_pixels(ds: Dataset, pixels: np.ndarray, *, bits_stored: int, signed: bool) -> None:
     ds.SamplesPerPixel = 1
     ds.PhotometricInterpretation = "MONOCHROME2"
     ds.Rows, ds.Columns = pixels.shape
@@ -138,7 +138,7 @@ def make_mr_series(n_slices: int, rows: int = 512, cols: int = 512, bits_stored:
             values = np.round(img * 1.8 * top - 0.9 * top)
         else:
             values = np.round(img * 0.95 * top)
-        _set_pixels(ds, np.clip(values, -top - 1 if signed else 0, top), bits_stored=bits_stored, signed=signed)
+        set_pixels(ds, np.clip(values, -top - 1 if signed else 0, top), bits_stored=bits_stored, signed=signed)
         out.append(ds)
     return out
 

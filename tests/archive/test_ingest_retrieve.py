@@ -20,7 +20,14 @@ from pacs_cae.dicom.rebuild import LOSSY_METHOD
 from pacs_cae.dicom.uids import derive_lossy_uid
 from pacs_cae.store.db import Database
 from pacs_cae.store.schema import Instance
-from tests.archive.factories import make_mr_series, make_odd_size, make_presentation_state, make_rgb, make_sr
+from tests.archive.factories import (
+    make_mr_series,
+    make_odd_size,
+    make_presentation_state,
+    make_rgb,
+    make_sr,
+    set_pixels,
+)
 from tests.archive.helpers import TEST_MODEL, ZERO_MODEL, load_one, part10, refs_for, reread
 
 #: Attributes a CAE-reconstructed instance is allowed (required) to change.
@@ -175,6 +182,30 @@ def test_quality_gate_passing_slice_is_kept_with_its_measurement(open_archive) -
     archive: Archive = open_archive(gate=True, min_psnr_db=-100.0)
     outcome = archive.store(_from_file(make_mr_series(1, 64, 64)[0]))
     assert outcome.storage == "cae" and outcome.psnr_db is not None and outcome.fallback_reason is None
+
+
+def _nearly_empty_slice() -> Dataset:
+    """The top slice of a head, almost all air: JPEG-LS codes it in a few hundred bytes, below any CAE blob."""
+    ds = make_mr_series(1, 512, 512)[0]
+    pixels = np.zeros((512, 512), dtype=np.uint16)
+    pixels[250:262, 240:256] = 3000
+    set_pixels(ds, pixels, bits_stored=12, signed=False)
+    return _from_file(ds)
+
+
+def test_require_gain_stores_losslessly_when_the_cae_saves_nothing(open_archive) -> None:
+    archive: Archive = open_archive(require_gain=True)
+    original = _nearly_empty_slice()
+    outcome = archive.store(original)
+    assert outcome.storage == "lossless" and outcome.fallback_reason.startswith("no-gain: CAE blob")
+    served = load_one(archive, original.SOPInstanceUID)
+    assert served == original and "LossyImageCompression" not in served
+    assert archive.stats()["fallbacks"]["by_reason"] == {"no-gain": 1}
+
+
+def test_require_gain_off_keeps_the_cae_blob(open_archive) -> None:
+    archive: Archive = open_archive(require_gain=False)
+    assert archive.store(_nearly_empty_slice()).storage == "cae"
 
 
 def test_keep_uid_serves_the_original_uid(open_archive) -> None:
