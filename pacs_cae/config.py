@@ -40,6 +40,12 @@ class ServerSettings:
     allowed_calling_aets: list[str] = field(default_factory=list)  # empty = accept any calling AE
     tcp_nodelay: bool = True
     duplicate_policy: str = "replace"  # "replace" | "keep-first"
+    # DICOM TLS (PS3.15 Annex B; pacs_cae/net/tls.py). A certificate (PEM) turns TLS on for the listening port;
+    # the key may be a separate PEM file or sit in the certificate file. CA certificates set = mutual TLS:
+    # clients must present a certificate they signed (they also verify our tls = true remotes).
+    tls_certificate: str | None = None
+    tls_private_key: str | None = None
+    tls_ca_certificates: str | None = None
 
 
 @dataclass
@@ -82,6 +88,7 @@ class Remote:
 
     host: str
     port: int
+    tls: bool = False  # open the C-MOVE sub-association to this remote over TLS (pacs_cae/net/tls.py)
 
 
 @dataclass
@@ -227,10 +234,11 @@ def _remote(aet: str, value: Any) -> Remote:
             raise ConfigError(f"{where}: expected host:port, got {value!r}")
         return Remote(host=host, port=_coerce(port, int, where + ".port"))
     if isinstance(value, Mapping):
-        unknown = set(value) - {"host", "port"}
+        unknown = set(value) - {"host", "port", "tls"}
         if unknown or "host" not in value or "port" not in value:
-            raise ConfigError(f"{where}: expected {{ host = ..., port = ... }}, got {dict(value)!r}")
-        return Remote(host=str(value["host"]), port=_coerce(value["port"], int, where + ".port"))
+            raise ConfigError(f"{where}: expected {{ host = ..., port = ..., tls = false }}, got {dict(value)!r}")
+        return Remote(host=str(value["host"]), port=_coerce(value["port"], int, where + ".port"),
+                      tls=_coerce(value.get("tls", False), bool, where + ".tls"))
     raise ConfigError(f"{where}: expected a table or 'host:port', got {value!r}")
 
 
@@ -297,7 +305,15 @@ def _validate(s: Settings) -> None:
         (0 < s.codec.min_columns <= s.codec.max_columns, "codec.min_columns must be in 1..max_columns"),
         (s.log_level.upper() in LOG_LEVELS, f"log_level must be one of {LOG_LEVELS}, got {s.log_level!r}"),
         (bool(s.database.url), "database.url must not be empty"),
+        # TLS: a key or CA bundle without a certificate would silently leave the port on plain TCP.
+        (bool(s.server.tls_certificate) or not s.server.tls_private_key,
+         "server.tls_private_key is set but server.tls_certificate is not"),
+        (bool(s.server.tls_certificate) or not s.server.tls_ca_certificates,
+         "server.tls_ca_certificates (mutual TLS) needs server.tls_certificate"),
     ]
+    for key in ("tls_certificate", "tls_private_key", "tls_ca_certificates"):  # TLS files must exist
+        tls_file = getattr(s.server, key)
+        checks.append((not tls_file or Path(tls_file).is_file(), f"server.{key}: no such file {tls_file!r}"))
     for remote_aet, remote in s.remotes.items():
         checks.append((0 < remote.port < 65536, f"remotes.{remote_aet}.port must be 1..65535"))
     for ok, message in checks:

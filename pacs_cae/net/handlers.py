@@ -18,6 +18,7 @@ from pynetdicom.events import Event
 from pacs_cae.archive.errors import ArchiveError, CannotUnderstand
 from pacs_cae.config import Settings
 from pacs_cae.net.ae import CONNECTION_HANDLERS, FIND_MODELS, GET_MODELS, MOVE_MODELS, storage_contexts_for
+from pacs_cae.net.tls import move_tls_args
 
 LOG = logging.getLogger(__name__)
 
@@ -213,6 +214,8 @@ class ArchiveHandlers:
             options["contexts"] = contexts
         if self.settings.server.tcp_nodelay:
             options["evt_handlers"] = list(CONNECTION_HANDLERS)
+        if remote.tls:  # DICOM TLS to this destination: (client SSLContext, server_hostname)
+            options["tls_args"] = move_tls_args(self.settings.server, remote)
         yield remote.host, remote.port, options
         if failure is not None:
             yield 1

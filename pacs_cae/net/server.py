@@ -17,6 +17,7 @@ from pynetdicom.transport import ThreadedAssociationServer
 from pacs_cae.config import Settings
 from pacs_cae.net.ae import build_ae
 from pacs_cae.net.handlers import ArchiveHandlers, ArchiveLike
+from pacs_cae.net.tls import server_context
 
 LOG = logging.getLogger(__name__)
 
@@ -32,6 +33,9 @@ class ArchiveServer:
         self.archive = archive
         self.ae = build_ae(settings.server)
         self.handlers = ArchiveHandlers(archive, settings)
+        # DICOM TLS when server.tls_certificate is set (None = plain TCP); built here so a bad certificate
+        # fails before we listen.
+        self.ssl_context = server_context(settings.server)
         self._server: ThreadedAssociationServer | None = None
 
     @property
@@ -48,6 +52,7 @@ class ArchiveServer:
             (self.settings.server.host, self.settings.server.port),
             block=False,
             evt_handlers=self.handlers.bindings(),
+            ssl_context=self.ssl_context,
         )
         assert server is not None  # non-blocking start_server always returns the server
         self._server = server

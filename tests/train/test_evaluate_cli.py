@@ -118,12 +118,18 @@ def test_evaluate_unknown_model_fails_cleanly(nifti_path: Path, models_dir: Path
     assert result.exit_code == 2 and "nope" in result.output
 
 
-def test_reproduce_command_leaves_out_defaults_only(nifti_path: Path, tmp_path: Path) -> None:
+def test_reproduce_command_leaves_out_defaults_only(
+    nifti_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from pacs_cae.codec.weights import default_models_dir
-    from pacs_cae.train.data import default_val_paths
+    from pacs_cae.train import data
     from pacs_cae.train.report import reproduce_command
 
-    held_out = [str(p) for p in default_val_paths()]
+    # the default held-out volume comes from nilearn (train extra); any file shows the rule
+    default = tmp_path / "held-out.nii.gz"
+    default.write_bytes(nifti_path.read_bytes())
+    monkeypatch.setattr(data, "default_val_paths", lambda: [default])
+    held_out = [str(default)]
     portable = reproduce_command(
         held_out, model="m", slices=8, size=512, bits=12, models_dir=str(default_models_dir())
     )
