@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Optional
 import typer
 
 from pacs_cae.cli.app import app
+from pacs_cae.cli.options import CONFIG_OPTION, URL_OPTION, load_or_exit
 
 if TYPE_CHECKING:
     from pacs_cae.store.db import Database
@@ -16,22 +17,13 @@ db_app = typer.Typer(help="Database schema: upgrade to the newest revision, or s
                      no_args_is_help=True)
 app.add_typer(db_app, name="db")
 
-CONFIG_OPTION = typer.Option(None, "--config", "-c", help="TOML configuration file.")
-URL_OPTION = typer.Option(None, "--database-url", help="SQLAlchemy URL (overrides database.url).")
 
 
 def _database(config: Optional[Path], database_url: Optional[str]) -> Database:
     """Settings -> Database; imports stay inside so `pacs-cae --help` does not load SQLAlchemy."""
-    from pacs_cae.config import ConfigError, load_settings
     from pacs_cae.store.db import Database
 
-    overrides = {"database.url": database_url} if database_url else None
-    try:
-        settings = load_settings(config, overrides)
-    except ConfigError as exc:
-        typer.echo(f"pacs-cae db: configuration error: {exc}", err=True)
-        raise typer.Exit(2) from None
-    return Database(settings.database.url)
+    return Database(load_or_exit("db", config, database_url=database_url).database.url)
 
 
 @db_app.command("upgrade")

@@ -9,18 +9,9 @@ from typing import Any, Optional
 import typer
 
 from pacs_cae.cli.app import app
+from pacs_cae.cli.options import load_or_exit
 
 LOG = logging.getLogger("pacs_cae.serve")
-
-
-def _overrides(**flags: Any) -> dict[str, Any]:
-    """Command-line flags as ``load_settings`` dotted overrides (unset flags do not override)."""
-    keys = {
-        "host": "server.host", "port": "server.port", "ae_title": "server.ae_title",
-        "database_url": "database.url", "device": "codec.device", "model": "codec.model",
-        "data_dir": "data_dir", "log_level": "log_level",
-    }
-    return {keys[name]: value for name, value in flags.items() if value is not None}
 
 
 def safe_url(url: str) -> str:
@@ -64,16 +55,8 @@ def serve(
     log_level: Optional[str] = typer.Option(None, "--log-level", help="DEBUG, INFO, WARNING, ..."),
 ) -> None:
     """Serve C-ECHO, C-STORE, C-FIND, C-GET and C-MOVE until SIGINT/SIGTERM."""
-    from pacs_cae.config import ConfigError, load_settings
-
-    try:
-        settings = load_settings(config, _overrides(
-            host=host, port=port, ae_title=ae_title, database_url=database_url, device=device, model=model,
-            data_dir=data_dir, log_level=log_level,
-        ))
-    except ConfigError as exc:
-        typer.echo(f"pacs-cae serve: configuration error: {exc}", err=True)
-        raise typer.Exit(2) from None
+    settings = load_or_exit("serve", config, host=host, port=port, ae_title=ae_title, database_url=database_url,
+                            device=device, model=model, data_dir=data_dir, log_level=log_level)
     configure_logging(settings.log_level)
     raise typer.Exit(run(settings))
 

@@ -9,24 +9,20 @@ from typing import Any, Optional
 import typer
 
 from pacs_cae.cli.app import app
+from pacs_cae.cli.options import CONFIG_OPTION, URL_OPTION, load_or_exit
 
 
 @app.command("stats")
 def stats(
-    config: Optional[Path] = typer.Option(None, "--config", "-c", help="TOML configuration file."),
-    database_url: Optional[str] = typer.Option(None, "--database-url", help="SQLAlchemy URL (database.url)."),
+    config: Optional[Path] = CONFIG_OPTION,
+    database_url: Optional[str] = URL_OPTION,
     as_json: bool = typer.Option(False, "--json", help="Print the figures as JSON."),
 ) -> None:
     """Counts per level, original vs stored bytes and ratios (overall, per codec model, per modality)."""
     from pacs_cae.archive.stats import collect
-    from pacs_cae.config import ConfigError, load_settings
     from pacs_cae.store.db import SchemaOutOfDate, ensure_schema
 
-    try:
-        settings = load_settings(config, {"database.url": database_url} if database_url else None)
-    except ConfigError as exc:
-        typer.echo(f"pacs-cae stats: configuration error: {exc}", err=True)
-        raise typer.Exit(2) from None
+    settings = load_or_exit("stats", config, database_url=database_url)
     try:
         db = ensure_schema(settings)
     except SchemaOutOfDate as exc:

@@ -16,20 +16,9 @@ from typing import Any, Optional
 import typer
 
 from pacs_cae.cli.app import app
+from pacs_cae.cli.options import load_or_exit
 
 IMPORT_AET = "PACSCAE-IMPORT"
-
-
-def _settings(command: str, config: Optional[Path], **flags: Any) -> Any:
-    from pacs_cae.config import ConfigError, load_settings
-
-    keys = {"database_url": "database.url", "device": "codec.device", "model": "codec.model"}
-    overrides = {keys[k]: v for k, v in flags.items() if v is not None}
-    try:
-        return load_settings(config, overrides)
-    except ConfigError as exc:
-        typer.echo(f"pacs-cae {command}: configuration error: {exc}", err=True)
-        raise typer.Exit(2) from None
 
 
 def _open(command: str, settings: Any) -> Any:
@@ -66,7 +55,7 @@ def import_files(
 
     from pacs_cae.archive.errors import ArchiveError
 
-    settings = _settings("import", config, database_url=database_url, model=model, device=device)
+    settings = load_or_exit("import", config, database_url=database_url, model=model, device=device)
     archive = _open("import", settings)
     counts: Counter[str] = Counter()
     try:
@@ -149,7 +138,7 @@ def export_files(
     if not (study or patient or everything):
         typer.echo("pacs-cae export: name --study UID, --patient ID or --all", err=True)
         raise typer.Exit(2)
-    settings = _settings("export", config, database_url=database_url, device=device)
+    settings = load_or_exit("export", config, database_url=database_url, device=device)
     archive = _open("export", settings)
     written = failed = 0
     seen: set[int] = set()

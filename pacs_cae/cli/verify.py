@@ -9,20 +9,20 @@ from typing import Optional
 import typer
 
 from pacs_cae.cli.app import app
+from pacs_cae.cli.options import CONFIG_OPTION, URL_OPTION, load_or_exit
 
 
 @app.command("verify")
 def verify(
-    config: Optional[Path] = typer.Option(None, "--config", "-c", help="TOML configuration file."),
-    database_url: Optional[str] = typer.Option(None, "--database-url", help="SQLAlchemy URL (database.url)."),
+    config: Optional[Path] = CONFIG_OPTION,
+    database_url: Optional[str] = URL_OPTION,
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
     """Check that every instance's metadata and pixel blob decode (every model still referenced is present)."""
     from pacs_cae.archive.service import Archive
     from pacs_cae.archive.verify import verify as run_verify
-    from pacs_cae.config import load_settings
 
-    settings = load_settings(config, {"database.url": database_url} if database_url else None)
+    settings = load_or_exit("verify", config, database_url=database_url)
     with Archive.open(settings) as archive:
         report = run_verify(archive)
     if as_json:

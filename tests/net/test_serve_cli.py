@@ -10,11 +10,12 @@ import pytest
 from typer.testing import CliRunner
 
 from pacs_cae.cli import app
-from pacs_cae.cli.serve import _overrides, safe_url
+from pacs_cae.cli.options import flag_overrides
+from pacs_cae.cli.serve import safe_url
 
 
 def test_flags_become_dotted_overrides() -> None:
-    assert _overrides(host="127.0.0.1", port=4242, ae_title="X", database_url=None, device="cpu", model=None,
+    assert flag_overrides(host="127.0.0.1", port=4242, ae_title="X", database_url=None, device="cpu", model=None,
                       data_dir=None, log_level=None) == {
         "server.host": "127.0.0.1", "server.port": 4242, "server.ae_title": "X", "codec.device": "cpu"}
 
