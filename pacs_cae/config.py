@@ -40,9 +40,9 @@ class ServerSettings:
     allowed_calling_aets: list[str] = field(default_factory=list)  # empty = accept any calling AE
     tcp_nodelay: bool = True
     duplicate_policy: str = "replace"  # "replace" | "keep-first"
-    # DICOM TLS (PS3.15 Annex B; pacs_cae/net/tls.py). A certificate (PEM) turns TLS on for the listening port;
-    # the key may be a separate PEM file or sit in the certificate file. CA certificates set = mutual TLS:
-    # clients must present a certificate they signed (they also verify our tls = true remotes).
+    # DICOM TLS (PS3.15 Annex B; pacs_cae/net/tls.py). A certificate (PEM) turns TLS on for the port;
+    # the key may be a separate PEM file or sit in the certificate file. CA certificates set = mutual
+    # TLS: clients must present a certificate they signed (they also verify our tls = true remotes).
     tls_certificate: str | None = None
     tls_private_key: str | None = None
     tls_ca_certificates: str | None = None
@@ -236,7 +236,8 @@ def _remote(aet: str, value: Any) -> Remote:
     if isinstance(value, Mapping):
         unknown = set(value) - {"host", "port", "tls"}
         if unknown or "host" not in value or "port" not in value:
-            raise ConfigError(f"{where}: expected {{ host = ..., port = ..., tls = false }}, got {dict(value)!r}")
+            raise ConfigError(f"{where}: expected {{ host = ..., port = ..., tls = false }}, "
+                              f"got {dict(value)!r}")
         return Remote(host=str(value["host"]), port=_coerce(value["port"], int, where + ".port"),
                       tls=_coerce(value.get("tls", False), bool, where + ".tls"))
     raise ConfigError(f"{where}: expected a table or 'host:port', got {value!r}")

@@ -9,7 +9,7 @@ from typing import Any, Optional
 import typer
 
 from pacs_cae.cli.app import app
-from pacs_cae.cli.options import load_or_exit
+from pacs_cae.cli.options import CONFIG_OPTION, URL_OPTION, load_or_exit
 
 LOG = logging.getLogger("pacs_cae.serve")
 
@@ -44,11 +44,11 @@ def describe_model(archive: Any, model_id: str) -> str:
 
 @app.command()
 def serve(
-    config: Optional[Path] = typer.Option(None, "--config", "-c", help="TOML configuration file."),
+    config: Optional[Path] = CONFIG_OPTION,
     host: Optional[str] = typer.Option(None, help="Address to listen on (server.host)."),
     port: Optional[int] = typer.Option(None, help="TCP port (server.port)."),
     ae_title: Optional[str] = typer.Option(None, "--ae-title", help="Our AE title (server.ae_title)."),
-    database_url: Optional[str] = typer.Option(None, "--database-url", help="SQLAlchemy URL (database.url)."),
+    database_url: Optional[str] = URL_OPTION,
     device: Optional[str] = typer.Option(None, help="Codec device: auto, cpu, cuda (codec.device)."),
     model: Optional[str] = typer.Option(None, help="Codec model id for new instances (codec.model)."),
     data_dir: Optional[str] = typer.Option(None, "--data-dir", help="Data directory (data_dir)."),
@@ -58,7 +58,20 @@ def serve(
     settings = load_or_exit("serve", config, host=host, port=port, ae_title=ae_title, database_url=database_url,
                             device=device, model=model, data_dir=data_dir, log_level=log_level)
     configure_logging(settings.log_level)
+    check_tls_or_exit(settings)
     raise typer.Exit(run(settings))
+
+
+def check_tls_or_exit(settings: Any) -> None:
+    """Load the TLS certificate/key before anything starts, so a bad one is a one-line error (exit 2)."""
+    from pacs_cae.config import ConfigError
+    from pacs_cae.net.tls import server_context
+
+    try:
+        server_context(settings.server)
+    except ConfigError as exc:
+        typer.echo(f"pacs-cae serve: configuration error: {exc}", err=True)
+        raise typer.Exit(2) from None
 
 
 def run(settings: Any) -> int:

@@ -17,7 +17,7 @@ from pynetdicom.transport import ThreadedAssociationServer
 from pacs_cae.config import Settings
 from pacs_cae.net.ae import build_ae
 from pacs_cae.net.handlers import ArchiveHandlers, ArchiveLike
-from pacs_cae.net.tls import server_context
+from pacs_cae.net.tls import server_context, start_tls_server
 
 LOG = logging.getLogger(__name__)
 
@@ -48,12 +48,13 @@ class ArchiveServer:
 
     def start(self) -> tuple[str, int]:
         """Listen on the configured address in a background thread; returns the bound address."""
-        server = self.ae.start_server(
-            (self.settings.server.host, self.settings.server.port),
-            block=False,
-            evt_handlers=self.handlers.bindings(),
-            ssl_context=self.ssl_context,
-        )
+        address = (self.settings.server.host, self.settings.server.port)
+        if self.ssl_context is not None:  # TLS: the handshake runs per connection (see pacs_cae/net/tls.py)
+            server = start_tls_server(self.ae, address, self.ssl_context, self.handlers.bindings())
+            LOG.info("DICOM TLS on; client certificates %s",
+                     "required" if self.settings.server.tls_ca_certificates else "not required")
+        else:
+            server = self.ae.start_server(address, block=False, evt_handlers=self.handlers.bindings())
         assert server is not None  # non-blocking start_server always returns the server
         self._server = server
         return self.address

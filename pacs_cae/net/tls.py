@@ -1,8 +1,8 @@
 """DICOM TLS (PS3.15 Annex B, BCP 195 profile): the ssl.SSLContext objects the archive's sockets use.
 
-Server side: our certificate and key, TLS 1.2 or newer, and (mutual TLS) client certificates required and
-verified when ``server.tls_ca_certificates`` is set. Client side: the C-MOVE sub-association to a remote marked
-``tls = true`` verifies the remote's certificate (and host name) and presents our certificate when we have one.
+Server side: our certificate and key, TLS 1.2 or newer, and (mutual TLS) client certificates required
+and verified when ``server.tls_ca_certificates`` is set. Client side: the C-MOVE sub-association to a
+remote marked ``tls = true`` verifies the remote's certificate (and host name) and presents ours if any.
 
 Reading a certificate or key fails with :class:`~pacs_cae.config.ConfigError` naming the key, so ``serve``
 reports it as a configuration error before it listens.
@@ -10,17 +10,28 @@ reports it as a configuration error before it listens.
 
 from __future__ import annotations
 
+import logging
 import socket
 import ssl
+import threading
 from typing import Any
 
+from pynetdicom import AE
+from pynetdicom.events import EventHandlerType
+from pynetdicom.transport import RequestHandler, ThreadedAssociationServer
+from pynetdicom.utils import make_target
+
 from pacs_cae.config import ConfigError, Remote, ServerSettings
+
+LOG = logging.getLogger(__name__)
 
 #: BCP 195 (RFC 9325) / PS3.15 B.9: TLS 1.2 or newer only.
 MINIMUM_VERSION = ssl.TLSVersion.TLSv1_2
 #: TLS 1.2 suites BCP 195 recommends: forward-secret key exchange with AEAD ciphers only.
 #: (TLS 1.3 suites are all AEAD + forward secret and are configured by OpenSSL, not by this string.)
 TLS12_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20:DHE+AESGCM:DHE+CHACHA20:!aNULL:!eNULL"
+#: How long a connecting peer has to complete the TLS handshake (a LAN handshake takes milliseconds).
+HANDSHAKE_TIMEOUT_S = 10.0
 
 
 class DeferredHandshakeContext(ssl.SSLContext):
@@ -28,8 +39,8 @@ class DeferredHandshakeContext(ssl.SSLContext):
 
     pynetdicom wraps each accepted socket in its (single) accept thread; with the default
     ``do_handshake_on_connect=True`` a client that connects and sends nothing (a port scan, a health check,
-    a plain-TCP SCU that waits) would stall every other connection. Deferred, OpenSSL completes the handshake
-    on the association's first read, and an idle peer is dropped by the association's ARTIM/ACSE timeout.
+    a plain-TCP SCU that waits) would stall every other connection. Deferred, :class:`TlsRequestHandler`
+    completes it in the connection's own thread.
     """
 
     def wrap_socket(self, sock: socket.socket, server_side: bool = False,  # type: ignore[override]
@@ -41,7 +52,7 @@ class DeferredHandshakeContext(ssl.SSLContext):
 
 
 def _harden(context: ssl.SSLContext) -> None:
-    """The settings both sides share: TLS >= 1.2, the BCP 195 TLS 1.2 suites, no compression or renegotiation."""
+    """What both sides share: TLS >= 1.2, the BCP 195 TLS 1.2 suites, no compression or renegotiation."""
     context.minimum_version = MINIMUM_VERSION
     context.set_ciphers(TLS12_CIPHERS)
     context.options |= ssl.OP_NO_COMPRESSION | ssl.OP_NO_RENEGOTIATION | ssl.OP_CIPHER_SERVER_PREFERENCE
@@ -112,3 +123,50 @@ def move_tls_args(settings: ServerSettings, remote: Remote,
     if not remote.tls:
         return None
     return (context or client_context(settings)), remote.host
+
+
+class TlsRequestHandler(RequestHandler):
+    """pynetdicom's connection handler, with the TLS handshake first, in the connection's own thread.
+
+    A peer that fails the handshake (plain TCP, no or an untrusted client certificate, too old a protocol)
+    is logged in one line and disconnected before an association exists; otherwise pynetdicom would start
+    one whose transport is already dead, and it would hold a slot until the ACSE timeout.
+    """
+
+    def handle(self) -> None:
+        sock = self.request
+        if isinstance(sock, ssl.SSLSocket) and not _handshake(sock, self.client_address):
+            return
+        super().handle()
+
+
+def _handshake(sock: ssl.SSLSocket, peer: Any) -> bool:
+    """Complete the server-side handshake within HANDSHAKE_TIMEOUT_S; on failure log, close, return False."""
+    previous = sock.gettimeout()
+    try:
+        sock.settimeout(HANDSHAKE_TIMEOUT_S)
+        sock.do_handshake()
+        sock.settimeout(previous)
+    except (OSError, ValueError) as exc:  # ssl.SSLError and socket timeouts are OSErrors
+        LOG.warning("TLS handshake with %s:%s failed: %s", peer[0], peer[1], exc)
+        sock.close()
+        return False
+    subject = dict(item for rdn in (sock.getpeercert() or {}).get("subject", ()) for item in rdn)
+    LOG.debug("TLS %s with %s:%s, client certificate %s", sock.version(), peer[0], peer[1],
+              subject.get("commonName", "none"))
+    return True
+
+
+def start_tls_server(ae: AE, address: tuple[str, int], context: ssl.SSLContext,
+                     evt_handlers: list[EventHandlerType]) -> ThreadedAssociationServer:
+    """``AE.start_server(block=False)`` with :class:`TlsRequestHandler` (start_server cannot take one).
+
+    Mirrors what start_server does: make the server, register it with the AE (``server.shutdown()``
+    unregisters it), serve in a daemon thread.
+    """
+    server = ae.make_server(address, ssl_context=context, evt_handlers=evt_handlers,
+                            server_class=ThreadedAssociationServer, request_handler=TlsRequestHandler)
+    server.daemon_threads = True  # a connection still in its handshake must not hold up shutdown()
+    ae._servers.append(server)  # pynetdicom's own bookkeeping, as in start_server
+    threading.Thread(target=make_target(server.serve_forever), name="TlsAcceptorServer", daemon=True).start()
+    return server
