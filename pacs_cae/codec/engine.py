@@ -38,7 +38,7 @@ import numpy as np
 import torch
 
 from ..dicom.pixels import NormalizedSlice, normalize_slice, restore_slice
-from .container import BlobHeader, pack_blob, unpack_blob
+from .container import BlobHeader, codes_from_payload, codes_to_payload_order, pack_blob, unpack_blob
 from .device import resolve_device
 from .errors import CorruptBlobError, ModelMismatchError
 from .model import DOWNSCALE, ConvAutoencoder
@@ -134,7 +134,8 @@ class Codec:
             value_max=item.value_max,
             brotli_quality=self.brotli_quality,
         )
-        payload = brotli.compress(np.ascontiguousarray(codes).tobytes(), quality=self.brotli_quality)
+        payload = brotli.compress(np.ascontiguousarray(codes_to_payload_order(codes)).tobytes(),
+                                  quality=self.brotli_quality)
         return pack_blob(header, payload)
 
     # ------------------------------------------------------------------ decode
@@ -176,7 +177,7 @@ class Codec:
             raise CorruptBlobError(f"blob payload is not valid Brotli data: {exc}") from exc
         if len(raw) != c * h * w:
             raise CorruptBlobError(f"blob payload has {len(raw)} codes, its header says {c * h * w}")
-        return header, np.frombuffer(raw, dtype=np.uint8).reshape(c, h, w)
+        return header, np.ascontiguousarray(codes_from_payload(raw, header))
 
     # ------------------------------------------------------------------ helpers
     def _batches(self, shapes: Iterator[tuple[int, ...]]) -> Iterator[list[int]]:

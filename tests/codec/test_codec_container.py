@@ -84,3 +84,22 @@ def test_invalid_headers_are_refused_when_writing() -> None:
         pack_blob(BlobHeader(**{**vars(HEADER), "model_id": ""}), b"")
     with pytest.raises(ValueError):
         pack_blob(BlobHeader(**{**vars(HEADER), "dtype": "float32"}), b"")
+
+
+def test_version_1_blobs_stay_readable() -> None:
+    """Archives hold blobs of every container version ever written: version 1 (channel-first codes)."""
+    import brotli
+    import numpy as np
+
+    from pacs_cae.codec import load_codec
+    from pacs_cae.codec.container import codes_from_payload
+
+    codec = load_codec("cae-paper-init", device="cpu")
+    slice_ = (np.random.default_rng(3).random((64, 96)) * 4095).astype(np.uint16)
+    v2 = codec.encode([slice_], bits_stored=12)[0]
+    header, payload = unpack_blob(v2)
+    codes = codes_from_payload(brotli.decompress(payload), header)  # (C, H, W)
+    v1_header = BlobHeader(**{**vars(header), "container_version": 1})
+    v1 = pack_blob(v1_header, brotli.compress(np.ascontiguousarray(codes).tobytes()))
+    assert read_header(v1).container_version == 1 and read_header(v2).container_version == 2
+    np.testing.assert_array_equal(codec.decode([v1])[0], codec.decode([v2])[0])
