@@ -49,7 +49,7 @@ def evaluate(
     from pacs_cae.train.eval_slices import load_eval_slices
     from pacs_cae.train.evaluate import report_dict, run_evaluation
     from pacs_cae.train.plots import plot_rate_distortion
-    from pacs_cae.train.report import reproduce_command, rich_table
+    from pacs_cae.train.report import rich_table, run_settings
 
     console = Console(stderr=True, soft_wrap=True)
     if not sources:
@@ -77,28 +77,15 @@ def evaluate(
             standard=None if standard else [],
             progress=lambda name: status.update(f"evaluating {name}"),
         )
-    command = reproduce_command(
-        [str(s) for s in sources],
-        model=model,
-        slices=slices,
-        size=size,
-        bits=bits,
-        models_dir=str(models_dir) if models_dir else None,
-    )
+    settings = run_settings([str(s) for s in sources], model=model, slices=slices, size=size, bits=bits,
+                            device=str(codec.device), models_dir=str(models_dir) if models_dir else None)
+    command = settings["command"]
     if plot:
         plot_rate_distortion(
             results, plot, title=f"{codec.model_id} vs standard codecs, {len(chosen)} slices"
         )
         console.print(f"plot written to {plot}")
     if as_json:
-        settings = {
-            "sources": [str(s) for s in sources],
-            "slices_per_volume": slices,
-            "size": size,
-            "bits": bits,
-            "device": str(codec.device),
-            "command": command,
-        }
         model_info = {
             "model_id": codec.model_id,
             "sha256": codec.weights_sha256,

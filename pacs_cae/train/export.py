@@ -198,27 +198,14 @@ def _evaluate(
     from pacs_cae.codec import load_codec
     from pacs_cae.train.eval_slices import load_eval_slices
     from pacs_cae.train.evaluate import report_dict, run_evaluation
-    from pacs_cae.train.report import markdown_table, reproduce_command
+    from pacs_cae.train.report import markdown_table, run_settings
 
     codec = load_codec(model_id, device=device, models_dir=models_dir)
     chosen = load_eval_slices(paths, count=slices or None, size=size, bits=bits)
     results = run_evaluation(chosen, codec)
-    command = reproduce_command(
-        [str(p) for p in paths],
-        model=model_id,
-        slices=slices,
-        size=size,
-        bits=bits,
-        models_dir=str(models_dir),
-    )
-    settings = {
-        "sources": [str(p) for p in paths],
-        "slices_per_volume": slices,
-        "size": size,
-        "bits": bits,
-        "device": str(codec.device),
-        "command": command,
-    }
+    settings = run_settings([str(p) for p in paths], model=model_id, slices=slices, size=size, bits=bits,
+                            device=str(codec.device), models_dir=str(models_dir))
+    command = settings["command"]
     full = report_dict(
         results, chosen, model={"model_id": model_id, "sha256": codec.weights_sha256}, settings=settings
     )

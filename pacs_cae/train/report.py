@@ -96,6 +96,22 @@ def reproduce_command(
     return shlex.join(parts)
 
 
+def run_settings(
+    sources: Sequence[str], *, model: str, slices: int | None, size: int, bits: int, device: str,
+    models_dir: str | None = None,
+) -> dict:
+    """The settings block of an evaluation report, with the command that reproduces it."""
+    return {
+        "sources": [str(s) for s in sources],
+        "slices_per_volume": slices,
+        "size": size,
+        "bits": bits,
+        "device": device,
+        "command": reproduce_command(sources, model=model, slices=slices, size=size, bits=bits,
+                                     models_dir=models_dir),
+    }
+
+
 def _is_default_held_out(sources: Sequence[str]) -> bool:
     from pathlib import Path
 
