@@ -88,3 +88,22 @@ def test_validation_quantisation_is_within_one_step_eq2_floors() -> None:
     zq = quantize_latent(z)
     span = (z.flatten(1).max(1).values - z.flatten(1).min(1).values).view(2, 1, 1, 1)
     assert torch.all((z - zq).abs() <= span / 255 + 1e-6)
+
+
+def test_train_takes_a_dicom_series_folder(tmp_path: Path) -> None:
+    """A folder of DICOM MR slices is a training source like a NIfTI volume (one volume per series)."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+    from tests.archive.factories import make_mr_series
+
+    folder = tmp_path / "dicom"
+    folder.mkdir()
+    for i, ds in enumerate(make_mr_series(4, 64, 64, 12)):
+        ds.save_as(folder / f"{i}.dcm", enforce_file_format=True)
+    val_vol = _phantom_volume(tmp_path / "val.nii.gz", 1)
+    run = tmp_path / "run"
+    _run([str(folder), "--val", str(val_vol), "--run-dir", str(run), "--size", "64", "--crop", "32",
+          "--batch-size", "2", "--steps", "2", "--val-every", "2", "--val-slices", "1", "--device", "cpu"])
+    ckpt = torch.load(run / "last.pt", weights_only=False)
+    assert ckpt["step"] == 2 and ckpt["config"]["train_names"] == [str(folder)]
