@@ -20,8 +20,8 @@ AVX-512-BF16 CPU, network only, seconds per 512x512 slice at batch 1 / 4 (best o
 Blobs are byte-identical for the same input, model, device, mode and batch size. A different batch size may
 change the last bits of the stored latent min/max (the kernels differ); every such blob decodes correctly.
 
-Brotli quality 5 is the default: on latent codes of a 512x512 slice quality 11 takes ~670 ms against ~14 ms
-for quality 5 (more than the bf16 network itself) for an 8-15 % smaller blob, while quality 9 gains under 2 %.
+Brotli quality 5 is the default: on the latent codes of held-out 512x512 brain slices quality 11 took ~120x
+longer (154 ms against 1.3 ms, more than the bf16 network itself) for a blob only ~3 % smaller (docs/codec.md).
 A site that prefers storage over ingest CPU sets ``brotli_quality=11``; decoding speed does not depend on it.
 """
 
