@@ -77,6 +77,13 @@ def plot_rate_distortion(results: Sequence[CodecResult], path: Path, title: str 
     ax.set_title(title or "Rate-distortion on the same slices")
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+    return _save(fig, path)
+
+
+def _save(fig, path: Path | str) -> Path:  # noqa: ANN001 - a matplotlib Figure
+    """Lay out, write (creating the folder) and close a figure."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -144,9 +151,4 @@ def plot_learning_curve(log_csv: Path, path: Path, title: str = "") -> Path:
     ax_psnr.legend(fontsize=8)
     ax_psnr.grid(True, alpha=0.3)
     fig.suptitle(title or f"Learning curve: {log_csv}")
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
