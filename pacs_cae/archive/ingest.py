@@ -10,7 +10,9 @@ Pixel paths:
 * ``cae`` - eligible by :mod:`pacs_cae.dicom.policy`, encoded by the learned codec, and (with
   ``codec.gate``) decoded again and measured: PSNR with R = max - min of the original slice, and the
   maximum absolute error. A slice below ``codec.min_psnr_db`` or above ``codec.max_abs_error`` is stored
-  losslessly instead, with ``fallback_reason`` "quality-gate: ..." and a warning log line.
+  losslessly instead, with ``fallback_reason`` "quality-gate: ..." and a warning log line; so is a slice
+  whose blob is compressed further than ``codec.max_compression_ratio`` against its BitsAllocated storage
+  (checked whether or not the gate decodes: it needs no decode).
   With ``codec.require_gain`` the CAE blob is kept only when it is smaller than the slice's lossless
   encoding (fallback_reason "no-gain: ..."): a lossy copy that saves no space is never stored.
 * ``lossless`` - everything else with Pixel Data, byte-exact (:mod:`pacs_cae.codec.lossless`).
@@ -181,6 +183,9 @@ def _cae_path(ds: Dataset, settings: Settings, encoder: Encoder) -> _Pixels | st
         blob = encoder.encode([frame], bits_stored=pixels.bits_stored)[0]
     except Exception as exc:  # pixel decode or codec failure: archive losslessly, never refuse the data
         return f"codec-error: {type(exc).__name__}: {exc}"
+    ratio_reason = _ratio_floor(frame.size * _bytes_per_sample(ds), len(blob), codec.max_compression_ratio)
+    if ratio_reason:
+        return ratio_reason
     if not codec.gate or (codec.min_psnr_db is None and codec.max_abs_error is None):
         return _Pixels("cae", blob)
     try:
@@ -191,6 +196,24 @@ def _cae_path(ds: Dataset, settings: Settings, encoder: Encoder) -> _Pixels | st
     if gate.reason:
         return gate.reason
     return _Pixels("cae", blob, psnr_db=gate.psnr_db, max_abs_error=gate.max_abs_error)
+
+
+def _bytes_per_sample(ds: Dataset) -> int:
+    return max(1, (int(ds.get("BitsAllocated", 16) or 16) + 7) // 8)
+
+
+def _ratio_floor(original_bytes: int, blob_bytes: int, max_ratio: float | None) -> str | None:
+    """The fallback reason when a lossy blob is compressed beyond ``max_ratio``:1, else None.
+
+    Why a ceiling on compression: diagnostic acceptability of lossy MR has been validated up to a ratio
+    (CAR: 24:1), not beyond, whatever a PSNR says about an average.
+    """
+    if max_ratio is None or blob_bytes <= 0:
+        return None
+    ratio = original_bytes / blob_bytes
+    if ratio > max_ratio:
+        return f"{QUALITY_GATE_REASON}: compression ratio {ratio:.1f}:1 > max_compression_ratio {max_ratio:g}:1"
+    return None
 
 
 def _choose_pixels(ds: Dataset, settings: Settings, encoder: Encoder | None) -> _Pixels:

@@ -54,7 +54,10 @@ def make_settings(models_dir: Path, database_url: str) -> Callable[..., Settings
 
     def _make(duplicate_policy: str = "replace", **codec: object) -> Settings:
         values: dict[str, object] = {"model": TEST_MODEL, "device": "cpu", "models_dir": str(models_dir),
-                                     "gate": False, "batch_wait_ms": 0.5}
+                                     "gate": False, "batch_wait_ms": 0.5,
+                                     # phantoms compress far beyond 24:1; tests of the lossy path lift the
+                                     # ratio ceiling (test_ingest_retrieve covers it)
+                                     "max_compression_ratio": None}
         values.update(codec)
         settings = Settings(database=DatabaseSettings(url=database_url), codec=CodecSettings(**values))
         settings.server.duplicate_policy = duplicate_policy

@@ -178,6 +178,23 @@ def test_quality_gate_max_abs_error_floor(open_archive) -> None:
     assert outcome.storage == "lossless" and "max abs error" in outcome.fallback_reason
 
 
+def test_compression_ratio_ceiling_stores_losslessly_without_a_decode(open_archive) -> None:
+    # The all-zero model codes a 64x64 slice to ~75:1: beyond the default 24:1 ceiling, with the gate off.
+    archive: Archive = open_archive(model=ZERO_MODEL, gate=False, max_compression_ratio=24.0)
+    original = _from_file(make_mr_series(1, 64, 64)[0])
+    outcome = archive.store(original)
+    assert outcome.storage == "lossless"
+    assert outcome.fallback_reason.startswith("quality-gate: compression ratio")
+    assert "> max_compression_ratio 24:1" in outcome.fallback_reason
+    served = load_one(archive, original.SOPInstanceUID)
+    assert served.PixelData == original.PixelData
+
+
+def test_compression_ratio_ceiling_admits_a_blob_under_it(open_archive) -> None:
+    archive: Archive = open_archive(model=ZERO_MODEL, gate=False, max_compression_ratio=1000.0)
+    assert archive.store(_from_file(make_mr_series(1, 64, 64)[0])).storage == "cae"
+
+
 def test_quality_gate_passing_slice_is_kept_with_its_measurement(open_archive) -> None:
     archive: Archive = open_archive(gate=True, min_psnr_db=-100.0)
     outcome = archive.store(_from_file(make_mr_series(1, 64, 64)[0]))

@@ -43,7 +43,7 @@ def scenario(module_database_url: str, tmp_path_factory: pytest.TempPathFactory)
     port, move_port = free_port(), free_port()
     config = write_config(
         work / "pacs-cae.toml", data_dir=work / "data", port=port, database_url=module_database_url,
-        codec={"model": model_id, "device": "cpu", "min_psnr_db": floor}, remotes={MOVE_AET: move_port},
+        codec={"model": model_id, "device": "cpu", "min_psnr_db": floor, "max_compression_ratio": "none"}, remotes={MOVE_AET: move_port},
     )
     mr = make_mr_series(MR_SLICES, 512, 512, 12, patient_id="PCAE-A", patient_name="Alpha^Phantom")
     shared = {"patient_id": "PCAE-A", "patient_name": "Alpha^Phantom", "study_uid": str(mr[0].StudyInstanceUID)}

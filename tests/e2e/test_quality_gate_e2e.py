@@ -19,7 +19,7 @@ from pacs_cae.codec.weights import initial_model, save_model
 from tests.archive.factories import make_mr_series
 from tests.e2e import dcmtk
 from tests.e2e.compare import check_lossless
-from tests.e2e.scenario import write_datasets
+from tests.e2e.scenario import codec_under_test, write_datasets
 from tests.e2e.server_process import clean_environment, free_port, pacs_cae_command, start_server, write_config
 
 pytestmark = pytest.mark.e2e
@@ -34,19 +34,15 @@ def _zero_model(models_dir: Path) -> str:
     return "cae-zero"
 
 
-def test_bad_model_falls_back_to_lossless_end_to_end(module_database_url: str, tmp_path: Path) -> None:
-    model_id = _zero_model(tmp_path / "models")
+def _store_and_get_back_exact(tmp_path: Path, database_url: str, codec: dict[str, object], series: list,
+                              ) -> tuple[str, dict]:
+    """Serve with ``codec``, storescu ``series``, getscu it: every instance back exact. Returns (log, stats)."""
     port = free_port()
-    config = write_config(
-        tmp_path / "gate.toml", data_dir=tmp_path / "data", port=port, database_url=module_database_url,
-        codec={"model": model_id, "models_dir": str(tmp_path / "models"), "device": "cpu", "gate": True,
-               "min_psnr_db": 30.0},
-        remotes={},
-    )
-    if not module_database_url.startswith("sqlite"):
+    config = write_config(tmp_path / "gate.toml", data_dir=tmp_path / "data", port=port,
+                          database_url=database_url, codec=codec, remotes={})
+    if not database_url.startswith("sqlite"):
         subprocess.run([*pacs_cae_command(), "db", "upgrade", "--config", str(config)], check=True,
                        capture_output=True, env=clean_environment())
-    series = make_mr_series(3, 256, 256, 12, patient_id="PCAE-GATE", patient_name="Gate^Phantom", seed=7)
     files = write_datasets(series, tmp_path / "in")
     server = start_server(tmp_path, config, port)
     try:
@@ -65,6 +61,29 @@ def test_bad_model_falls_back_to_lossless_end_to_end(module_database_url: str, t
             text=True, env=clean_environment()).stdout)
     finally:
         assert server.stop(signal.SIGTERM) == 0, server.log()
+    return server.log(), stats
+
+
+def test_bad_model_falls_back_to_lossless_end_to_end(module_database_url: str, tmp_path: Path) -> None:
+    model_id = _zero_model(tmp_path / "models")
+    codec = {"model": model_id, "models_dir": str(tmp_path / "models"), "device": "cpu", "gate": True,
+             "min_psnr_db": 30.0, "max_compression_ratio": "none"}
+    series = make_mr_series(3, 256, 256, 12, patient_id="PCAE-GATE", patient_name="Gate^Phantom", seed=7)
+    log, stats = _store_and_get_back_exact(tmp_path, module_database_url, codec, series)
     assert stats["fallbacks"]["quality_gate"] == 3
     assert [(g["storage"], g["instances"]) for g in stats["by_storage"]] == [("lossless", 3)]
-    assert server.log().count("stored losslessly instead of by the CAE: quality-gate: PSNR") == 3
+    assert log.count("stored losslessly instead of by the CAE: quality-gate: PSNR") == 3
+
+
+def test_default_floors_keep_the_shipped_model_from_storing_lossy(database_url: str, tmp_path: Path) -> None:
+    """Out of the box (floors not configured) no slice the shipped cae-paper codes is stored lossy.
+
+    The model reaches ~20-32 dB on these slices, far under the default 50 dB floor: every slice is encoded,
+    measured, refused and archived losslessly, and comes back exact.
+    """
+    model_id, _ = codec_under_test()
+    series = make_mr_series(2, 512, 512, 12, patient_id="PCAE-FLOOR", patient_name="Floor^Phantom", seed=11)
+    log, stats = _store_and_get_back_exact(tmp_path, database_url, {"model": model_id, "device": "cpu"},
+                                           series)
+    assert stats["fallbacks"]["quality_gate"] == 2
+    assert log.count("stored losslessly instead of by the CAE: quality-gate:") == 2
