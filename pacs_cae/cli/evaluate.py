@@ -46,10 +46,10 @@ def evaluate(
     from rich.console import Console
 
     from pacs_cae.codec import CodecError, load_codec
-    from pacs_cae.train.eval_slices import load_eval_slices
-    from pacs_cae.train.evaluate import report_dict, run_evaluation
-    from pacs_cae.train.plots import plot_rate_distortion
-    from pacs_cae.train.report import rich_table, run_settings
+    from pacs_cae.evaluation.eval_slices import load_eval_slices
+    from pacs_cae.evaluation.evaluate import report_dict, run_evaluation
+    from pacs_cae.evaluation.plots import plot_rate_distortion
+    from pacs_cae.evaluation.report import rich_table, run_settings
 
     console = Console(stderr=True, soft_wrap=True)
     if not sources:

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from pacs_cae.train.metrics import background_mask, bits_per_pixel, mse, psnr_from_mse, slice_metrics
+from pacs_cae.evaluation.metrics import background_mask, bits_per_pixel, mse, psnr_from_mse, slice_metrics
 
 
 def test_mse_and_psnr_use_the_original_slice_range() -> None:
@@ -54,7 +54,7 @@ def test_psnr_edge_cases() -> None:
 
 
 def test_summary_averages_finite_psnr_and_totals_bytes() -> None:
-    from pacs_cae.train.evaluate import CodecResult
+    from pacs_cae.evaluation.evaluate import CodecResult
 
     def row(psnr: float, mse_: float, size: int) -> dict:
         return {

@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from pacs_cae.cli import app
-from pacs_cae.train.baselines import standard_codecs
+from pacs_cae.evaluation.baselines import standard_codecs
 
 
 def _run(*args: str) -> dict:
@@ -123,7 +123,7 @@ def test_reproduce_command_leaves_out_defaults_only(
 ) -> None:
     from pacs_cae.codec.weights import default_models_dir
     from pacs_cae.train import data
-    from pacs_cae.train.report import reproduce_command
+    from pacs_cae.evaluation.report import reproduce_command
 
     # the default held-out volume comes from nilearn (train extra); any file shows the rule
     default = tmp_path / "held-out.nii.gz"
