@@ -1,8 +1,14 @@
-"""Rate-distortion evaluation: the CAE through the real codec (container and Brotli included) against standard
-codecs on the very same integer slices, in one run.
+"""Rate-distortion evaluation: the learned codec through the real codec path (container and entropy coding
+included) against standard codecs on the very same integer slices, in one run.
 
-The CAE's compressed size is the whole blob the archive would store (header + Brotli payload), and its decoded
-slice is what a retrieve would return, so the figures are the product's, not the network's.
+The learned codec's compressed size is the whole blob the archive would store, and its decoded slice is what a
+retrieve would return, so the figures are the product's, not the network's.
+
+What a learned codec must offer to be evaluated (:class:`LearnedCodec`): ``model_id``, ``encode(slices, *,
+bits_stored=...)`` and ``decode(blobs)``, as ``pacs_cae.codec.Codec`` does. A codec with several operating
+points also has ``qualities`` (a sequence of ints, e.g. ``(1, 2, 3, 4, 5, 6)``) and takes
+``encode(..., quality=q)`` for each; without ``qualities`` (or with an empty one) it has one operating point
+and ``encode`` is called without ``quality``. Every operating point is evaluated, one result each.
 """
 
 from __future__ import annotations
@@ -11,14 +17,43 @@ import math
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 
 from pacs_cae.evaluation.baselines import StandardCodec, standard_codecs
+from pacs_cae.evaluation.bd_rate import DEFINITION as BD_DEFINITION
+from pacs_cae.evaluation.bd_rate import bd_rate, bd_rate_vs_best
 from pacs_cae.evaluation.eval_slices import EvalSlice
 from pacs_cae.evaluation.metrics import DEFINITIONS, float32_bytes, slice_metrics
 
-CAE_FAMILY = "CAE"
+#: ``family`` of every operating point of the learned codec (one curve in plots and BD-rates).
+LEARNED_FAMILY = "learned"
+CAE_FAMILY = LEARNED_FAMILY  # the old name
+
+#: The standard families the learned codec's BD-rate is taken against "at each rate, the best of".
+BEST_OF_FAMILIES = ("JPEG 2000", "JPEG-XL", "AVIF")
+
+
+class LearnedCodec(Protocol):
+    """The interface evaluation needs (``pacs_cae.codec.Codec`` has it; ``qualities`` is optional)."""
+
+    model_id: str
+
+    def encode(self, slices: Sequence[np.ndarray], *, bits_stored: Sequence[int | None]) -> list[bytes]: ...
+
+    def decode(self, blobs: Sequence[bytes]) -> list[np.ndarray]: ...
+
+
+def operating_points(codec: LearnedCodec) -> list[int | None]:
+    """The codec's ``qualities`` in order, or ``[None]`` (one point, no ``quality`` argument) when it has none."""
+    qualities = getattr(codec, "qualities", None)
+    if not qualities:
+        return [None]
+    points = [int(q) for q in qualities]
+    if len(set(points)) != len(points):
+        raise ValueError(f"{codec.model_id}: qualities repeat: {points}")
+    return points
 
 
 @dataclass
@@ -29,6 +64,7 @@ class CodecResult:
     family: str
     lossless: bool
     rows: list[dict] = field(default_factory=list)
+    quality: int | None = None  # the learned codec's operating point (None: its only one, or a standard codec)
 
     def summary(self) -> dict:
         """Means of per-slice PSNR/MSE; bpp and ratios from the byte totals (see ``metrics.DEFINITIONS``)."""
@@ -61,6 +97,7 @@ class CodecResult:
             "name": self.name,
             "family": self.family,
             "lossless": self.lossless,
+            "quality": self.quality,
             "summary": self.summary(),
             "per_slice": self.rows,
         }
@@ -95,13 +132,36 @@ def _row(s: EvalSlice, decoded: np.ndarray, size: int, encode_s: float, decode_s
     }
 
 
-def evaluate_cae(codec, slices: Sequence[EvalSlice], chunk: int = 8) -> CodecResult:
-    """Encode -> blob bytes -> decode through ``codec`` (a ``pacs_cae.codec.Codec``), ``chunk`` at a time."""
-    result = CodecResult(f"CAE {codec.model_id}", CAE_FAMILY, False)
+def select_points(codec: LearnedCodec, qualities: Sequence[int] | None = None) -> list[int | None]:
+    """The operating points to evaluate: all, or those in ``qualities`` (in the codec's order).
+
+    Raises ``ValueError`` naming what the codec offers when a quality is not one of its operating points.
+    """
+    points = operating_points(codec)
+    if not qualities:
+        return points
+    unknown = sorted(set(qualities) - set(points))
+    if unknown:
+        offered = "one operating point (no quality setting)" if points == [None] else f"qualities {points}"
+        raise ValueError(f"{codec.model_id} has no quality {unknown}; it offers {offered}")
+    return [q for q in points if q in set(qualities)]
+
+
+def learned_name(model_id: str, quality: int | None) -> str:
+    """Row label of one operating point: ``"CAE cae-paper"`` (a one-point codec), ``"mshp q3"``."""
+    return f"CAE {model_id}" if quality is None else f"{model_id} q{quality}"
+
+
+def evaluate_learned(
+    codec: LearnedCodec, slices: Sequence[EvalSlice], quality: int | None = None, chunk: int = 8
+) -> CodecResult:
+    """Encode -> blob bytes -> decode through ``codec`` at one operating point, ``chunk`` slices at a time."""
+    result = CodecResult(learned_name(codec.model_id, quality), LEARNED_FAMILY, False, quality=quality)
+    extra = {} if quality is None else {"quality": quality}
     for start in range(0, len(slices), chunk):
         part = list(slices[start : start + chunk])
         t0 = time.perf_counter()
-        blobs = codec.encode([s.pixels for s in part], bits_stored=[s.bits_stored for s in part])
+        blobs = codec.encode([s.pixels for s in part], bits_stored=[s.bits_stored for s in part], **extra)
         t1 = time.perf_counter()
         decoded = codec.decode(blobs)
         t2 = time.perf_counter()
@@ -121,18 +181,21 @@ def evaluate_standard(codec: StandardCodec, slices: Sequence[EvalSlice]) -> Code
 
 def run_evaluation(
     slices: Sequence[EvalSlice],
-    codec=None,
+    codec: LearnedCodec | None = None,
     standard: Sequence[StandardCodec] | None = None,
     progress: Callable[[str], None] | None = None,
+    qualities: Sequence[int] | None = None,
 ) -> list[CodecResult]:
-    """The CAE (when given) first, then every standard codec, all on ``slices``."""
+    """Every operating point of the learned codec (when given; ``qualities`` picks some), then every
+    standard codec, all on ``slices``."""
     if not slices:
         raise ValueError("no slices to evaluate")
     results = []
     if codec is not None:
-        if progress:
-            progress(f"CAE {codec.model_id}")
-        results.append(evaluate_cae(codec, slices))
+        for q in select_points(codec, qualities):
+            if progress:
+                progress(learned_name(codec.model_id, q))
+            results.append(evaluate_learned(codec, slices, q))
     for std in standard_codecs() if standard is None else standard:
         if progress:
             progress(std.name)
@@ -140,10 +203,49 @@ def run_evaluation(
     return results
 
 
-def report_dict(
-    results: Sequence[CodecResult], slices: Sequence[EvalSlice], *, model: dict | None, settings: dict
+def rd_points(results: Sequence[CodecResult], family: str) -> list[tuple[float, float]]:
+    """(bpp, mean PSNR) of a family's lossy settings."""
+    points = []
+    for r in results:
+        if r.family == family and not r.lossless:
+            s = r.summary()
+            points.append((s["bpp"], s["psnr_db"]))
+    return points
+
+
+def bd_rate_section(
+    results: Sequence[CodecResult], window: tuple[float, float] | None = None
 ) -> dict:
-    """Everything, JSON-ready: definitions, settings, the model, slices, per-codec summary and rows.
+    """BD-rates of the learned codec against each lossy standard family and against the best of
+    ``BEST_OF_FAMILIES`` at each PSNR (see :mod:`pacs_cae.evaluation.bd_rate`)."""
+    learned = rd_points(results, LEARNED_FAMILY)
+    section: dict = {"definition": BD_DEFINITION, "psnr_window_db": list(window) if window else None,
+                     "against": []}
+    if not any(r.family == LEARNED_FAMILY for r in results):
+        section["reason"] = "no learned codec was evaluated"
+        return section
+    families = list(dict.fromkeys(r.family for r in results if r.family != LEARNED_FAMILY and not r.lossless))
+    for family in families:
+        figure = bd_rate(learned, rd_points(results, family), window=window, names=("learned codec", family))
+        section["against"].append({"reference": family, **figure.to_dict()})
+    best = {f: rd_points(results, f) for f in BEST_OF_FAMILIES if f in families}
+    if best:
+        figure = bd_rate_vs_best(learned, best, window=window, name="learned codec")
+        section["against"].append({"reference": "best of " + ", ".join(best), **figure.to_dict()})
+    return section
+
+
+def report_dict(
+    results: Sequence[CodecResult],
+    slices: Sequence[EvalSlice],
+    *,
+    model: dict | None,
+    settings: dict,
+    bd_window: tuple[float, float] | None = None,
+    skipped: Sequence[dict] = (),
+) -> dict:
+    """Everything, JSON-ready: definitions, settings, the model, slices, per-codec summary and rows, BD-rates,
+    and the instances left out (``skipped``: each with ``sop_instance_uid`` and ``reason``).
 
     +inf (lossless PSNR) is written as the string ``"inf"`` and NaN as null, so the output is strict JSON.
     """
@@ -163,7 +265,9 @@ def report_dict(
             }
             for s in slices
         ],
+        "skipped": list(skipped),
         "codecs": [r.to_dict() for r in results],
+        "bd_rate": bd_rate_section(results, bd_window),
     }
     return _json_safe(data)
 

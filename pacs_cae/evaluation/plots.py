@@ -11,7 +11,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 
-from pacs_cae.evaluation.evaluate import CAE_FAMILY, CodecResult
+from pacs_cae.evaluation.evaluate import LEARNED_FAMILY, CodecResult
 
 #: The paper's claim the shipped model is measured against (issue 4): mean PSNR >= 37 dB at <= 2.2 bpp.
 PAPER_TARGET_PSNR_DB = 37.0
@@ -28,7 +28,8 @@ def _pyplot():
 
 
 def plot_rate_distortion(results: Sequence[CodecResult], path: Path, title: str = "") -> Path:
-    """Mean PSNR vs bpp, one line per lossy family, the CAE as stars, lossless codecs as vertical lines."""
+    """Mean PSNR vs bpp, one line per lossy family, the learned codec's operating points as stars joined by a
+    line, lossless codecs as vertical lines."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(10, 5.5), dpi=120)
     families: dict[str, list[tuple[float, float, str]]] = defaultdict(list)
@@ -48,16 +49,17 @@ def plot_rate_distortion(results: Sequence[CodecResult], path: Path, title: str 
     for family, points in families.items():
         points.sort()
         xs, ys = [p[0] for p in points], [p[1] for p in points]
-        if family == CAE_FAMILY:
-            ax.scatter(
-                xs, ys, marker="*", s=260, color="crimson", zorder=5, label=", ".join(p[2] for p in points)
-            )
+        if family == LEARNED_FAMILY:
+            if len(points) > 1:
+                ax.plot(xs, ys, color="crimson", linewidth=1.5, zorder=4)
+            label = points[0][2] if len(points) == 1 else f"{points[0][2].rsplit(' q', 1)[0]} ({len(points)} points)"
+            ax.scatter(xs, ys, marker="*", s=200, color="crimson", zorder=5, label=label)
             for x, y, name in points:
                 ax.annotate(
-                    f"{name}\n{y:.1f} dB @ {x:.2f} bpp",
+                    f"{name}\n{y:.1f} dB @ {x:.2f} bpp" if len(points) == 1 else name.rsplit(" ", 1)[-1],
                     (x, y),
                     textcoords="offset points",
-                    xytext=(8, 6),
+                    xytext=(8, 6) if len(points) == 1 else (4, -10),
                     fontsize=8,
                     color="crimson",
                 )
@@ -80,7 +82,7 @@ def plot_rate_distortion(results: Sequence[CodecResult], path: Path, title: str 
     return _save(fig, path)
 
 
-def _save(fig, path: Path | str) -> Path:  # noqa: ANN001 - a matplotlib Figure
+def _save(fig, path: Path | str) -> Path:
     """Lay out, write (creating the folder) and close a figure."""
     import matplotlib.pyplot as plt
 

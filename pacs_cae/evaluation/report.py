@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from pacs_cae.evaluation.evaluate import CodecResult
+from pacs_cae.evaluation.evaluate import LEARNED_FAMILY, CodecResult
 from pacs_cae.evaluation.metrics import DEFINITIONS
 
 COLUMNS = (
@@ -52,7 +52,7 @@ def rich_table(results: Sequence[CodecResult], title: str):
     for i, (_, label) in enumerate(COLUMNS):
         table.add_column(label, justify="left" if i == 0 else "right", no_wrap=i == 0)
     for row, r in zip(summary_rows(results), results, strict=True):
-        table.add_row(*row, style="bold" if r.family == "CAE" else None)
+        table.add_row(*row, style="bold" if r.family == LEARNED_FAMILY else None)
     return table
 
 
@@ -61,6 +61,42 @@ def markdown_table(results: Sequence[CodecResult]) -> str:
     rule = "|" + "|".join(["---"] + ["---:"] * (len(COLUMNS) - 1)) + "|"
     body = ["| " + " | ".join(row) + " |" for row in summary_rows(results)]
     return "\n".join([header, rule, *body])
+
+
+def bd_rate_rows(section: dict) -> list[list[str]]:
+    """One row per reference of a ``bd_rate_section``: reference, BD-rate, PSNR interval, note."""
+    rows = []
+    for entry in section.get("against", []):
+        value = entry["bd_rate_percent"]
+        interval = (
+            f"{entry['psnr_low_db']:.1f}-{entry['psnr_high_db']:.1f}" if entry["psnr_low_db"] is not None else "-"
+        )
+        rows.append([entry["reference"], "n/a" if value is None else f"{value:+.1f} %", interval,
+                     entry["reason"] or ""])
+    return rows
+
+
+BD_COLUMNS = ("learned codec against", "BD-rate", "PSNR dB", "note")
+
+
+def bd_rate_table(section: dict):
+    """The BD-rate section as a Rich table (negative = fewer bits than the reference at equal PSNR)."""
+    from rich.table import Table
+
+    table = Table(title="BD-rate of the learned codec (negative = fewer bits at equal PSNR)")
+    for i, label in enumerate(BD_COLUMNS):
+        table.add_column(label, justify="right" if i in (1, 2) else "left")
+    for row in bd_rate_rows(section):
+        table.add_row(*row)
+    if section.get("reason"):
+        table.caption = section["reason"]
+    return table
+
+
+def bd_rate_markdown(section: dict) -> str:
+    header = "| " + " | ".join(BD_COLUMNS) + " |"
+    body = ["| " + " | ".join(row) + " |" for row in bd_rate_rows(section)]
+    return "\n".join([header, "|---|---:|---:|---|", *body])
 
 
 def definitions_text() -> str:
@@ -75,8 +111,9 @@ def reproduce_command(
     size: int,
     bits: int,
     models_dir: str | None = None,
+    extra: Sequence[str] = (),
 ) -> str:
-    """The exact ``pacs-cae evaluate`` command line that recomputes a summary.
+    """The exact ``pacs-cae evaluate`` command line that recomputes a summary (``extra``: further arguments).
 
     Sources equal to the default held-out set and a models dir equal to the default are left out, so the
     command stays valid on another installation (``evaluate`` with no SOURCES uses the same held-out volume).
@@ -93,12 +130,12 @@ def reproduce_command(
     if models_dir and Path(models_dir).resolve() != default_models_dir().resolve():
         parts += ["--models-dir", str(models_dir)]
     parts += ["--slices", str(slices if slices is not None else 0), "--size", str(size), "--bits", str(bits)]
-    return shlex.join(parts)
+    return shlex.join([*parts, *extra])
 
 
 def run_settings(
     sources: Sequence[str], *, model: str, slices: int | None, size: int, bits: int, device: str,
-    models_dir: str | None = None,
+    models_dir: str | None = None, extra: Sequence[str] = (),
 ) -> dict:
     """The settings block of an evaluation report, with the command that reproduces it."""
     return {
@@ -108,7 +145,7 @@ def run_settings(
         "bits": bits,
         "device": device,
         "command": reproduce_command(sources, model=model, slices=slices, size=size, bits=bits,
-                                     models_dir=models_dir),
+                                     models_dir=models_dir, extra=extra),
     }
 
 

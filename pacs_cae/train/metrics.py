@@ -1,3 +1,3 @@
 """Moved to :mod:`pacs_cae.evaluation.metrics`; this module keeps old imports working."""
 
-from pacs_cae.evaluation.metrics import *  # noqa: F401,F403
+from pacs_cae.evaluation.metrics import *
