@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -44,6 +44,7 @@ class EvalSlice:
     pixels: np.ndarray  # 2-D integer array
     bits_stored: int
     bits_allocated: int
+    sop_instance_uid: str = ""  # DICOM sources: the instance the slice is (a frame of)
 
 
 def _evenly(items: list, count: int | None) -> list:
@@ -90,7 +91,7 @@ def dataset_slices(
     """
     from pacs_cae.dicom.pixels import extract_frames
 
-    series: dict[str, list[tuple[float, int, np.ndarray, int, int]]] = defaultdict(list)
+    series: dict[str, list[tuple[float, int, np.ndarray, int, int, str]]] = defaultdict(list)
     for label, ds in datasets:
         try:
             pix = extract_frames(ds)
@@ -101,14 +102,15 @@ def dataset_slices(
         position = ds.get("ImagePositionPatient")
         order = float(position[2]) if position else float(ds.get("InstanceNumber", 0) or 0)
         key = f"{label}#{ds.get('SeriesInstanceUID', '')}"
+        uid = str(ds.get("SOPInstanceUID", ""))
         for f, frame in enumerate(pix.frames):
-            series[key].append((order, f, frame, pix.bits_stored, pix.bits_allocated))
+            series[key].append((order, f, frame, pix.bits_stored, pix.bits_allocated, uid))
     out = []
     for key, items in series.items():
         items.sort(key=lambda t: (t[0], t[1]))
         kept = [t for t in items if not is_empty(t[2].astype(np.float32))]
-        for i, (_, _, frame, stored, allocated) in enumerate(_evenly(kept, count)):
-            out.append(EvalSlice(key, i, frame, stored, allocated))
+        for i, (_, _, frame, stored, allocated, uid) in enumerate(_evenly(kept, count)):
+            out.append(EvalSlice(key, i, frame, stored, allocated, uid))
     return out
 
 
@@ -142,12 +144,14 @@ def archive_slices(settings: Settings, study_uids: Sequence[str], count: int | N
     """
     from pydicom.dataset import Dataset as _Dataset
 
-    from pacs_cae.archive.service import Archive
+    from pacs_cae.archive.service import Archive, ArchiveCodecs
+    from pacs_cae.codec import CodecRegistry
+    from pacs_cae.store.db import ensure_schema
 
-    plain = replace(settings, codec=replace(settings.codec, model="none"))
     pairs: list[tuple[str, Dataset]] = []
     skipped: list[Skipped] = []
-    with Archive.open(plain) as archive:
+    codecs = ArchiveCodecs(CodecRegistry(settings.codec.models_dir, "cpu"), None)  # nothing to decode: originals
+    with Archive(settings, ensure_schema(settings), codecs) as archive:
         for uid in study_uids:
             identifier = _Dataset()
             identifier.QueryRetrieveLevel = "STUDY"

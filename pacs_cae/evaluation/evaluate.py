@@ -221,16 +221,19 @@ def bd_rate_section(
     learned = rd_points(results, LEARNED_FAMILY)
     section: dict = {"definition": BD_DEFINITION, "psnr_window_db": list(window) if window else None,
                      "against": []}
-    if not any(r.family == LEARNED_FAMILY for r in results):
+    points = [r for r in results if r.family == LEARNED_FAMILY]
+    if not points:
         section["reason"] = "no learned codec was evaluated"
         return section
+    name = points[0].name if len(points) == 1 else points[0].name.rsplit(" q", 1)[0]
+    section["learned"] = name
     families = list(dict.fromkeys(r.family for r in results if r.family != LEARNED_FAMILY and not r.lossless))
     for family in families:
-        figure = bd_rate(learned, rd_points(results, family), window=window, names=("learned codec", family))
+        figure = bd_rate(learned, rd_points(results, family), window=window, names=(name, family))
         section["against"].append({"reference": family, **figure.to_dict()})
     best = {f: rd_points(results, f) for f in BEST_OF_FAMILIES if f in families}
     if best:
-        figure = bd_rate_vs_best(learned, best, window=window, name="learned codec")
+        figure = bd_rate_vs_best(learned, best, window=window, name=name)
         section["against"].append({"reference": "best of " + ", ".join(best), **figure.to_dict()})
     return section
 
@@ -262,6 +265,7 @@ def report_dict(
                 "dtype": s.pixels.dtype.name,
                 "bits_stored": s.bits_stored,
                 "bits_allocated": s.bits_allocated,
+                "sop_instance_uid": s.sop_instance_uid or None,
             }
             for s in slices
         ],
