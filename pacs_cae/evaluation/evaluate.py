@@ -40,7 +40,9 @@ class LearnedCodec(Protocol):
 
     model_id: str
 
-    def encode(self, slices: Sequence[np.ndarray], *, bits_stored: Sequence[int | None]) -> list[bytes]: ...
+    def encode(
+        self, slices: Sequence[np.ndarray], *, bits_stored: int | Sequence[int | None] | None = None
+    ) -> list[bytes]: ...
 
     def decode(self, blobs: Sequence[bytes]) -> list[np.ndarray]: ...
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import imagecodecs
 import pytest
@@ -19,7 +19,13 @@ import pytest
 from tests.archive.factories import make_mr_series
 from tests.e2e import dcmtk
 from tests.e2e.scenario import UNTRAINED_FLOOR_DB, write_datasets
-from tests.e2e.server_process import clean_environment, free_port, pacs_cae_command, start_server, write_config
+from tests.e2e.server_process import (
+    clean_environment,
+    free_port,
+    pacs_cae_command,
+    start_server,
+    write_config,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -43,7 +49,7 @@ def stored(module_database_url: str, tmp_path_factory: pytest.TempPathFactory) -
     files = write_datasets([*lossy, *lossless], work / "in")
     if not module_database_url.startswith("sqlite"):
         upgrade = subprocess.run([*pacs_cae_command(), "db", "upgrade", "--config", str(config)], cwd=work,
-                                 capture_output=True, text=True, timeout=180, env=clean_environment())
+                                 capture_output=True, text=True, timeout=180, env=clean_environment(), check=False)
         assert upgrade.returncode == 0, upgrade.stdout + upgrade.stderr
     server = start_server(work, config, port)
     try:
@@ -56,7 +62,7 @@ def stored(module_database_url: str, tmp_path_factory: pytest.TempPathFactory) -
 
 def _evaluate(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*pacs_cae_command(), "evaluate", *args, "--config", str(config)], cwd=config.parent,
-                          capture_output=True, text=True, timeout=600, env=clean_environment())
+                          capture_output=True, text=True, timeout=600, env=clean_environment(), check=False)
 
 
 def test_evaluate_study_scores_the_originals_and_skips_lossy_copies(stored) -> None:

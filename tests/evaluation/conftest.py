@@ -9,4 +9,4 @@ _ROOT = Path(__file__).resolve().parents[2]
 if str(_ROOT) not in sys.path:
     sys.path.insert(0, str(_ROOT))
 
-from tests.train.conftest import dicom_dir, model_id, models_dir, nifti_path  # noqa: E402,F401
+from tests.train.conftest import dicom_dir, model_id, models_dir, nifti_path  # noqa: F401

@@ -28,11 +28,13 @@ class PaddedJ2K:
         self.device = "cpu"
         self.calls: list[int | None] = []
 
-    def encode(self, slices: Sequence[np.ndarray], *, bits_stored: Sequence[int | None],
+    def encode(self, slices: Sequence[np.ndarray], *, bits_stored: int | Sequence[int | None] | None = None,
                quality: int | None = None) -> list[bytes]:
         if quality not in self.qualities:
             raise ValueError(f"no quality {quality}")
         self.calls.append(quality)
+        if bits_stored is None or isinstance(bits_stored, int):
+            bits_stored = [bits_stored] * len(slices)
         blobs = []
         for pixels, bits in zip(slices, bits_stored, strict=True):
             offset = int(pixels.min()) if pixels.dtype.kind == "i" else 0

@@ -122,8 +122,8 @@ def test_reproduce_command_leaves_out_defaults_only(
     nifti_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from pacs_cae.codec.weights import default_models_dir
-    from pacs_cae.train import data
     from pacs_cae.evaluation.report import reproduce_command
+    from pacs_cae.train import data
 
     # the default held-out volume comes from nilearn (train extra); any file shows the rule
     default = tmp_path / "held-out.nii.gz"
