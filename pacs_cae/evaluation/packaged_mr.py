@@ -3,10 +3,13 @@
 These are scanner images (not templates), stored losslessly or uncompressed, each a different acquisition.
 They are for ``pacs-cae evaluate --real-mr`` and must never be used for training (docs/evaluation.md).
 
-Copies that come from lossy compression are left out (pydicom-data's ``MR2_UNCI.dcm`` is decoded from the
-irreversible ``MR2_J2KI.dcm``), as are duplicates of the same pixels in other transfer syntaxes, and
-pydicom's ``examples_overlay.dcm`` when pydicom-data's full ``MR-SIEMENS-DICOM-WithOverlays.dcm`` (same
-acquisition, uncropped) is installed.
+None of them is a brain (an abdomen, a shoulder, a narrow band of anatomy, two 64x64 crops), and they come in
+four sizes: compare codecs per image (``per_slice`` in ``--json``), since the summary's mean PSNR weights every
+slice alike while its bpp weights the 1024x1024 one most. nibabel's ``0.dcm``/``1.dcm`` (a Siemens mosaic
+header) carry a synthetic ramp, not anatomy, and are left out. So are copies that come from lossy compression
+(pydicom-data's ``MR2_UNCI.dcm`` is decoded from the irreversible ``MR2_J2KI.dcm``), duplicates of the same
+pixels in other transfer syntaxes, and pydicom's ``examples_overlay.dcm`` when pydicom-data's full
+``MR-SIEMENS-DICOM-WithOverlays.dcm`` (same acquisition, uncropped) is installed.
 """
 
 from __future__ import annotations
@@ -16,11 +19,11 @@ from pathlib import Path
 
 #: (package, path inside it, what it is). Order = the order slices are reported in.
 CANDIDATES: tuple[tuple[str, str, str], ...] = (
-    ("data_store", "data/MR-SIEMENS-DICOM-WithOverlays.dcm", "Siemens, 484x484, 12 bits (pydicom-data)"),
-    ("pydicom", "data/test_files/examples_overlay.dcm", "Siemens, crop of the above (pydicom)"),
-    ("data_store", "data/MR2_UNCR.dcm", "Philips, 1024x1024, 12 bits (pydicom-data)"),
-    ("nibabel", "nicom/tests/data/slicethickness_empty_string.dcm", "Siemens, 384x384, 12 bits (nibabel)"),
-    ("nibabel", "nicom/tests/data/0.dcm", "Siemens DWI mosaic, 256x256, 12 bits (nibabel)"),
+    ("data_store", "data/MR-SIEMENS-DICOM-WithOverlays.dcm", "Siemens abdomen, 484x484, 12 bits (pydicom-data)"),
+    ("pydicom", "data/test_files/examples_overlay.dcm", "Siemens abdomen, crop of the above (pydicom)"),
+    ("data_store", "data/MR2_UNCR.dcm", "Philips T1 SE shoulder, 1024x1024, 12 bits (pydicom-data)"),
+    ("nibabel", "nicom/tests/data/slicethickness_empty_string.dcm",
+     "Siemens, 384x384 (a narrow band of anatomy, mostly background), 12 bits (nibabel)"),
     ("pydicom", "data/test_files/MR_small.dcm", "Toshiba, 64x64, 16 bits (pydicom)"),
     ("data_store", "data/emri_small.dcm", "10 frames 64x64, 12 bits (pydicom-data)"),
 )
