@@ -71,7 +71,8 @@ def evaluate(
         window = _bd_window(bd_range)
         if sum(bool(x) for x in (sources, study, real_mr)) > 1:
             raise _UserError("give SOURCES, --study or --real-mr, one of them")
-        settings = load_or_exit("evaluate", config, database_url=database_url) if (study or config) else None
+        wants_settings = bool(study or config or database_url)
+        settings = load_or_exit("evaluate", config, database_url=database_url) if wants_settings else None
         codec_settings = settings.codec if settings else None
         model_id = model or (codec_settings.model if codec_settings and codec_settings.model.strip().lower()
                              not in NO_MODEL else "cae-paper")
@@ -81,11 +82,12 @@ def evaluate(
             select_points(codec, quality or None)
         except ValueError as exc:
             raise _UserError(str(exc)) from None
-        chosen, skipped, described = _slices(sources, study, real_mr, settings, slices or None, size, bits)
+        chosen, skipped, described, names = _slices(sources, study, real_mr, settings, slices or None, size, bits)
     except _UserError as exc:
         typer.echo(f"pacs-cae evaluate: {exc}", err=True)
         raise typer.Exit(2) from None
-    console.print(f"{len(chosen)} slices from {described}; model {codec.model_id} on {codec.device}"
+    device_name = str(getattr(codec, "device", "?"))
+    console.print(f"{len(chosen)} slices from {described}; model {codec.model_id} on {device_name}"
                   + (f"; {len(skipped)} instance(s) skipped" if skipped else ""))
     for item in skipped:
         console.print(f"  skipped {item.sop_instance_uid}: {item.reason}")
@@ -101,14 +103,11 @@ def evaluate(
         )
     extra = [*(a for q in quality or [] for a in ("--quality", str(q))),
              *(a for uid in study or [] for a in ("--study", uid)), *(["--real-mr"] if real_mr else []),
-             *(["--bd-range", bd_range] if bd_range else []), *([] if standard else ["--no-standard"])]
-    source_names = [str(s) for s in sources] if sources else ([] if (study or real_mr) else None)
-    if source_names is None:
-        from pacs_cae.train.data import default_val_paths
-
-        source_names = [str(p) for p in default_val_paths()]
-    run = run_settings(source_names, model=model_id, slices=slices, size=size, bits=bits,
-                       device=str(codec.device), models_dir=str(models) if models else None, extra=extra)
+             *(["--bd-range", bd_range] if bd_range else []), *([] if standard else ["--no-standard"]),
+             *(["--config", str(config)] if config else []),
+             *(["--database-url", database_url] if database_url else [])]
+    run = run_settings(names, model=model_id, slices=slices, size=size, bits=bits, device=device_name,
+                       models_dir=str(models) if models else None, extra=extra)
     if config:
         run["config"] = str(config)
     report = report_dict(results, chosen, model=_model_info(codec), settings=run, bd_window=window,
@@ -152,34 +151,35 @@ def _load(model: str, device: str, models_dir: Any) -> Any:
 
 
 def _slices(sources: list[Path] | None, study: list[str] | None, real_mr: bool, settings: Any,
-            count: int | None, size: int, bits: int) -> tuple[list, list, str]:
-    """(slices, skipped instances, a short description of where they came from)."""
+            count: int | None, size: int, bits: int) -> tuple[list, list, str, list[str]]:
+    """(slices, skipped instances, a short description of where they came from, the SOURCES used)."""
     from pacs_cae.evaluation.eval_slices import archive_slices, load_eval_slices
 
     try:
         if study:
             try:
                 chosen, skipped = archive_slices(settings, study, count)
-            except ValueError:
+            except ValueError:  # a study the archive does not hold: the caller's one-line error
                 raise
             except Exception as exc:  # noqa: BLE001 - database unreachable, schema out of date, bad UID
                 raise _UserError(f"cannot read the archive: {exc}") from None
             if not chosen:
                 raise _UserError(f"no original monochrome instance to evaluate in study {', '.join(study)} "
                                  f"({len(skipped)} skipped: {skipped[0].reason if skipped else 'none'})")
-            return chosen, skipped, f"study {', '.join(study)}"
+            return chosen, skipped, f"study {', '.join(study)}", []
         if real_mr:
             from pacs_cae.evaluation.packaged_mr import packaged_mr_files
 
             files = packaged_mr_files()
             if not files:
                 raise _UserError("no packaged real MR found: pip install pydicom-data (and nibabel)")
-            return load_eval_slices([p for p, _ in files], count=count), [], f"{len(files)} packaged real MR files"
+            return load_eval_slices([p for p, _ in files], count=count), [], f"{len(files)} packaged real MR files", []
         if not sources:
             from pacs_cae.train.data import default_val_paths
 
             sources = default_val_paths()
-        return load_eval_slices(list(sources), count=count, size=size, bits=bits), [], f"{len(sources)} source(s)"
+        chosen = load_eval_slices(list(sources), count=count, size=size, bits=bits)
+        return chosen, [], f"{len(sources)} source(s)", [str(p) for p in sources]
     except (ValueError, FileNotFoundError) as exc:
         raise _UserError(str(exc)) from None
 
