@@ -18,6 +18,10 @@ PAPER_TARGET_PSNR_DB = 37.0
 PAPER_TARGET_BPP = 2.2
 
 
+STANDARD_COLOURS = ["tab:blue", "tab:orange", "tab:green", "tab:purple", "tab:brown", "tab:pink", "tab:olive",
+                    "tab:cyan", "tab:gray"]
+
+
 def _pyplot():
     import matplotlib
 
@@ -34,6 +38,7 @@ def plot_rate_distortion(results: Sequence[CodecResult], path: Path, title: str 
     fig, ax = plt.subplots(figsize=(10, 5.5), dpi=120)
     families: dict[str, list[tuple[float, float, str]]] = defaultdict(list)
     lossless_styles = iter(["--", ":", "-.", (0, (5, 1, 1, 1)), (0, (1, 3))] * 4)
+    colours = iter(STANDARD_COLOURS * 4)  # no red: red is the learned codec
     for r in results:
         s = r.summary()
         if r.lossless or math.isinf(s["psnr_db"]):
@@ -64,7 +69,7 @@ def plot_rate_distortion(results: Sequence[CodecResult], path: Path, title: str 
                     color="crimson",
                 )
         else:
-            ax.plot(xs, ys, marker="o", markersize=4, label=family)
+            ax.plot(xs, ys, marker="o", markersize=4, label=family, color=next(colours))
     ax.scatter(
         [PAPER_TARGET_BPP],
         [PAPER_TARGET_PSNR_DB],

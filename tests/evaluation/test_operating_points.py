@@ -21,6 +21,7 @@ from pacs_cae.evaluation.evaluate import (
     report_dict,
     run_evaluation,
 )
+from pacs_cae.evaluation.report import bd_rate_markdown
 from tests.evaluation.fakes import PaddedJ2K
 
 
@@ -59,6 +60,8 @@ def test_every_operating_point_and_the_known_bd_rate() -> None:
     (entry, best) = report["bd_rate"]["against"]
     assert entry["reference"] == "JPEG 2000" and entry["bd_rate_percent"] == pytest.approx(25.0, abs=0.5)
     assert best["reference"] == "best of JPEG 2000" and best["bd_rate_percent"] == entry["bd_rate_percent"]
+    row = next(line for line in bd_rate_markdown(report["bd_rate"]).splitlines() if line.startswith("| JPEG 2000 |"))
+    assert float(row.split("|")[2].strip().rstrip(" %")) == pytest.approx(25.0, abs=0.5)
 
 
 def test_a_subset_of_qualities_and_an_unknown_one() -> None:
