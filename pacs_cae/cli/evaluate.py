@@ -162,7 +162,8 @@ def _slices(sources: list[Path] | None, study: list[str] | None, real_mr: bool, 
             except ValueError:  # a study the archive does not hold: the caller's one-line error
                 raise
             except Exception as exc:  # noqa: BLE001 - database unreachable, schema out of date, bad UID
-                raise _UserError(f"cannot read the archive: {exc}") from None
+                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]  # SQLAlchemy adds lines
+                raise _UserError(f"cannot read the archive: {first}") from None
             if not chosen:
                 raise _UserError(f"no original monochrome instance to evaluate in study {', '.join(study)} "
                                  f"({len(skipped)} skipped: {skipped[0].reason if skipped else 'none'})")

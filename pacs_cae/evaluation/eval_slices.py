@@ -139,19 +139,29 @@ def archive_slices(settings: Settings, study_uids: Sequence[str], count: int | N
     """The original pixels of the studies' instances, read through the archive (locate + load), and the
     instances left out with the reason: lossy (CAE) copies, instances without pixels, unreadable ones.
 
-    The archive opens without loading its codec model: only losslessly stored instances are read.
-    Raises ``ValueError`` for a study the archive does not hold.
+    The archive opens read-only in effect: its schema must be current (nothing is created or upgraded) and its
+    codec model is not loaded, since only losslessly stored instances are read. Raises ``ValueError`` for a
+    study the archive does not hold or a SQLite archive file that does not exist.
     """
     from pydicom.dataset import Dataset as _Dataset
 
     from pacs_cae.archive.service import Archive, ArchiveCodecs
     from pacs_cae.codec import CodecRegistry
-    from pacs_cae.store.db import ensure_schema
+    from pacs_cae.store.db import Database
 
+    path = settings.database.sqlite_path()
+    if path is not None and not path.exists():  # never create (or upgrade) an archive just to read it
+        raise ValueError(f"no archive database at {path} (database.url = {settings.database.url})")
+    database = Database(settings.database.url)
+    try:
+        database.check_current()
+    except Exception:
+        database.dispose()
+        raise
     pairs: list[tuple[str, Dataset]] = []
     skipped: list[Skipped] = []
     codecs = ArchiveCodecs(CodecRegistry(settings.codec.models_dir, "cpu"), None)  # nothing to decode: originals
-    with Archive(settings, ensure_schema(settings), codecs) as archive:
+    with Archive(settings, database, codecs) as archive:
         for uid in study_uids:
             identifier = _Dataset()
             identifier.QueryRetrieveLevel = "STUDY"
