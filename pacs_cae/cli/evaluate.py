@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 
@@ -17,45 +17,37 @@ from pacs_cae.cli.options import CONFIG_OPTION, URL_OPTION, load_or_exit
 
 @app.command()
 def evaluate(
-    sources: list[Path] = typer.Argument(
-        None,
+    sources: Annotated[list[Path] | None, typer.Argument(
         help="NIfTI volumes, DICOM files and/or DICOM folders (default: the held-out MNI152 2009a template).",
-    ),
-    model: str | None = typer.Option(
-        None, "--model", help="Model id under --models-dir, or a model directory (default: codec.model)."
-    ),
-    models_dir: Path | None = typer.Option(
-        None, "--models-dir", help="Default: codec.models_dir, else $PACS_CAE_MODELS_DIR or models/."
-    ),
-    quality: list[int] = typer.Option(
-        None, "--quality", "-q", help="Only this operating point of the learned codec (repeatable; default: all)."
-    ),
-    study: list[str] = typer.Option(
-        None, "--study", help="Evaluate on this archived study's original instances (repeatable; see --config)."
-    ),
-    real_mr: bool = typer.Option(
-        False, "--real-mr", help="Evaluate on the real clinical MR shipped in installed packages (pydicom-data...)."
-    ),
+    )] = None,
+    model: Annotated[str | None, typer.Option(
+        "--model", help="Model id under --models-dir, or a model directory (default: codec.model).")] = None,
+    models_dir: Annotated[Path | None, typer.Option(
+        "--models-dir", help="Default: codec.models_dir, else $PACS_CAE_MODELS_DIR or models/.")] = None,
+    quality: Annotated[list[int] | None, typer.Option(
+        "--quality", "-q", help="Only this operating point of the learned codec (repeatable; default: all).")] = None,
+    study: Annotated[list[str] | None, typer.Option(
+        "--study", help="Evaluate on this archived study's original instances (repeatable; see --config).")] = None,
+    real_mr: Annotated[bool, typer.Option(
+        "--real-mr", help="Evaluate on the real clinical MR shipped in installed packages (pydicom-data...).")] = False,
     config: Path | None = CONFIG_OPTION,
     database_url: str | None = URL_OPTION,
-    slices: int = typer.Option(
-        16, "--slices", min=0, help="Evenly spaced non-empty slices per volume/series (0 = all)."
-    ),
-    size: int = typer.Option(
-        512, "--size", min=0, help="NIfTI slices are resampled to SIZE x SIZE (0 = the volume's own grid)."
-    ),
-    bits: int = typer.Option(
-        12, "--bits", min=2, max=16, help="NIfTI slices are quantised to BITS unsigned bits."
-    ),
-    as_json: bool = typer.Option(
-        False, "--json", help="Print everything (definitions, per-slice rows, BD-rates) as JSON."
-    ),
-    plot: Path | None = typer.Option(None, "--plot", help="Write PSNR vs bpp for every codec to this PNG."),
-    device: str | None = typer.Option(None, "--device", help="auto | cpu | cuda (default: codec.device)."),
-    standard: bool = typer.Option(True, "--standard/--no-standard", help="Also run the standard codecs."),
-    bd_range: str | None = typer.Option(
-        None, "--bd-range", help="Average BD-rates over LOW:HIGH dB only (default: the whole PSNR overlap)."
-    ),
+    slices: Annotated[int, typer.Option(
+        "--slices", min=0, help="Evenly spaced non-empty slices per volume/series (0 = all).")] = 16,
+    size: Annotated[int, typer.Option(
+        "--size", min=0, help="NIfTI slices are resampled to SIZE x SIZE (0 = the volume's own grid).")] = 512,
+    bits: Annotated[int, typer.Option(
+        "--bits", min=2, max=16, help="NIfTI slices are quantised to BITS unsigned bits.")] = 12,
+    as_json: Annotated[bool, typer.Option(
+        "--json", help="Print everything (definitions, per-slice rows, BD-rates) as JSON.")] = False,
+    plot: Annotated[Path | None, typer.Option(
+        "--plot", help="Write PSNR vs bpp for every codec to this PNG.")] = None,
+    device: Annotated[str | None, typer.Option(
+        "--device", help="auto | cpu | cuda (default: codec.device).")] = None,
+    standard: Annotated[bool, typer.Option(
+        "--standard/--no-standard", help="Also run the standard codecs.")] = True,
+    bd_range: Annotated[str | None, typer.Option(
+        "--bd-range", help="Average BD-rates over LOW:HIGH dB only (default: the whole PSNR overlap).")] = None,
 ) -> None:
     """Measure every operating point of the learned codec and standard codecs on the same slices.
 

@@ -149,8 +149,8 @@ def test_evaluate_study_needs_an_existing_archive(tmp_path: Path, models_dir: Pa
     result = CliRunner().invoke(app, ["evaluate", "--study", "1.2.3", "--database-url", url, "--model", model_id,
                                       "--models-dir", str(models_dir)])
     assert result.exit_code == 2 and not (tmp_path / "nothing.db").exists()
-    assert result.stderr.strip().splitlines() == [f"pacs-cae evaluate: no archive database at {tmp_path / 'nothing.db'}"
-                                                  f" (database.url = {url})"]
+    expected = f"pacs-cae evaluate: no archive database at {tmp_path / 'nothing.db'} (database.url = {url})"
+    assert result.stderr.strip().splitlines() == [expected]
 
 
 def test_evaluate_study_unreachable_database_is_one_line(models_dir: Path, model_id: str) -> None:
