@@ -37,6 +37,7 @@ from rich.table import Table
 from pacs_cae.codec import Codec, load_codec
 from pacs_cae.codec.device import resolve_device
 from pacs_cae.evaluation.baselines import standard_codecs
+from pacs_cae.evaluation.evaluate import operating_points
 
 CONVS = (torch.nn.Conv2d, torch.nn.ConvTranspose2d)
 
@@ -127,10 +128,9 @@ def load(model: str, device: torch.device, mode: str, max_batch: int) -> object:
 
 
 def pick_qualities(codec: object, spec: str) -> list[int | None]:
-    qualities = [int(q) for q in (getattr(codec, "qualities", None) or [])]
-    if not qualities:
-        return [None]
-    if spec == "all":
+    """``ends``: the lowest and highest operating point; ``all``; or the listed ones."""
+    qualities = operating_points(codec)
+    if qualities == [None] or spec == "all":
         return qualities
     if spec == "ends":
         return sorted({qualities[0], qualities[-1]}, key=qualities.index)

@@ -6,9 +6,10 @@ retrieve would return, so the figures are the product's, not the network's.
 
 What a learned codec must offer to be evaluated (:class:`LearnedCodec`): ``model_id``, ``encode(slices, *,
 bits_stored=...)`` and ``decode(blobs)``, as ``pacs_cae.codec.Codec`` does. A codec with several operating
-points also has ``qualities`` (a sequence of ints, e.g. ``(1, 2, 3, 4, 5, 6)``) and takes
-``encode(..., quality=q)`` for each; without ``qualities`` (or with an empty one) it has one operating point
-and ``encode`` is called without ``quality``. Every operating point is evaluated, one result each.
+points also has ``qualities`` -- a count N (points 1..N) or a sequence of quality values -- and takes
+``encode(..., quality=q)`` for each (:func:`operating_points`); without ``qualities`` (``None``, 0 or empty)
+it has one operating point and ``encode`` is called without ``quality``. Every operating point is evaluated,
+one result each.
 """
 
 from __future__ import annotations
@@ -29,7 +30,6 @@ from pacs_cae.evaluation.metrics import DEFINITIONS, float32_bytes, slice_metric
 
 #: ``family`` of every operating point of the learned codec (one curve in plots and BD-rates).
 LEARNED_FAMILY = "learned"
-CAE_FAMILY = LEARNED_FAMILY  # the old name
 
 #: The standard families the learned codec's BD-rate is taken against "at each rate, the best of".
 BEST_OF_FAMILIES = ("JPEG 2000", "JPEG-XL", "AVIF")
@@ -48,14 +48,21 @@ class LearnedCodec(Protocol):
 
 
 def operating_points(codec: LearnedCodec) -> list[int | None]:
-    """The codec's ``qualities`` in order, or ``[None]`` (one point, no ``quality`` argument) when it has none."""
+    """The values ``encode(..., quality=)`` takes, in order; ``[None]`` (one point, no ``quality`` argument)
+    for a codec without ``qualities``.
+
+    ``qualities`` is either a count N (the points are 1..N, as the rate-distortion family in ``codec.rd``
+    has it) or a sequence of the quality values themselves; ``None``/0/empty means a single point.
+    """
     qualities = getattr(codec, "qualities", None)
-    if not qualities:
+    if qualities is None or isinstance(qualities, bool):
         return [None]
+    if isinstance(qualities, (int, np.integer)):
+        return list(range(1, int(qualities) + 1)) or [None]
     points = [int(q) for q in qualities]
     if len(set(points)) != len(points):
         raise ValueError(f"{codec.model_id}: qualities repeat: {points}")
-    return points
+    return points or [None]
 
 
 @dataclass

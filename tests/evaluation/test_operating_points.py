@@ -43,6 +43,14 @@ def test_operating_points_of_a_codec_with_and_without_qualities() -> None:
         model_id = "one"
 
     assert operating_points(OnePoint()) == [None]
+
+    class Counted:  # the rate-distortion family: ``qualities`` = how many, quality 1..N
+        model_id = "counted"
+        qualities = 6
+
+    assert operating_points(Counted()) == [1, 2, 3, 4, 5, 6]
+    Counted.qualities = None  # the paper's Codec: a class attribute None
+    assert operating_points(Counted()) == [None]
     with pytest.raises(ValueError, match="repeat"):
         operating_points(PaddedJ2K(qualities=(1, 1)))
 
