@@ -18,7 +18,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from pacs_cae.archive import query, stats
 from pacs_cae.archive import retrieve as _retrieve
 from pacs_cae.archive.errors import ArchiveError, OutOfResources
-from pacs_cae.archive.ingest import StoreOutcome, ingest
+from pacs_cae.archive.ingest import EncodedDataSet, StoreOutcome, ingest
 from pacs_cae.archive.query import InstanceRef
 from pacs_cae.codec import BatchingCodec, Codec, CodecRegistry, read_header
 from pacs_cae.config import CodecSettings, Settings
@@ -112,11 +112,14 @@ class Archive:
 
     # -- use cases -------------------------------------------------------------------------------------
     def store(self, ds: Dataset, calling_aet: str = "", *, affected_sop_class: str | None = None,
-              affected_sop_instance: str | None = None) -> StoreOutcome:
-        """Archive one instance; returns after commit, raises :class:`ArchiveError` with the status."""
+              affected_sop_instance: str | None = None, encoded: EncodedDataSet | None = None) -> StoreOutcome:
+        """Archive one instance; returns after commit, raises :class:`ArchiveError` with the status.
+
+        ``encoded`` (the bytes as received) lets ingest refuse a stream that ends inside an element.
+        """
         return ingest(ds, settings=self.settings, database=self.database, encoder=self.codecs.encoder,
                       calling_aet=calling_aet, affected_sop_class=affected_sop_class,
-                      affected_sop_instance=affected_sop_instance)
+                      affected_sop_instance=affected_sop_instance, encoded=encoded)
 
     def find(self, query_model: str, identifier: Dataset) -> Iterator[Dataset]:
         """C-FIND matches at the identifier's Query/Retrieve Level (``query_model`` "P" or "S").
