@@ -26,6 +26,7 @@ from pynetdicom.sop_class import (
 )
 
 from pacs_cae.archive.errors import ArchiveError, OutOfResources
+from pacs_cae.archive.ingest import validate
 from pacs_cae.config import Remote, Settings
 from pacs_cae.net.handlers import ArchiveHandlers
 from pacs_cae.net.server import ArchiveServer
@@ -38,7 +39,7 @@ def _mr(uid: str | None = None) -> Dataset:
     ds.SOPClassUID = MRImageStorage
     ds.SOPInstanceUID = uid or generate_uid()
     ds.PatientID = "P1"
-    ds.StudyInstanceUID = "1.2.3"
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = "1.2.3", "1.2.3.4"
     return ds
 
 
@@ -59,9 +60,11 @@ class FakeArchive:
         self.fail_store: Exception | None = None
         self.broken: set[str] = set()
 
-    def store(self, ds: Dataset, calling_aet: str = "", **affected: str | None) -> None:
+    def store(self, ds: Dataset, calling_aet: str = "", *, affected_sop_class: str | None = None,
+              affected_sop_instance: str | None = None, encoded: object = None) -> None:
         if self.fail_store is not None:
             raise self.fail_store
+        validate(ds, affected_sop_class, affected_sop_instance)  # the archive's own check, as in Archive.store
         self.stored[ds.SOPInstanceUID] = ds
 
     def find(self, query_model: str, identifier: Dataset) -> Iterator[Dataset]:
@@ -140,7 +143,8 @@ def test_store_mismatched_sop_class_or_instance_is_a900() -> None:
     def event(affected_class: str, affected_instance: str) -> SimpleNamespace:
         request = SimpleNamespace(AffectedSOPClassUID=affected_class, AffectedSOPInstanceUID=affected_instance)
         return SimpleNamespace(request=request, dataset=ds, file_meta=ds.file_meta,
-                               assoc=SimpleNamespace(requestor=requestor))
+                               assoc=SimpleNamespace(requestor=requestor),
+                               context=SimpleNamespace(transfer_syntax=ExplicitVRLittleEndian))
 
     assert handlers.on_store(event(CTImageStorage, ds.SOPInstanceUID)) == 0xA900
     assert handlers.on_store(event(MRImageStorage, generate_uid())) == 0xA900
