@@ -158,7 +158,7 @@ def test_find_yields_one_pending_per_match(served) -> None:
     for uid in [generate_uid() for _ in range(3)]:
         archive.stored[uid] = _mr(uid)
     ae = _scu(PatientRootQueryRetrieveInformationModelFind)
-    assoc = ae.associate("127.0.0.1", port)
+    assoc = ae.associate("127.0.0.1", port, ae_title="PACSCAE")
     try:
         query = Dataset()
         query.QueryRetrieveLevel = "IMAGE"
@@ -182,7 +182,7 @@ def test_get_counts_a_broken_instance_as_failed(served) -> None:
         return 0x0000
 
     ae = _scu(StudyRootQueryRetrieveInformationModelGet, MRImageStorage)
-    assoc = ae.associate("127.0.0.1", port, ext_neg=[build_role(MRImageStorage, scp_role=True)],
+    assoc = ae.associate("127.0.0.1", port, ae_title="PACSCAE", ext_neg=[build_role(MRImageStorage, scp_role=True)],
                          evt_handlers=[(evt.EVT_C_STORE, on_store)])
     try:
         query = Dataset()
@@ -204,7 +204,7 @@ def test_move_to_unknown_destination_is_a801(served) -> None:
     uid = generate_uid()
     archive.stored[uid] = _mr(uid)
     ae = _scu(StudyRootQueryRetrieveInformationModelMove)
-    assoc = ae.associate("127.0.0.1", port)
+    assoc = ae.associate("127.0.0.1", port, ae_title="PACSCAE")
     try:
         query = Dataset()
         query.QueryRetrieveLevel = "STUDY"
@@ -234,7 +234,7 @@ def test_move_to_configured_remote_delivers(served) -> None:
     settings.remotes["DEST"] = Remote("127.0.0.1", dest_port)
     try:
         ae = _scu(StudyRootQueryRetrieveInformationModelMove)
-        assoc = ae.associate("127.0.0.1", port)
+        assoc = ae.associate("127.0.0.1", port, ae_title="PACSCAE")
         query = Dataset()
         query.QueryRetrieveLevel = "STUDY"
         query.StudyInstanceUID = "1.2.3"
@@ -254,9 +254,9 @@ def test_calling_aet_not_allowed_is_rejected() -> None:
     server = ArchiveServer(settings, FakeArchive())
     _, port = server.start()
     try:
-        stranger = _scu(Verification, calling="STRANGER").associate("127.0.0.1", port)
+        stranger = _scu(Verification, calling="STRANGER").associate("127.0.0.1", port, ae_title="PACSCAE")
         assert stranger.is_rejected
-        friend = _scu(Verification, calling="FRIEND").associate("127.0.0.1", port)
+        friend = _scu(Verification, calling="FRIEND").associate("127.0.0.1", port, ae_title="PACSCAE")
         assert friend.is_established
         friend.release()
     finally:
@@ -269,7 +269,7 @@ def test_accepted_socket_has_tcp_nodelay() -> None:
     server = ArchiveServer(settings, FakeArchive())
     _, port = server.start()
     try:
-        assoc = _scu(Verification).associate("127.0.0.1", port)
+        assoc = _scu(Verification).associate("127.0.0.1", port, ae_title="PACSCAE")
         assert assoc.is_established
         accepted = server._server.active_associations
         assert accepted, "the server should hold the association"
@@ -288,13 +288,13 @@ def test_stop_lets_an_open_association_finish() -> None:
     settings.server.host, settings.server.port = "127.0.0.1", 0
     server = ArchiveServer(settings, FakeArchive())
     _, port = server.start()
-    assoc = _scu(Verification).associate("127.0.0.1", port)
+    assoc = _scu(Verification).associate("127.0.0.1", port, ae_title="PACSCAE")
     assert assoc.is_established
     stopper = threading.Thread(target=server.stop, kwargs={"grace_s": 20})
     stopper.start()
 
     def accepts() -> bool:
-        probe = _scu(Verification).associate("127.0.0.1", port)
+        probe = _scu(Verification).associate("127.0.0.1", port, ae_title="PACSCAE")
         if probe.is_established:
             probe.release()
             return True
@@ -324,7 +324,7 @@ def test_find_honours_c_cancel(served) -> None:
 
     archive.find = find  # type: ignore[method-assign]
     ae = _scu(PatientRootQueryRetrieveInformationModelFind)
-    assoc = ae.associate("127.0.0.1", port)
+    assoc = ae.associate("127.0.0.1", port, ae_title="PACSCAE")
     try:
         query = Dataset()
         query.QueryRetrieveLevel = "IMAGE"
@@ -353,7 +353,7 @@ def test_move_all_refused_by_destination_is_a702(served) -> None:
                                     evt_handlers=[(evt.EVT_C_STORE, lambda event: 0xA700)])
     settings.remotes["FULLDISK"] = Remote("127.0.0.1", dest_port)
     try:
-        assoc = _scu(StudyRootQueryRetrieveInformationModelMove).associate("127.0.0.1", port)
+        assoc = _scu(StudyRootQueryRetrieveInformationModelMove).associate("127.0.0.1", port, ae_title="PACSCAE")
         query = Dataset()
         query.QueryRetrieveLevel = "STUDY"
         query.StudyInstanceUID = "1.2.3"
