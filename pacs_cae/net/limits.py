@@ -70,7 +70,7 @@ class Limits:
 
 
 class PduTooLong(Exception):
-    """The peer broke a PDU or buffering bound; the association is aborted."""
+    """The peer broke a PDU or buffering bound, or sent a malformed P-DATA-TF PDU; the association is aborted."""
 
 
 class PduLimitedSocket(AssociationSocket):
@@ -117,11 +117,20 @@ class PduLimitedSocket(AssociationSocket):
             raise PduTooLong(f"PDU type 0x{pdu_type:02X} of {length} bytes (at most {MAX_CONTROL_PDU})")
 
     def _count_pdvs(self, body: bytearray) -> None:
-        """Add each presentation data value to the message being assembled; reset on its last fragment."""
+        """Add each presentation data value to the message being assembled; reset on its last fragment.
+
+        A body that is not a whole sequence of PDV items is garbage: it is refused here, before pynetdicom
+        would try to decode it.
+        """
         offset = 0
-        while offset + _PDV_HEADER.size <= len(body):
+        while offset < len(body):
+            if offset + _PDV_HEADER.size > len(body):
+                raise PduTooLong(f"malformed P-DATA-TF PDU: {len(body) - offset} stray bytes after the last PDV")
             item_length, _context, control = _PDV_HEADER.unpack_from(body, offset)
-            size = max(0, item_length - 2)
+            if item_length < 2 or offset + 4 + item_length > len(body):
+                raise PduTooLong(f"malformed P-DATA-TF PDU: a PDV item of {item_length} bytes in "
+                                 f"{len(body) - offset - 4} remaining")
+            size = item_length - 2
             if control & 0x01:  # command fragment
                 self._command_bytes += size
                 if self._command_bytes > MAX_COMMAND_BYTES:
@@ -135,7 +144,7 @@ class PduLimitedSocket(AssociationSocket):
                                      "(server.max_dataset_bytes)")
                 if control & 0x02:
                     self._dataset_bytes = 0
-            offset += 4 + item_length  # a malformed item is pynetdicom's to refuse (it aborts)
+            offset += 4 + item_length
 
     def _abort(self, reason: str) -> bytearray:
         """Send an A-ABORT, close, and hand the DUL a short read (it then ends the association)."""
