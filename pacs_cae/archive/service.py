@@ -43,10 +43,15 @@ class ArchiveCodecs:
         self.encoder = encoder
 
     @classmethod
-    def from_settings(cls, codec: CodecSettings) -> ArchiveCodecs:
-        """Load ``codec.model`` (raises ``UnknownModelError`` if it is missing) and start its batcher."""
+    def from_settings(cls, codec: CodecSettings, *, decode_only: bool = False) -> ArchiveCodecs:
+        """Load ``codec.model`` (raises ``UnknownModelError`` if it is missing) and start its batcher.
+
+        ``decode_only``: no encoder at all (``verify``): blobs name their model, loaded when first decoded.
+        """
         registry = CodecRegistry(codec.models_dir, codec.device, codec.brotli_quality,
                                  max_batch=codec.batch_size)
+        if decode_only:
+            return cls(registry, None)
         if codec.model.strip().lower() in NO_MODEL:
             LOG.warning("codec.model is %r: every instance is stored losslessly", codec.model)
             return cls(registry, None)
@@ -89,11 +94,14 @@ class Archive:
         self.codecs = codecs
 
     @classmethod
-    def open(cls, settings: Settings) -> Archive:
-        """Connect (upgrading an embedded SQLite, refusing an out-of-date server), load the codec."""
+    def open(cls, settings: Settings, *, decode_only: bool = False) -> Archive:
+        """Connect (upgrading an embedded SQLite, refusing an out-of-date server), load the codec.
+
+        ``decode_only``: for read-only checks; the configured model is not loaded (it may be missing).
+        """
         database = ensure_schema(settings)
         try:
-            codecs = ArchiveCodecs.from_settings(settings.codec)
+            codecs = ArchiveCodecs.from_settings(settings.codec, decode_only=decode_only)
         except Exception:
             database.dispose()
             raise
