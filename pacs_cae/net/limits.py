@@ -170,9 +170,13 @@ class PduLimitedSocket(AssociationSocket):
 
 @dataclass
 class _Pending:
-    assoc: Association
+    sock: socket.socket
     address: str
     since: float = field(default_factory=time.monotonic)
+
+    @property
+    def closed(self) -> bool:
+        return self.sock.fileno() == -1
 
 
 class GuardedAssociationServer(ThreadedAssociationServer):
@@ -183,34 +187,35 @@ class GuardedAssociationServer(ThreadedAssociationServer):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._lock = threading.Lock()
-        self._pending: list[_Pending] = []
+        self._pending: list[_Pending] = []  # in accept order, oldest first
         self._admitted: dict[int, str] = {}  # id(assoc) -> peer address
         self.daemon_threads = True  # a connection still in its handshake must not hold up shutdown()
 
-    # -- connections that have not asked for an association yet ----------------------------------------
-    def connection_opened(self, assoc: Association, address: str) -> None:
-        """Track a new connection; close the oldest pending ones beyond the limits."""
+    def process_request(self, request: Any, client_address: Any) -> None:
+        """Track the accepted connection (in accept order) before its thread starts; close the oldest beyond
+        the pending limits."""
         evict: list[_Pending] = []
+        address = str(client_address[0])
         with self._lock:
-            self._pending = [p for p in self._pending if p.assoc.is_alive() or p.assoc is assoc]
-            self._pending.append(_Pending(assoc, address))
+            self._pending = [p for p in self._pending if not p.closed]
+            self._pending.append(_Pending(request, address))
             same = [p for p in self._pending if p.address == address]
-            while len(same) > self.limits.max_pending_per_address:
-                evict.append(same.pop(0))
+            evict += same[:max(0, len(same) - self.limits.max_pending_per_address)]
             rest = [p for p in self._pending if p not in evict]
-            while len(rest) > self.limits.max_pending_connections:
-                evict.append(rest.pop(0))
+            evict += rest[:max(0, len(rest) - self.limits.max_pending_connections)]
             self._pending = [p for p in self._pending if p not in evict]
         for pending in evict:
             LOG.warning("closing idle connection from %s (no association request after %.1f s; "
                         "pending-connection limit)", pending.address, time.monotonic() - pending.since)
-            _close(pending.assoc)
+            _shutdown(pending.sock)
+        super().process_request(request, client_address)
 
     def admit(self, assoc: Association) -> tuple[int, int, int] | None:
         """At A-ASSOCIATE-RQ: None to go on negotiating, else the (result, source, reason) to reject with."""
         address = str(assoc.requestor.address)
+        raw = getattr(assoc.dul.socket, "socket", None)
         with self._lock:
-            self._pending = [p for p in self._pending if p.assoc is not assoc]
+            self._pending = [p for p in self._pending if p.sock is not raw and not p.closed]
             live = {id(a) for a in self.active_associations}
             self._admitted = {k: v for k, v in self._admitted.items() if k in live}
             if len(self._admitted) >= self.limits.max_associations:
@@ -224,7 +229,6 @@ class GuardedAssociationServer(ThreadedAssociationServer):
         """The connection closed: its slot is free again."""
         with self._lock:
             self._admitted.pop(id(assoc), None)
-            self._pending = [p for p in self._pending if p.assoc is not assoc]
 
     @property
     def admitted(self) -> int:
@@ -233,19 +237,18 @@ class GuardedAssociationServer(ThreadedAssociationServer):
             return len(self._admitted)
 
 
-def _close(assoc: Association) -> None:
-    """Shut a pending connection's socket; its DUL sees the close, its thread ends at the request timeout."""
-    raw = getattr(assoc.dul.socket, "socket", None)
-    if raw is None:
+def _shutdown(sock: socket.socket | None) -> None:
+    """Shut a connection down; its DUL sees the close, its thread ends at the request timeout at the latest."""
+    if sock is None:
         return
     try:
-        raw.shutdown(socket.SHUT_RDWR)
+        sock.shutdown(socket.SHUT_RDWR)
     except OSError:
         pass
 
 
 class GuardedRequestHandler(RequestHandler):
-    """pynetdicom's connection handler, with the PDU-limited socket and pending-connection tracking."""
+    """pynetdicom's connection handler, with the PDU-limited socket and a read timeout."""
 
     server: GuardedAssociationServer
 
@@ -259,7 +262,6 @@ class GuardedRequestHandler(RequestHandler):
         raw = getattr(limited, "socket", None)
         if raw is not None:  # a peer that stalls inside a PDU must not block its reader forever
             raw.settimeout(self.server.limits.idle_timeout_s)
-        self.server.connection_opened(assoc, str(self.client_address[0]))
         return assoc
 
 
@@ -297,7 +299,16 @@ def on_connection_closed(event: Event) -> None:
 LIMIT_HANDLERS = [(evt.EVT_REQUESTED, on_requested), (evt.EVT_CONN_CLOSE, on_connection_closed)]
 
 
+def close_connection(assoc: Association) -> None:
+    """End an association that may not be established yet (``abort()`` is only valid once it is)."""
+    if assoc.is_established:
+        assoc.abort()
+    else:
+        _shutdown(getattr(assoc.dul.socket, "socket", None))
+
+
 __all__ = [
+    "close_connection",
     "GuardedAssociationServer",
     "GuardedRequestHandler",
     "LIMIT_HANDLERS",

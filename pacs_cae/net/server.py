@@ -17,7 +17,13 @@ from pynetdicom.utils import make_target
 from pacs_cae.config import Settings
 from pacs_cae.net.ae import build_ae
 from pacs_cae.net.handlers import ArchiveHandlers, ArchiveLike
-from pacs_cae.net.limits import LIMIT_HANDLERS, GuardedAssociationServer, GuardedRequestHandler, Limits
+from pacs_cae.net.limits import (
+    LIMIT_HANDLERS,
+    GuardedAssociationServer,
+    GuardedRequestHandler,
+    Limits,
+    close_connection,
+)
 from pacs_cae.net.tls import TlsRequestHandler, server_context
 
 LOG = logging.getLogger(__name__)
@@ -70,6 +76,9 @@ class ArchiveServer:
         if self._server is None:
             return
         open_assocs = list(self._server.active_associations)
+        for assoc in open_assocs:  # connections that never asked for an association have nothing to finish
+            if not assoc.is_established:
+                close_connection(assoc)
         self._server.shutdown()  # closes the listening socket; accepted associations keep running
         self._server = None
         if open_assocs:
@@ -79,8 +88,10 @@ class ArchiveServer:
             assoc.join(max(0.0, deadline - time.monotonic()))
         for assoc in open_assocs:
             if assoc.is_alive():
-                LOG.warning("aborting association with %s after %.0f s grace", assoc.requestor.ae_title, grace_s)
-                assoc.abort()
+                if assoc.is_established:
+                    LOG.warning("aborting association with %s after %.0f s grace", assoc.requestor.ae_title,
+                                grace_s)
+                close_connection(assoc)
         self.ae.shutdown()
 
 
