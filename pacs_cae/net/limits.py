@@ -34,6 +34,7 @@ from pynetdicom.events import Event
 from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAssociationServer
 
 from pacs_cae.config import ServerSettings
+from pacs_cae.net.interop import PeerFriendlyDimse
 
 LOG = logging.getLogger(__name__)
 
@@ -248,7 +249,7 @@ def _shutdown(sock: socket.socket | None) -> None:
 
 
 class GuardedRequestHandler(RequestHandler):
-    """pynetdicom's connection handler, with the PDU-limited socket and a read timeout."""
+    """pynetdicom's connection handler: PDU-limited socket, read timeout, peer-friendly DIMSE responses."""
 
     server: GuardedAssociationServer
 
@@ -262,6 +263,7 @@ class GuardedRequestHandler(RequestHandler):
         raw = getattr(limited, "socket", None)
         if raw is not None:  # a peer that stalls inside a PDU must not block its reader forever
             raw.settimeout(self.server.limits.idle_timeout_s)
+        assoc.dimse.__class__ = PeerFriendlyDimse  # likewise built in Association.__init__; see net/interop.py
         return assoc
 
 

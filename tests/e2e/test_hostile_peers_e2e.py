@@ -393,3 +393,18 @@ def test_a_c_get_with_the_storage_role_still_works(served: Served, tmp_path: Pat
                 if status]
     assoc.release()
     assert statuses[-1] == 0x0000 and received == [ds.SOPInstanceUID]
+
+
+# -- 9. DCMTK getscu after a failed C-GET ---------------------------------------------------------------
+@pytest.mark.parametrize("keys", [
+    pytest.param({"QueryRetrieveLevel": "STUDY"}, id="no StudyInstanceUID"),
+    pytest.param({"QueryRetrieveLevel": "FOO", "StudyInstanceUID": "1.2"}, id="bad level"),
+])
+def test_getscu_ends_cleanly_after_a_refused_c_get(served: Served, tmp_path: Path, keys: dict[str, str]) -> None:
+    """The refusal reaches getscu and it releases normally (no "Association Release Failed")."""
+    result = dcmtk.run("getscu", ["-v", "-aec", AE_TITLE, "-aet", "E2ESCU", "-S", "-od", str(tmp_path),
+                                  *dcmtk.keys(keys), "127.0.0.1", str(served.port)], check=False)
+    output = result.stdout + result.stderr
+    assert "DataSetDoesNotMatchSOPClass" in output, output
+    assert "Release Failed" not in output and "Aborting Association" not in output, output
+    assert result.returncode == 0, output
