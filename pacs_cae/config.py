@@ -319,8 +319,8 @@ def _validate(s: Settings) -> None:
         (s.server.max_dataset_bytes >= s.server.max_pdu_size,
          "server.max_dataset_bytes must be >= server.max_pdu_size"),
         (set(s.server.patient_identity_attributes) <= set(PATIENT_IDENTITY_ATTRIBUTES),
-         f"server.patient_identity_attributes must be among {PATIENT_IDENTITY_ATTRIBUTES}, "
-         f"got {s.server.patient_identity_attributes}"),
+         (f"server.patient_identity_attributes must be among {PATIENT_IDENTITY_ATTRIBUTES}, "
+          f"got {s.server.patient_identity_attributes}")),
         (s.codec.lossy_uid in LOSSY_UID_MODES,
          f"codec.lossy_uid must be one of {LOSSY_UID_MODES}, got {s.codec.lossy_uid!r}"),
         (s.codec.device in ("auto", "cpu", "cuda") or s.codec.device.startswith("cuda:"),

@@ -27,7 +27,7 @@ def verify(
     # model then shows up as failed instances in the report, not as a traceback).
     try:
         archive = Archive.open(settings, decode_only=True)
-    except Exception as exc:  # schema out of date, database unreachable, ...
+    except Exception as exc:  # noqa: BLE001 - schema out of date, database unreachable: one line, no traceback
         typer.echo(f"pacs-cae verify: cannot open the archive: {exc}", err=True)
         raise typer.Exit(2) from None
     with archive:

@@ -162,7 +162,7 @@ def pixel_data_problem(ds: Dataset) -> str | None:
     try:
         encapsulated = received_transfer_syntax(ds).is_encapsulated
         actual = len(ds.PixelData)
-    except Exception as exc:  # an unparsable value is as bad as a short one
+    except Exception as exc:  # noqa: BLE001 - an unparsable value is as bad as a short one
         return f"Pixel Data cannot be read: {exc}"
     if encapsulated:
         return None if actual else "encapsulated Pixel Data is empty"

@@ -43,7 +43,7 @@ class PeerFriendlyDimse(DIMSEServiceProvider):
             syntax = self.assoc._accepted_cx[context_id].transfer_syntax[0]
             identifier = decode(io.BytesIO(stream.getvalue()), syntax.is_implicit_VR, syntax.is_little_endian,
                                 syntax.is_deflated)
-        except Exception:  # not ours to judge: send what pynetdicom built
+        except Exception:  # noqa: BLE001 - not ours to judge: send what pynetdicom built
             return False
         return list(identifier.keys()) == [0x00080058] and not identifier.FailedSOPInstanceUIDList
 

@@ -282,7 +282,7 @@ def on_requested(event: Event) -> None:
         why = "association limit reached (server.max_associations / max_associations_per_address)"
     if reject is None:
         return
-    LOG.warning("rejecting association from %s (%s:%s): %s", str(request.calling_ae_title).strip(),
+    LOG.warning("rejecting association from %s (%s:%s): %s", str(getattr(request, "calling_ae_title", "")).strip(),
                 assoc.requestor.address, assoc.requestor.port, why)
     assoc.acse.send_reject(*reject)
     assoc.is_rejected = True
@@ -310,12 +310,12 @@ def close_connection(assoc: Association) -> None:
 
 
 __all__ = [
-    "close_connection",
+    "LIMIT_HANDLERS",
+    "MAX_CONTROL_PDU",
     "GuardedAssociationServer",
     "GuardedRequestHandler",
-    "LIMIT_HANDLERS",
     "Limits",
-    "MAX_CONTROL_PDU",
     "PduLimitedSocket",
+    "close_connection",
     "on_requested",
 ]

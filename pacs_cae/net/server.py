@@ -61,6 +61,7 @@ class ArchiveServer:
         server = self.ae.make_server(address, ssl_context=self.ssl_context,
                                      evt_handlers=[*LIMIT_HANDLERS, *self.handlers.bindings()],
                                      server_class=GuardedAssociationServer, request_handler=handler)
+        assert isinstance(server, GuardedAssociationServer)
         server.limits = Limits.from_settings(self.settings.server)
         # What AE.start_server(block=False) does, which cannot take our classes: register, serve in a thread.
         self.ae._servers.append(server)

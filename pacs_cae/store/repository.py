@@ -203,7 +203,7 @@ def _series_for(session: Session, record: InstanceRecord, identity_fields: tuple
             patient = session.scalars(
                 select(Patient).where(Patient.patient_id == record.patient_id, Patient.issuer == record.issuer)
             ).one_or_none()
-            conflict = patient and identity_conflict(patient, record, identity_fields)
+            conflict = identity_conflict(patient, record, identity_fields) if patient is not None else None
             if conflict:
                 raise HierarchyConflict("patient-conflict", f"new study {record.study_instance_uid}: {conflict}")
         if patient is None:

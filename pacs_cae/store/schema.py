@@ -17,9 +17,9 @@ from sqlalchemy import (
     Index,
     Integer,
     LargeBinary,
-    text,
     MetaData,
     String,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -211,14 +211,14 @@ class IngestRejection(Base):
 
 
 __all__ = [
+    "NAMING_CONVENTION",
+    "STORAGE_KINDS",
     "Base",
-    "IngestRejection",
     "CodecModel",
+    "IngestRejection",
     "Instance",
     "InstanceBlob",
-    "NAMING_CONVENTION",
     "Patient",
-    "STORAGE_KINDS",
     "Series",
     "Study",
     "utcnow",

@@ -33,9 +33,9 @@ _ROOT = Path(__file__).resolve().parents[2]
 if str(_ROOT) not in sys.path:
     sys.path.insert(0, str(_ROOT))
 
-from tests.archive.factories import make_mr_series  # noqa: E402
-from tests.e2e import dcmtk  # noqa: E402
-from tests.e2e.server_process import (  # noqa: E402
+from tests.archive.factories import make_mr_series
+from tests.e2e import dcmtk
+from tests.e2e.server_process import (
     AE_TITLE,
     ServerProcess,
     clean_environment,
@@ -61,7 +61,8 @@ class Served:
 
     def stats(self) -> dict:
         out = subprocess.run([*pacs_cae_command(), "stats", "--json", "--config", str(self.server.config)],
-                             cwd=self.work, capture_output=True, text=True, timeout=120, env=clean_environment())
+                             cwd=self.work, capture_output=True, text=True, timeout=120, env=clean_environment(),
+                             check=False)
         assert out.returncode == 0, out.stderr
         return json.loads(out.stdout)
 
@@ -78,7 +79,7 @@ def served(module_database_url: str, tmp_path_factory: pytest.TempPathFactory) -
                           server={"replace_calling_aets": [TRUSTED]})
     if not module_database_url.startswith("sqlite"):
         upgrade = subprocess.run([*pacs_cae_command(), "db", "upgrade", "--config", str(config)], cwd=work,
-                                 capture_output=True, text=True, timeout=180, env=clean_environment())
+                                 capture_output=True, text=True, timeout=180, env=clean_environment(), check=False)
         assert upgrade.returncode == 0, upgrade.stdout + upgrade.stderr
     server = start_server(work, config, port)
     try:

@@ -143,19 +143,17 @@ def test_configured_identity_attributes_are_compared(database):
     store(database, dataset("1.9.1.1.1", PatientBirthDate="19700101"))
     other_name = dataset("1.9.1.1.2", PatientName="Someone^Else")
     store(database, other_name)  # by default Patient ID + issuer decide
-    with pytest.raises(HierarchyConflict, match="patient_name"):
-        with database.session() as session:
-            upsert_instance(session, InstanceRecord.from_dataset(dataset("1.9.1.1.3", PatientName="Someone^Else")),
-                            b"m", b"p", identity_attributes=["PatientName"])
+    with pytest.raises(HierarchyConflict, match="patient_name"), database.session() as session:
+        upsert_instance(session, InstanceRecord.from_dataset(dataset("1.9.1.1.3", PatientName="Someone^Else")),
+                        b"m", b"p", identity_attributes=["PatientName"])
     same = dataset("1.9.1.1.4", PatientName="TEST^PATIENT^^")  # case and empty components do not matter
     with database.session() as session:
         assert upsert_instance(session, InstanceRecord.from_dataset(same), b"m", b"p",
                                identity_attributes=["PatientName", "PatientBirthDate"]) == "stored"
-    with pytest.raises(HierarchyConflict, match="birth_date"):  # also for a new study of that patient
-        with database.session() as session:
-            upsert_instance(session, InstanceRecord.from_dataset(
-                dataset("1.9.2.1.1", study="1.9.2", series="1.9.2.1", PatientBirthDate="19800101")),
-                b"m", b"p", identity_attributes=["PatientBirthDate"])
+    with pytest.raises(HierarchyConflict, match="birth_date"), database.session() as session:  # a new study too
+        upsert_instance(session, InstanceRecord.from_dataset(
+            dataset("1.9.2.1.1", study="1.9.2", series="1.9.2.1", PatientBirthDate="19800101")),
+            b"m", b"p", identity_attributes=["PatientBirthDate"])
 
 
 def test_patients_without_an_id_are_never_merged(database):
