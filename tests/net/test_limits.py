@@ -125,3 +125,27 @@ def test_a_silent_association_loses_its_slot_after_the_idle_timeout(make_server)
     again = _associate(port)
     assert again.is_established
     again.release()
+
+
+def test_a_data_set_larger_than_max_dataset_bytes_is_aborted(make_server) -> None:  # type: ignore[no-untyped-def]
+    from pynetdicom.sop_class import MRImageStorage
+
+    from tests.archive.factories import make_mr_series
+
+    port = make_server(max_dataset_bytes=64 * 1024)
+    ae = AE(ae_title="LIMITS")
+    ae.add_requested_context(MRImageStorage)
+    small = make_mr_series(1, 64, 64, 12)[0]  # 8 KiB of pixels
+    large = make_mr_series(1, 256, 256, 12)[0]  # 128 KiB
+    assoc = ae.associate("127.0.0.1", port, ae_title="PACSCAE")
+    assert assoc.is_established
+    assert assoc.send_c_store(small).Status == 0x0000
+    status = assoc.send_c_store(large)
+    assert "Status" not in status  # no response: the server aborted the association
+    deadline = time.monotonic() + 10
+    while not assoc.is_aborted and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert assoc.is_aborted
+    again = ae.associate("127.0.0.1", port, ae_title="PACSCAE")  # and keeps serving
+    assert again.is_established
+    again.release()
