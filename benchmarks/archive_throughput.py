@@ -4,7 +4,8 @@ For each configuration a fresh server and database: storescu of a generated 512x
 slices by default), an IMAGE-level findscu, a STUDY-level getscu and a STUDY-level movescu to a local
 storescp. The table gives images/s and, because this machine is noisy, the ratio of each time to the
 lossless reference measured in the same run (the archive with ``codec.model = "none"``: same server, same
-database, no CAE). It ends with what `pacs-cae stats` says each configuration stored.
+database, no CAE); then the server's resident memory (RSS after start, peak = VmHWM over the whole run, at
+the end); and what `pacs-cae stats` says each configuration stored.
 
     python benchmarks/archive_throughput.py [--slices 60] [--model cae-paper] [--configs lossless,cae,cae+gate]
         [--min-psnr-db 20] [--database-url URL] [--device auto]
@@ -59,8 +60,15 @@ def _timed(fn: Callable[[], object]) -> float:
     return time.perf_counter() - start
 
 
-def run_one(work: Path, files: list[str], study: str, series_uid: str, codec: dict, url: str | None) -> tuple[dict, dict]:
-    """Seconds per operation and the stats figures, for one fresh server."""
+def memory_mb(pid: int) -> dict[str, float]:
+    """The process's resident set now and its peak so far (Linux /proc), in MB."""
+    fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
+    return {"rss": int(fields["VmRSS"].split()[0]) / 1024, "peak": int(fields["VmHWM"].split()[0]) / 1024}
+
+
+def run_one(work: Path, files: list[str], study: str, series_uid: str, codec: dict,
+            url: str | None) -> tuple[dict, dict, dict]:
+    """Seconds per operation, the stats figures and the server's memory (MB), for one fresh server."""
     work.mkdir(parents=True)
     port, move_port = free_port(), free_port()
     url = url or f"sqlite:///{work / 'archive.db'}"
@@ -71,6 +79,7 @@ def run_one(work: Path, files: list[str], study: str, series_uid: str, codec: di
     n = len(files)
     seconds: dict[str, float] = {}
     server = start_server(work, config, port)
+    memory = {"start": memory_mb(server.proc.pid)["rss"]}
     try:
         base, where = ["-aec", "PACSCAE", "-aet", "BENCHSCU"], ["127.0.0.1", str(port)]
         study_keys = dcmtk.keys({"QueryRetrieveLevel": "STUDY", "StudyInstanceUID": study})
@@ -97,9 +106,11 @@ def run_one(work: Path, files: list[str], study: str, series_uid: str, codec: di
         assert len(list((work / "move").iterdir())) == n
         stats = subprocess.run([*pacs_cae_command(), "stats", "--json", "--config", str(config)], cwd=work,
                                capture_output=True, text=True, check=True, env=clean_environment())
+        now = memory_mb(server.proc.pid)
+        memory.update(peak=now["peak"], end=now["rss"])
     finally:
         server.stop(signal.SIGTERM)
-    return seconds, json.loads(stats.stdout)
+    return seconds, json.loads(stats.stdout), memory
 
 
 def main() -> int:
@@ -127,7 +138,7 @@ def main() -> int:
         for ds, eval_slice in zip(series, slices):
             set_pixels(ds, eval_slice.pixels, bits_stored=12, signed=False)
         source = args.volume.name
-    results: dict[str, tuple[dict, dict]] = {}
+    results: dict[str, tuple[dict, dict, dict]] = {}
     with tempfile.TemporaryDirectory(prefix="pacs-cae-bench-") as tmp:
         files = []
         (Path(tmp) / "in").mkdir()
@@ -146,11 +157,16 @@ def main() -> int:
           f"database {db}; x = time / lossless reference time in this run")
     print(f"{'configuration':<10} " + " ".join(f"{op + ' img/s':>13} {'x':>5}" for op in OPERATIONS))
     reference = results["lossless"][0]
-    for name, (seconds, _) in results.items():
+    for name, (seconds, _, _) in results.items():
         cells = [f"{n / seconds[op]:>13.1f} {seconds[op] / reference[op]:>5.2f}" for op in OPERATIONS]
         print(f"{name:<10} " + " ".join(cells))
+    print(f"\n{'configuration':<10} {'RSS start MB':>12} {'peak MB':>9} {'x':>5} {'end MB':>8}")
+    peak_reference = results["lossless"][2]["peak"]
+    for name, (_, _, memory) in results.items():
+        print(f"{name:<10} {memory['start']:>12.0f} {memory['peak']:>9.0f} {memory['peak'] / peak_reference:>5.2f} "
+              f"{memory['end']:>8.0f}")
     print(f"\n{'configuration':<10} {'stored as':<28} {'original MB':>11} {'stored MB':>10} {'ratio':>7}")
-    for name, (_, stats) in results.items():
+    for name, (_, stats, _) in results.items():
         storage = ", ".join(f"{g['storage']}:{g['instances']}" for g in stats["by_storage"])
         print(f"{name:<10} {storage:<28} {stats['original_bytes'] / 1e6:>11.2f} "
               f"{stats['stored_bytes'] / 1e6:>10.2f} {stats['ratio'] or 0:>7.2f}")

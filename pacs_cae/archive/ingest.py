@@ -21,6 +21,7 @@ Pixel paths:
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 from dataclasses import dataclass
@@ -30,9 +31,10 @@ import numpy as np
 from pydicom.dataset import Dataset
 from sqlalchemy.exc import SQLAlchemyError
 
-from pacs_cae.archive.errors import CannotUnderstand, DataSetMismatch, OutOfResources
+from pacs_cae.archive.errors import ArchiveError, CannotUnderstand, DataSetMismatch, OutOfResources
 from pacs_cae.codec.lossless import PixelLayout, encode_lossless
 from pacs_cae.config import Settings
+from pacs_cae.dicom.integrity import EncodedDataSet, encoding_problem, pixel_data_problem
 from pacs_cae.dicom.metadata import encode_metadata, received_transfer_syntax
 from pacs_cae.dicom.pixels import extract_frames
 from pacs_cae.dicom.policy import check_eligibility
@@ -40,13 +42,32 @@ from pacs_cae.dicom.rebuild import served_sop_instance_uid
 from pacs_cae.dicom.uids import derive_lossy_uid
 from pacs_cae.store.db import Database
 from pacs_cae.store.record import InstanceRecord, InvalidRecord
-from pacs_cae.store.repository import QUALITY_GATE_REASON, upsert_instance
+from pacs_cae.store.rejections import count_rejection
+from pacs_cae.store.repository import QUALITY_GATE_REASON, HierarchyConflict, upsert_instance
 
 LOG = logging.getLogger(__name__)
 
-#: CannotUnderstand sub-codes (PS3.4 leaves the low 12 bits of 0xCxxx to the implementation).
+#: CannotUnderstand sub-codes (PS3.4 B.2.3 leaves the low 12 bits of 0xCxxx to the implementation). All are
+#: failures a re-send cannot cure, unlike 0xA7xx "out of resources", which invites a retry.
 STATUS_MISSING_ATTRIBUTE = 0xC001
 STATUS_UNENCODABLE = 0xC002
+STATUS_INCOMPLETE = 0xC003  # the stream ends inside an element, or Pixel Data does not fit the image attributes
+STATUS_PATIENT_CONFLICT = 0xC004  # the study is stored under another patient identity
+STATUS_HIERARCHY_CONFLICT = 0xC005  # the series (or SOP instance) is stored under another study (or series)
+#: Warning "Coercion of Data Elements" (PS3.4 B.2.3): a re-send with other content was not stored; what the
+#: archive holds (the first copy) differs from what the SCU sent.
+STATUS_KEPT_FIRST = 0xB000
+
+#: The ``pacs-cae stats`` counter each refusal is counted under.
+REJECTION_REASONS = {
+    STATUS_MISSING_ATTRIBUTE: "missing-attribute",
+    STATUS_UNENCODABLE: "unencodable",
+    STATUS_INCOMPLETE: "incomplete",
+    STATUS_PATIENT_CONFLICT: "patient-conflict",
+    STATUS_HIERARCHY_CONFLICT: "hierarchy-conflict",
+    0xA900: "sop-mismatch",
+}
+KEPT_FIRST_REASON = "duplicate-kept-first"
 
 #: ``fallback_reason`` prefix when the CAE blob is not smaller than the lossless encoding (codec.require_gain).
 NO_GAIN_REASON = "no-gain"
@@ -68,15 +89,20 @@ class Encoder(Protocol):
 class StoreOutcome:
     """What was committed for one instance.
 
-    With ``result == "kept-first"`` (duplicate policy keep-first) nothing was written: the fields describe
-    how the re-sent copy would have been stored; the first copy stays as it was.
+    With ``result`` "identical" or "kept-first" nothing was written: the fields describe how the re-sent copy
+    would have been stored; the first copy stays as it was.
     """
+
+    @property
+    def status(self) -> int:
+        """The C-STORE status: success, or the warning for a changed re-send that kept the first copy."""
+        return STATUS_KEPT_FIRST if self.result == "kept-first" else 0x0000
 
     sop_instance_uid: str
     sop_class_uid: str
     served_sop_instance_uid: str  # the UID C-FIND answers and C-GET/C-MOVE deliver
     storage: str  # "cae" | "lossless" | "none"
-    result: str  # "stored" | "replaced" | "kept-first"
+    result: str  # "stored" | "replaced" | "identical" | "kept-first" (the last two wrote nothing)
     codec_model_id: str | None
     fallback_reason: str | None
     psnr_db: float | None  # measured by the quality gate (cae path with the gate on)
@@ -126,8 +152,12 @@ def quality_gate(original: np.ndarray, decoded: np.ndarray, min_psnr_db: float |
 
 
 def validate(ds: Dataset, affected_sop_class: str | None = None,
-             affected_sop_instance: str | None = None) -> None:
-    """Raise the ArchiveError the C-STORE must answer for a dataset the archive cannot take."""
+             affected_sop_instance: str | None = None, encoded: EncodedDataSet | None = None) -> None:
+    """Raise the ArchiveError the C-STORE must answer for a dataset the archive cannot take.
+
+    Order: a missing UID (0xC001) before a UID that differs from the request (0xA900), then an incomplete
+    stream or Pixel Data that does not fit the image attributes (0xC003).
+    """
     for keyword in REQUIRED_UIDS:
         try:
             value = str(ds.get(keyword, "") or "").strip()
@@ -141,6 +171,12 @@ def validate(ds: Dataset, affected_sop_class: str | None = None,
     if affected_sop_instance and sop_instance != str(affected_sop_instance).strip():
         raise DataSetMismatch(
             f"SOP Instance UID {sop_instance} does not match the request's {affected_sop_instance}")
+    problem = None
+    if encoded is not None:
+        problem = encoding_problem(encoded)
+    problem = problem or pixel_data_problem(ds)
+    if problem:
+        raise CannotUnderstand(problem, STATUS_INCOMPLETE)
 
 
 def _layout(ds: Dataset) -> PixelLayout | None:
@@ -247,11 +283,48 @@ def _lossless_blob(ds: Dataset, settings: Settings) -> bytes:
     return encode_lossless(ds.PixelData, _layout(ds), brotli_quality=settings.codec.brotli_quality)
 
 
+def duplicate_policy(settings: Settings, calling_aet: str) -> str:
+    """``replace`` for the calling AEs a site trusts to correct their own objects, else the configured policy."""
+    server = settings.server
+    return "replace" if calling_aet.strip() in {a.strip() for a in server.replace_calling_aets} else \
+        server.duplicate_policy
+
+
+def content_digest(metadata_blob: bytes, ds: Dataset) -> str:
+    """SHA-256 over the encoded metadata and the Pixel Data as received (equal for an identical re-send)."""
+    digest = hashlib.sha256(metadata_blob)
+    if "PixelData" in ds:
+        digest.update(ds.PixelData)
+    return digest.hexdigest()
+
+
 def ingest(ds: Dataset, *, settings: Settings, database: Database, encoder: Encoder | None,
            calling_aet: str = "", affected_sop_class: str | None = None,
-           affected_sop_instance: str | None = None) -> StoreOutcome:
-    """Archive ``ds``; returns only after the transaction holding it committed (raises ArchiveError)."""
-    validate(ds, affected_sop_class, affected_sop_instance)
+           affected_sop_instance: str | None = None, encoded: EncodedDataSet | None = None) -> StoreOutcome:
+    """Archive ``ds``; returns only after the transaction holding it committed (raises ArchiveError).
+
+    Every refusal for the data's sake is logged by the caller and counted here (``pacs-cae stats``).
+    """
+    try:
+        outcome = _ingest(ds, settings=settings, database=database, encoder=encoder, calling_aet=calling_aet,
+                          affected_sop_class=affected_sop_class, affected_sop_instance=affected_sop_instance,
+                          encoded=encoded)
+    except ArchiveError as exc:
+        reason = REJECTION_REASONS.get(exc.status)
+        if reason:
+            count_rejection(database, reason, f"{calling_aet}: {exc.message}")
+        raise
+    if outcome.result == "kept-first":
+        LOG.warning("instance %s re-sent by %r with other content: the first copy is kept (0x%04X)",
+                    outcome.sop_instance_uid, calling_aet, STATUS_KEPT_FIRST)
+        count_rejection(database, KEPT_FIRST_REASON, f"{calling_aet}: {outcome.sop_instance_uid}")
+    return outcome
+
+
+def _ingest(ds: Dataset, *, settings: Settings, database: Database, encoder: Encoder | None,
+            calling_aet: str, affected_sop_class: str | None, affected_sop_instance: str | None,
+            encoded: EncodedDataSet | None) -> StoreOutcome:
+    validate(ds, affected_sop_class, affected_sop_instance, encoded)
     try:
         metadata_blob = encode_metadata(ds, quality=settings.codec.brotli_quality)
     except Exception as exc:
@@ -286,8 +359,15 @@ def ingest(ds: Dataset, *, settings: Settings, database: Database, encoder: Enco
 
     try:
         with database.session() as session:
-            result = upsert_instance(session, record, metadata_blob, pixels.blob,
-                                     settings.server.duplicate_policy)  # type: ignore[arg-type]
+            result = upsert_instance(
+                session, record, metadata_blob, pixels.blob,
+                duplicate_policy(settings, calling_aet),  # type: ignore[arg-type]
+                content_sha256=content_digest(metadata_blob, ds),
+                identity_attributes=settings.server.patient_identity_attributes,
+            )
+    except HierarchyConflict as exc:
+        status = STATUS_PATIENT_CONFLICT if exc.reason == "patient-conflict" else STATUS_HIERARCHY_CONFLICT
+        raise CannotUnderstand(f"{exc.reason}: {exc}", status) from exc
     except SQLAlchemyError as exc:
         LOG.error("instance %s not stored, database error: %s", sop_instance, exc)
         raise OutOfResources(f"database error: {type(exc).__name__}") from exc
@@ -314,4 +394,5 @@ def ingest(ds: Dataset, *, settings: Settings, database: Database, encoder: Enco
     )
 
 
-__all__ = ["Encoder", "GateResult", "StoreOutcome", "ingest", "measure", "quality_gate", "validate"]
+__all__ = ["EncodedDataSet", "Encoder", "GateResult", "StoreOutcome", "ingest", "measure", "quality_gate",
+           "validate"]

@@ -91,6 +91,11 @@ def run(settings: Any) -> int:
         return 2
     try:
         LOG.info("database %s", url)
+        problem = archive.database.write_problem()
+        if problem:
+            LOG.warning("database %s is read-only or cannot be written (%s): every C-STORE is refused with "
+                        "0xA700 until it can; the server picks it up by itself once the storage is writable",
+                        url, problem)
         LOG.info("codec model %s", describe_model(archive, settings.codec.model))
 
         def ready(address: tuple[str, int]) -> None:

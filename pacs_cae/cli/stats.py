@@ -71,6 +71,10 @@ def _print_tables(s: dict[str, Any]) -> None:
     summary.add_row("pixel ratio (original / pixel blobs)", _ratio(s["pixel_ratio"]))
     summary.add_row("quality-gate fallbacks", str(s["fallbacks"]["quality_gate"]))
     summary.add_row("other fallbacks", str(s["fallbacks"]["total"] - s["fallbacks"]["quality_gate"]))
+    rejected = s["rejected"]
+    summary.add_row("refused or not stored on receipt", str(rejected["total"]))
+    for reason, n in rejected["by_reason"].items():
+        summary.add_row(f"  {reason}", str(n))
     summary.add_row("oldest study", s["oldest_study_date"] or "-")
     summary.add_row("newest study", s["newest_study_date"] or "-")
     console.print(summary)

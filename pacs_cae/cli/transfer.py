@@ -81,7 +81,8 @@ def import_files(
     stored = counts["stored"] + counts["replaced"]
     typer.echo(
         f"imported {stored} instances ({counts['stored']} new, {counts['replaced']} replaced, "
-        f"{counts['kept-first']} already archived and kept); cae {counts['cae']}, lossless {counts['lossless']} "
+        f"{counts['kept-first'] + counts['identical']} already archived and kept); "
+        f"cae {counts['cae']}, lossless {counts['lossless']} "
         f"(quality-gate/codec fallbacks {counts['fallback']}), no pixels {counts['none']}; "
         f"skipped {counts['skipped']}, failed {counts['failed']}"
     )

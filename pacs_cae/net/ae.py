@@ -85,13 +85,16 @@ def build_ae(settings: ServerSettings) -> AE:
     (the C-STORE sub-operations then run on the same association).
     """
     ae = AE(ae_title=settings.ae_title)
-    ae.maximum_associations = settings.max_associations
+    # pynetdicom counts connections still negotiating as associations; pacs_cae.net.limits admits
+    # associations itself (established ones only), so pynetdicom's own cap only has to bound the threads.
+    ae.maximum_associations = settings.max_associations + settings.max_pending_connections + 1
+    ae.maximum_pdu_size = settings.max_pdu_size
     # Empty list = any calling AE; otherwise pynetdicom rejects the association ("calling AE not recognised").
     ae.require_calling_aet = list(settings.allowed_calling_aets)
-    ae.require_called_aet = False
-    ae.acse_timeout = 30
-    ae.dimse_timeout = 120
-    ae.network_timeout = 120
+    ae.require_called_aet = not settings.accept_any_called_aet  # else "called AE title not recognised"
+    ae.acse_timeout = settings.association_request_timeout_s  # also the ARTIM timer for the A-ASSOCIATE-RQ
+    ae.dimse_timeout = settings.idle_timeout_s
+    ae.network_timeout = settings.idle_timeout_s
     ae.add_supported_context(Verification, ACCEPTED_TRANSFER_SYNTAXES)
     for cx in AllStoragePresentationContexts:
         ae.add_supported_context(cx.abstract_syntax, ACCEPTED_TRANSFER_SYNTAXES, scu_role=True, scp_role=True)

@@ -7,7 +7,9 @@ transaction holding the instance committed.
 
 from __future__ import annotations
 
+import io
 import logging
+from contextlib import contextmanager
 from typing import Any, Iterator, Protocol, Sequence
 
 from pydicom.dataset import Dataset
@@ -17,6 +19,7 @@ from pynetdicom.events import Event
 
 from pacs_cae.archive.errors import ArchiveError, CannotUnderstand
 from pacs_cae.config import Settings
+from pacs_cae.dicom.integrity import EncodedDataSet
 from pacs_cae.net.ae import CONNECTION_HANDLERS, FIND_MODELS, GET_MODELS, MOVE_MODELS, storage_contexts_for
 from pacs_cae.net.tls import move_tls_args
 
@@ -26,7 +29,6 @@ SUCCESS = 0x0000
 PENDING = 0xFF00
 CANCEL = 0xFE00
 OUT_OF_RESOURCES = 0xA700
-MISMATCH = 0xA900
 CANNOT_UNDERSTAND = 0xC000
 #: C-GET/C-MOVE have no plain A700; A701 is "out of resources: unable to calculate number of matches".
 RETRIEVE_OUT_OF_RESOURCES = 0xA701
@@ -36,7 +38,7 @@ class ArchiveLike(Protocol):
     """What the handlers need from :class:`pacs_cae.archive.Archive` (kept narrow for tests)."""
 
     def store(self, ds: Dataset, calling_aet: str = "", *, affected_sop_class: str | None = None,
-              affected_sop_instance: str | None = None) -> Any: ...
+              affected_sop_instance: str | None = None, encoded: EncodedDataSet | None = None) -> Any: ...
     def find(self, query_model: str, identifier: Dataset) -> Iterator[Dataset]: ...
     def locate(self, query_model: str, identifier: Dataset) -> list[Any]: ...
     def load(self, refs: Sequence[Any]) -> Iterator[tuple[Any, Dataset | ArchiveError]]: ...
@@ -44,6 +46,20 @@ class ArchiveLike(Protocol):
 
 def _calling_aet(event: Event) -> str:
     return str(event.assoc.requestor.ae_title).strip()
+
+
+@contextmanager
+def _encoded(event: Event) -> Iterator[EncodedDataSet | None]:
+    """The request's data set bytes as received (no copy), for the archive's completeness check.
+
+    None for deflated syntaxes: those bytes are compressed, and pydicom inflated them to decode.
+    """
+    stream, syntax = getattr(event.request, "DataSet", None), event.context.transfer_syntax
+    if not isinstance(stream, io.BytesIO) or syntax.is_deflated:
+        yield None
+        return
+    with stream.getbuffer() as view:
+        yield EncodedDataSet(view, syntax.is_implicit_VR, syntax.is_little_endian)
 
 
 def _identifier(event: Event) -> Dataset:
@@ -123,27 +139,25 @@ class ArchiveHandlers:
 
     # -- C-STORE ---------------------------------------------------------------------------------------
     def on_store(self, event: Event) -> int:
-        """Archive one instance; 0x0000 only after ``archive.store`` returned (it commits)."""
+        """Archive one instance; 0x0000 only after ``archive.store`` returned (it commits).
+
+        The archive checks the data set (missing UIDs 0xC001 before a mismatch with the request 0xA900, an
+        incomplete stream or Pixel Data 0xC003, ...); a data set pydicom cannot decode at all is 0xC000.
+        """
         request = event.request
         try:
             ds = event.dataset
             ds.file_meta = event.file_meta
-            ds_class = str(ds.get("SOPClassUID", ""))
             ds_instance = str(ds.get("SOPInstanceUID", ""))
         except Exception as exc:
             LOG.error("C-STORE from %s: data set cannot be parsed: %s", _calling_aet(event), exc)
             return CANNOT_UNDERSTAND
-        if ds_class != str(request.AffectedSOPClassUID) or ds_instance != str(request.AffectedSOPInstanceUID):
-            LOG.error(
-                "C-STORE from %s: data set (%s, %s) does not match the request (%s, %s)",
-                _calling_aet(event), ds_class, ds_instance,
-                request.AffectedSOPClassUID, request.AffectedSOPInstanceUID,
-            )
-            return MISMATCH
         try:
-            self.archive.store(ds, calling_aet=_calling_aet(event),
-                               affected_sop_class=str(request.AffectedSOPClassUID),
-                               affected_sop_instance=str(request.AffectedSOPInstanceUID))
+            with _encoded(event) as encoded:
+                outcome = self.archive.store(ds, calling_aet=_calling_aet(event),
+                                             affected_sop_class=str(request.AffectedSOPClassUID),
+                                             affected_sop_instance=str(request.AffectedSOPInstanceUID),
+                                             encoded=encoded)
         except ArchiveError as exc:
             LOG.error("C-STORE %s from %s refused: %s", ds_instance, _calling_aet(event), exc)
             return exc.status
@@ -153,7 +167,7 @@ class ArchiveHandlers:
             LOG.exception("C-STORE %s from %s failed unexpectedly", ds_instance, _calling_aet(event))
             return OUT_OF_RESOURCES
         LOG.debug("C-STORE %s from %s stored", ds_instance, _calling_aet(event))
-        return SUCCESS
+        return int(getattr(outcome, "status", SUCCESS))
 
     # -- C-FIND ----------------------------------------------------------------------------------------
     def on_find(self, event: Event) -> Iterator[tuple[int, Dataset | None]]:

@@ -99,7 +99,7 @@ def test_import_then_export_cli(tmp_path: Path, config_file: Path) -> None:
     assert "skipped 1" in result.output
 
     again = runner.invoke(app, ["import", str(source / "mr"), "--config", str(config_file)])
-    assert again.exit_code == 0 and "2 replaced" in again.output
+    assert again.exit_code == 0 and "2 already archived and kept" in again.output  # identical: kept first
 
     out = tmp_path / "out"
     result = runner.invoke(app, ["export", str(out), "--all", "--config", str(config_file)])
