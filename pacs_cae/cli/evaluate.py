@@ -9,6 +9,7 @@ from pathlib import Path
 import typer
 
 from pacs_cae.cli.app import app
+from pacs_cae.cli.options import require_extra
 
 
 @app.command()
@@ -43,6 +44,7 @@ def evaluate(
     PSNR = 10*log10(R^2/MSE), R = max - min of the original slice; bpp = compressed bytes * 8 / pixels.
     See docs/evaluation.md for every definition.
     """
+    require_extra("evaluate", "train", "nibabel", "scipy")
     from rich.console import Console
 
     from pacs_cae.codec import CodecError, load_codec

@@ -22,12 +22,12 @@ from collections.abc import Sequence
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from pydicom.uid import (
+    JPEG2000,
     UID,
     DeflatedExplicitVRLittleEndian,
     ExplicitVRBigEndian,
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
-    JPEG2000,
     JPEG2000Lossless,
     JPEGBaseline8Bit,
     JPEGExtended12Bit,
@@ -212,8 +212,8 @@ def _decode_raw(ds: Dataset) -> None:
 __all__ = [
     "LOSSLESS_ENCODINGS",
     "LOSSY_METHODS",
-    "TranscodeError",
     "UNCOMPRESSED_LE",
+    "TranscodeError",
     "aligned_lossy_history",
     "choose_syntax",
     "declare_received_loss",
