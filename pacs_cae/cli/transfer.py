@@ -55,6 +55,7 @@ def import_files(
     """Store DICOM files in the archive as if they had arrived by C-STORE."""
     from pydicom import dcmread
     from pydicom.errors import InvalidDicomError
+    from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from pacs_cae.archive.errors import ArchiveError
@@ -66,7 +67,10 @@ def import_files(
     problems: list[dict[str, str]] = []
     columns = (TextColumn("importing"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     try:
-        with user_errors("import"), Progress(*columns, transient=True, disable=as_json) as progress:
+        # the bar goes to stderr and only to a terminal: stdout keeps the one summary line for scripts
+        bar = Console(stderr=True)
+        with user_errors("import"), Progress(*columns, console=bar, transient=True,
+                                             disable=as_json or not bar.is_terminal) as progress:
             task = progress.add_task("import", total=len(files))
             for path in files:
                 progress.advance(task)
