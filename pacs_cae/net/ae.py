@@ -50,17 +50,19 @@ UNCOMPRESSED_TRANSFER_SYNTAXES: list[UID] = [
     DeflatedExplicitVRLittleEndian,
     ExplicitVRBigEndian,
 ]
-#: What a modality may send us on C-STORE (the archive decodes it with pydicom's pixel handlers).
+#: What a modality may send us on C-STORE (the archive decodes it with pydicom's pixel handlers), in the
+#: order the archive accepts them when several are proposed: uncompressed, lossless, and lossy last, so a
+#: modality is never asked for a lossy encoding when it offered something else.
 ACCEPTED_TRANSFER_SYNTAXES: list[UID] = UNCOMPRESSED_TRANSFER_SYNTAXES + [
+    JPEGLSLossless,
+    JPEG2000Lossless,
+    RLELossless,
+    JPEGLosslessSV1,
+    JPEGLossless,
     JPEGBaseline8Bit,
     JPEGExtended12Bit,
-    JPEGLossless,
-    JPEGLosslessSV1,
-    JPEGLSLossless,
     JPEGLSNearLossless,
-    JPEG2000Lossless,
     JPEG2000,
-    RLELossless,
 ]
 
 FIND_MODELS: dict[str, str] = {
