@@ -8,7 +8,8 @@ transaction holding the instance committed.
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable, Iterator, Protocol, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, Protocol
 
 from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian

@@ -14,14 +14,14 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from tests.archive.factories import make_mr_series, make_sr  # noqa: E402
-from tests.e2e.scenario import write_datasets  # noqa: E402
-from tests.e2e.server_process import clean_environment, pacs_cae_command  # noqa: E402
+from tests.archive.factories import make_mr_series, make_sr
+from tests.e2e.scenario import write_datasets
+from tests.e2e.server_process import clean_environment, pacs_cae_command
 
 
 def cli(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*pacs_cae_command(), *args], cwd=cwd, capture_output=True, text=True, timeout=300,
-                          env={**clean_environment(), "COLUMNS": "80"})
+                          check=False, env={**clean_environment(), "COLUMNS": "80"})
 
 
 def one_line_error(proc: subprocess.CompletedProcess[str], *fragments: str) -> str:

@@ -19,21 +19,17 @@ usable file (~140).
 
 from __future__ import annotations
 
-import re
 import signal
 import subprocess
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pytest
 from pydicom.dataset import Dataset
 from pydicom.uid import (
     JPEG2000,
     UID,
     DeflatedExplicitVRLittleEndian,
-    ExplicitVRBigEndian,
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
     JPEG2000Lossless,
@@ -45,12 +41,11 @@ from pydicom.uid import (
     RLELossless,
 )
 
-from pacs_cae.dicom.transcode import LOSSLESS_ENCODINGS, LOSSY_METHODS
+from pacs_cae.dicom.transcode import LOSSLESS_ENCODINGS
 from tests.e2e import dcmtk
-from tests.e2e.compare import psnr_db
-from tests.e2e.scenario import codec_under_test
-from tests.e2e.server_process import ServerProcess, free_port, start_server, write_config
-from tests.e2e.syntax_corpus import CorpusFile, build, decoded
+from tests.e2e.server_process import free_port
+from tests.e2e.syntax_archive import Stored, check, match, open_archive, values
+from tests.e2e.syntax_corpus import build
 
 pytestmark = pytest.mark.e2e
 
@@ -62,140 +57,18 @@ GETSCU_PREFER = {
     JPEGLSLossless: "+xt", JPEGLSNearLossless: "+xu", JPEG2000Lossless: "+xv", JPEG2000: "+xw",
 }
 #: What the archive accepts first when a C-GET SCU lists it first (it can make it from any instance).
-#: storescu's "propose" option for each syntax (that syntax, in its own context, with -R).
-STORESCU_PROPOSE = {
-    ExplicitVRLittleEndian: "-xe", ImplicitVRLittleEndian: "-xi", ExplicitVRBigEndian: "-xb",
-    DeflatedExplicitVRLittleEndian: "-xd", RLELossless: "-xr", JPEGBaseline8Bit: "-xy", JPEGExtended12Bit: "-xx",
-    JPEGLosslessSV1: "-xs", JPEGLSLossless: "-xt", JPEGLSNearLossless: "-xu", JPEG2000Lossless: "-xv",
-    JPEG2000: "-xw",
-}
 PREFERENCE_HONOURED = {DeflatedExplicitVRLittleEndian, *LOSSLESS_ENCODINGS}
 PLAIN_AET, ALL_AET = "PLAINSCP", "ALLSCP"
-
-
-@dataclass
-class Stored:
-    server: ServerProcess
-    work: Path
-    corpus: list[CorpusFile]
-    served: dict[str, str]  # original SOP Instance UID -> the UID C-FIND answers (derived for CAE copies)
-    lossy_copy: dict[str, bool]  # original UID -> C-FIND says it is a CAE copy
-    ports: dict[str, int]
-    model_id: str
-    floor_db: float
-
-    @property
-    def study(self) -> str:
-        return str(self.corpus[0].dataset.StudyInstanceUID)
-
-    def by_syntax(self) -> dict[UID, list[CorpusFile]]:
-        out: dict[UID, list[CorpusFile]] = {}
-        for f in self.corpus:
-            out.setdefault(f.syntax, []).append(f)
-        return out
-
-
-def _find_image_level(port: int, study: str, out: Path) -> list[Dataset]:
-    """Study Root IMAGE level without SeriesInstanceUID (what Orthanc sends), asking for the lossy keys."""
-    return dcmtk.find(port, "S", {
-        "QueryRetrieveLevel": "IMAGE", "StudyInstanceUID": study, "SOPInstanceUID": "", "ImageType": "",
-        "LossyImageCompression": "", "LossyImageCompressionRatio": "", "LossyImageCompressionMethod": "",
-    }, out)
 
 
 @pytest.fixture(scope="module", params=[pytest.param(False, id="representative"),
                                         pytest.param(True, id="full", marks=pytest.mark.syntax_sweep)])
 def stored(request: pytest.FixtureRequest, module_database_url: str,
            tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stored]:
-    if dcmtk.missing_tools():
-        pytest.fail(f"DCMTK tools not found: {dcmtk.missing_tools()}", pytrace=False)
     work = tmp_path_factory.mktemp("syntaxes")
     corpus = build(work / "in", full=request.param)
-    model_id, floor = codec_under_test()
-    port = free_port()
-    ports = {PLAIN_AET: free_port(), ALL_AET: free_port()}
-    config = write_config(work / "pacs-cae.toml", data_dir=work / "data", port=port,
-                          database_url=module_database_url,
-                          codec={"model": model_id, "device": "cpu", "min_psnr_db": floor}, remotes=ports)
-    if not module_database_url.startswith("sqlite"):
-        from tests.e2e.server_process import clean_environment, pacs_cae_command
-
-        subprocess.run([*pacs_cae_command(), "db", "upgrade", "--config", str(config)], cwd=work, check=True,
-                       capture_output=True, timeout=180, env=clean_environment())
-    server = start_server(work, config, port)
-    try:
-        # -R with the file's own syntax proposed: each file travels, and is stored, in its own syntax
-        groups: dict[UID, list[CorpusFile]] = {}
-        for f in corpus:
-            groups.setdefault(f.syntax, []).append(f)
-        for syntax, files in groups.items():
-            store = dcmtk.run("storescu", ["-v", "-R", STORESCU_PROPOSE[syntax], "-aec", "PACSCAE", "-aet", "E2ESCU",
-                                           "127.0.0.1", str(port), *(str(f.path) for f in files)],
-                              check=False, timeout=600)
-            output = store.stdout + store.stderr
-            assert store.returncode == 0, output + server.log()
-            converted = [m for m in re.findall(r"Converting transfer syntax: (.+) -> (.+)", output) if m[0] != m[1]]
-            assert not converted, f"storescu converted {syntax.name}: {converted}"
-        answers = _find_image_level(port, corpus[0].dataset.StudyInstanceUID, work / "find")
-        by_uid = {str(a.SOPInstanceUID): a for a in answers}
-        assert len(answers) == len(corpus), f"C-FIND found {len(answers)} of {len(corpus)}"
-        served, lossy = {}, {}
-        from pacs_cae.dicom.uids import derive_lossy_uid
-
-        for f in corpus:
-            derived = str(derive_lossy_uid(f.uid, model_id))
-            served[f.uid] = derived if derived in by_uid else f.uid
-            answer = by_uid[served[f.uid]]
-            lossy[f.uid] = "PACS_CAE" in _values(answer.get("LossyImageCompressionMethod"))
-            assert lossy[f.uid] == (served[f.uid] != f.uid), f"{f.name}: derived UID and lossy method disagree"
-            _check_find_answer(f, answer)
-        yield Stored(server, work, corpus, served, lossy, ports, model_id, floor)
-    finally:
-        server.stop(signal.SIGTERM)
-
-
-def _values(value: object) -> list[str]:
-    if value is None or value == "":
-        return []
-    return [str(value)] if isinstance(value, (str, float, int)) else [str(v) for v in value]  # type: ignore[union-attr]
-
-
-def _check_find_answer(f: CorpusFile, answer: Dataset) -> None:
-    """C-FIND says what C-GET delivers: lossy declared for lossy inputs and CAE copies; counts aligned."""
-    n_ratios = len(_values(answer.get("LossyImageCompressionRatio")))
-    n_methods = len(_values(answer.get("LossyImageCompressionMethod")))
-    assert n_ratios == n_methods, f"{f.name}: {n_ratios} ratios vs {n_methods} methods"
-    if f.syntax in LOSSY_METHODS or "PACS_CAE" in _values(answer.get("LossyImageCompressionMethod")):
-        assert answer.LossyImageCompression == "01", f"{f.name}: lossy input not declared in C-FIND"
-
-
-def _check(s: Stored, f: CorpusFile, got: Dataset, expected_syntax: set[UID] | UID, way: str) -> None:
-    """One retrieved instance against the file sent: syntax, UID, pixels (or declared loss)."""
-    syntax = UID(got.file_meta.TransferSyntaxUID)
-    allowed = expected_syntax if isinstance(expected_syntax, set) else {expected_syntax}
-    assert syntax in allowed, f"{way}: {f.name} came back as {syntax.name}, expected {sorted(a.name for a in allowed)}"
-    assert str(got.SOPClassUID) == str(f.dataset.SOPClassUID)
-    if f.pixels is None:
-        assert "PixelData" not in got
-        assert got.get("ContentSequence") == f.dataset.get("ContentSequence"), f"{way}: {f.name} content changed"
-        return
-    pixels = decoded(got)
-    if s.lossy_copy[f.uid]:
-        assert got.LossyImageCompression == "01" and got.ImageType[0] == "DERIVED", f"{way}: {f.name}"
-        assert len(_values(got.LossyImageCompressionRatio)) == len(_values(got.LossyImageCompressionMethod))
-        assert pixels.shape == f.pixels.shape and psnr_db(f.pixels, pixels) >= s.floor_db, f"{way}: {f.name}"
-        return
-    assert np.array_equal(pixels, f.pixels), f"{way}: {f.name} ({f.syntax.name} -> {syntax.name}) pixels differ"
-    if f.syntax in LOSSY_METHODS and syntax not in LOSSY_METHODS:  # decoded: the syntax no longer says it
-        assert got.get("LossyImageCompression") == "01", f"{way}: {f.name} lossy input not declared lossy"
-
-
-def _match(s: Stored, received: list[Dataset], files: list[CorpusFile], way: str) -> dict[str, Dataset]:
-    by_uid = {str(ds.SOPInstanceUID): ds for ds in received}
-    expected = {s.served[f.uid] for f in files}
-    assert set(by_uid) == expected and len(received) == len(files), (
-        f"{way}: got {len(received)} instances, missing {sorted(expected - set(by_uid))}")
-    return {f.uid: by_uid[s.served[f.uid]] for f in files}
+    with open_archive(work, module_database_url, corpus, {PLAIN_AET: free_port(), ALL_AET: free_port()}) as s:
+        yield s
 
 
 def _getscu(s: Stored, out: Path, level_keys: dict[str, str], *options: str) -> list[Dataset]:
@@ -207,10 +80,10 @@ def _getscu(s: Stored, out: Path, level_keys: dict[str, str], *options: str) -> 
 
 def test_getscu_default_gets_everything_uncompressed(stored: Stored) -> None:
     s = stored
-    got = _match(s, _getscu(s, s.work / "get-default", {"QueryRetrieveLevel": "STUDY", "StudyInstanceUID": s.study}),
+    got = match(s, _getscu(s, s.work / "get-default", {"QueryRetrieveLevel": "STUDY", "StudyInstanceUID": s.study}),
                  s.corpus, "getscu default")
     for f in s.corpus:
-        _check(s, f, got[f.uid], UNCOMPRESSED, "getscu default")
+        check(s, f, got[f.uid], UNCOMPRESSED, "getscu default")
 
 
 def test_getscu_preferring_the_received_syntax(stored: Stored) -> None:
@@ -220,13 +93,13 @@ def test_getscu_preferring_the_received_syntax(stored: Stored) -> None:
         series = str(files[0].dataset.SeriesInstanceUID)
         received = _getscu(s, s.work / f"get-prefer-{syntax}", {
             "QueryRetrieveLevel": "SERIES", "StudyInstanceUID": s.study, "SeriesInstanceUID": series}, option)
-        got = _match(s, received, files, f"getscu {option}")
+        got = match(s, received, files, f"getscu {option}")
         for f in files:
             own = f.stored_syntax
             expected: UID | set[UID] = own if own in PREFERENCE_HONOURED else UNCOMPRESSED
             if f.pixels is None:
                 expected = UNCOMPRESSED  # getscu lists Explicit VR LE first
-            _check(s, f, got[f.uid], expected, f"getscu {option}")
+            check(s, f, got[f.uid], expected, f"getscu {option}")
 
 
 def _pynetdicom_get(s: Stored, keys: dict[str, str], contexts: list[tuple[str, str]]) -> tuple[int, Dataset | None,
@@ -275,9 +148,9 @@ def test_peer_proposing_only_the_received_syntax_gets_it(stored: Stored) -> None
             "QueryRetrieveLevel": "SERIES", "StudyInstanceUID": s.study,
             "SeriesInstanceUID": str(files[0].dataset.SeriesInstanceUID)}, [(c, own) for c in classes])
         assert status == 0x0000, f"{syntax.name}: C-GET final status 0x{status:04X}"
-        got = _match(s, received, files, f"only {own.name}")
+        got = match(s, received, files, f"only {own.name}")
         for f in files:
-            _check(s, f, got[f.uid], own, f"only {own.name}")
+            check(s, f, got[f.uid], own, f"only {own.name}")
 
 
 def test_instance_no_offered_syntax_can_carry_is_a_failed_suboperation(stored: Stored) -> None:
@@ -289,7 +162,7 @@ def test_instance_no_offered_syntax_can_carry_is_a_failed_suboperation(stored: S
         "SOPInstanceUID": f.uid}, [(str(f.dataset.SOPClassUID), JPEGBaseline8Bit)])
     assert received == []
     assert status == 0xA702, f"0x{status:04X}"
-    assert identifier is not None and s.served[f.uid] in _values(identifier.FailedSOPInstanceUIDList)
+    assert identifier is not None and s.served[f.uid] in values(identifier.FailedSOPInstanceUIDList)
 
 
 @pytest.mark.parametrize(("aet", "accept_all"), [(PLAIN_AET, False), (ALL_AET, True)])
@@ -309,8 +182,8 @@ def test_movescu_to_storescp(stored: Stored, aet: str, accept_all: bool) -> None
         scp.send_signal(signal.SIGTERM)
         scp.wait(30)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    got = _match(s, dcmtk.read_dir(out), s.corpus, f"movescu to {aet}")
+    got = match(s, dcmtk.read_dir(out), s.corpus, f"movescu to {aet}")
     for f in s.corpus:
         # a CAE copy is proposed (and served) uncompressed; everything else as stored when accepted
         own = UNCOMPRESSED if s.lossy_copy[f.uid] else f.stored_syntax
-        _check(s, f, got[f.uid], own if accept_all else UNCOMPRESSED, f"movescu to {aet}")
+        check(s, f, got[f.uid], own if accept_all else UNCOMPRESSED, f"movescu to {aet}")
