@@ -14,23 +14,10 @@ from __future__ import annotations
 from typing import Protocol, Sequence
 
 from pydicom.dataset import Dataset
-from pydicom.uid import (
-    JPEG2000,
-    UID,
-    DeflatedExplicitVRLittleEndian,
-    ExplicitVRLittleEndian,
-    ImplicitVRLittleEndian,
-    JPEG2000Lossless,
-    JPEGBaseline8Bit,
-    JPEGExtended12Bit,
-    JPEGLossless,
-    JPEGLosslessSV1,
-    JPEGLSLossless,
-    JPEGLSNearLossless,
-    RLELossless,
-)
+from pydicom.uid import UID, ExplicitVRBigEndian
 
 from pacs_cae.dicom.metadata import received_transfer_syntax
+from pacs_cae.dicom.transcode import ACCEPTED_TRANSFER_SYNTAXES
 
 ELIGIBLE = "eligible"
 
@@ -45,12 +32,10 @@ class CodecPolicySettings(Protocol):
     min_columns: int
 
 
-#: Transfer syntaxes whose pixels may go to the learned codec (pydicom decodes each with a required plugin).
-CODEC_INPUT_SYNTAXES: frozenset[UID] = frozenset({
-    ExplicitVRLittleEndian, ImplicitVRLittleEndian, DeflatedExplicitVRLittleEndian, RLELossless,
-    JPEGBaseline8Bit, JPEGExtended12Bit, JPEGLossless, JPEGLosslessSV1, JPEGLSLossless, JPEGLSNearLossless,
-    JPEG2000Lossless, JPEG2000,
-})
+#: Transfer syntaxes whose pixels may go to the learned codec (pydicom decodes each with a required plugin):
+#: everything the archive accepts, big endian being normalised on storage.
+CODEC_INPUT_SYNTAXES: frozenset[UID] = frozenset(
+    s for s in ACCEPTED_TRANSFER_SYNTAXES if s != ExplicitVRBigEndian)
 
 
 def missing_decoders() -> list[str]:

@@ -31,14 +31,36 @@ from pydicom.uid import (
     JPEG2000Lossless,
     JPEGBaseline8Bit,
     JPEGExtended12Bit,
+    JPEGLossless,
+    JPEGLosslessSV1,
     JPEGLSLossless,
     JPEGLSNearLossless,
     RLELossless,
 )
 
+#: Uncompressed syntaxes first: they are what every SCU can read back.
+UNCOMPRESSED_TRANSFER_SYNTAXES: list[UID] = [
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+]
+#: What a modality may send us on C-STORE (pydicom's pixel backends decode every one), in the order the
+#: archive accepts them when several are proposed: uncompressed, lossless, and lossy last, so a modality is
+#: never asked for a lossy encoding when it offered something else.
+ACCEPTED_TRANSFER_SYNTAXES: list[UID] = UNCOMPRESSED_TRANSFER_SYNTAXES + [
+    JPEGLSLossless,
+    JPEG2000Lossless,
+    RLELossless,
+    JPEGLosslessSV1,
+    JPEGLossless,
+    JPEGBaseline8Bit,
+    JPEGExtended12Bit,
+    JPEGLSNearLossless,
+    JPEG2000,
+]
 #: Uncompressed little-endian syntaxes, in the order the archive prefers to send them.
-UNCOMPRESSED_LE: tuple[UID, ...] = (ExplicitVRLittleEndian, ImplicitVRLittleEndian,
-                                    DeflatedExplicitVRLittleEndian)
+UNCOMPRESSED_LE: tuple[UID, ...] = tuple(UNCOMPRESSED_TRANSFER_SYNTAXES[:3])
 #: Compressed syntaxes the archive encodes into on request, without loss, in order of preference.
 LOSSLESS_ENCODINGS: tuple[UID, ...] = (JPEGLSLossless, JPEG2000Lossless, RLELossless)
 #: Syntaxes whose codestream may be lossy, with the Lossy Image Compression Method defined term (C.7.6.1.1.5).
@@ -210,9 +232,11 @@ def _decode_raw(ds: Dataset) -> None:
 
 
 __all__ = [
+    "ACCEPTED_TRANSFER_SYNTAXES",
     "LOSSLESS_ENCODINGS",
     "LOSSY_METHODS",
     "UNCOMPRESSED_LE",
+    "UNCOMPRESSED_TRANSFER_SYNTAXES",
     "TranscodeError",
     "aligned_lossy_history",
     "choose_syntax",

@@ -9,22 +9,7 @@ import logging
 import socket
 from typing import Sequence
 
-from pydicom.uid import (
-    JPEG2000,
-    UID,
-    DeflatedExplicitVRLittleEndian,
-    ExplicitVRBigEndian,
-    ExplicitVRLittleEndian,
-    ImplicitVRLittleEndian,
-    JPEG2000Lossless,
-    JPEGBaseline8Bit,
-    JPEGExtended12Bit,
-    JPEGLossless,
-    JPEGLosslessSV1,
-    JPEGLSLossless,
-    JPEGLSNearLossless,
-    RLELossless,
-)
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE, AllStoragePresentationContexts, evt
 from pynetdicom.events import Event
 from pynetdicom.presentation import PresentationContext, build_context
@@ -39,31 +24,13 @@ from pynetdicom.sop_class import (
 )
 
 from pacs_cae.config import ServerSettings
-from pacs_cae.dicom.transcode import LOSSLESS_ENCODINGS
+from pacs_cae.dicom.transcode import (
+    ACCEPTED_TRANSFER_SYNTAXES,
+    LOSSLESS_ENCODINGS,
+    UNCOMPRESSED_TRANSFER_SYNTAXES,
+)
 
 LOG = logging.getLogger(__name__)
-
-#: Uncompressed syntaxes first: they are what every SCU can read back.
-UNCOMPRESSED_TRANSFER_SYNTAXES: list[UID] = [
-    ExplicitVRLittleEndian,
-    ImplicitVRLittleEndian,
-    DeflatedExplicitVRLittleEndian,
-    ExplicitVRBigEndian,
-]
-#: What a modality may send us on C-STORE (the archive decodes it with pydicom's pixel handlers), in the
-#: order the archive accepts them when several are proposed: uncompressed, lossless, and lossy last, so a
-#: modality is never asked for a lossy encoding when it offered something else.
-ACCEPTED_TRANSFER_SYNTAXES: list[UID] = UNCOMPRESSED_TRANSFER_SYNTAXES + [
-    JPEGLSLossless,
-    JPEG2000Lossless,
-    RLELossless,
-    JPEGLosslessSV1,
-    JPEGLossless,
-    JPEGBaseline8Bit,
-    JPEGExtended12Bit,
-    JPEGLSNearLossless,
-    JPEG2000,
-]
 
 FIND_MODELS: dict[str, str] = {
     PatientRootQueryRetrieveInformationModelFind: "P",
