@@ -275,6 +275,9 @@ class ArchiveHandlers:
                     result = for_peer(result, accepted_syntaxes(assoc, str(result.SOPClassUID)))
                 except ArchiveError as exc:
                     result = exc
+                except Exception as exc:  # noqa: BLE001 - one bad instance fails alone, the rest go on
+                    LOG.exception("retrieve: instance %s cannot be converted", _ref_uid(ref))
+                    result = ArchiveError(CANNOT_UNDERSTAND, f"{type(exc).__name__}: {exc}")
             if isinstance(result, Exception):
                 LOG.error("retrieve: instance %s not sent (%s); counted as failed", _ref_uid(ref), result)
                 yield PENDING, _undeliverable(ref)
