@@ -138,3 +138,27 @@ def test_move_proposes_stored_and_uncompressed_per_sop_class() -> None:
     proposed = [(cx.abstract_syntax, list(cx.transfer_syntax)) for cx in contexts]
     assert proposed == [(MR, [ExplicitVRLittleEndian, ImplicitVRLittleEndian]), (MR, [RLELossless]),
                         (MR, [ImplicitVRLittleEndian])]
+
+
+def test_c_get_scu_preference_moves_only_syntaxes_the_archive_can_always_produce() -> None:
+    """An SCU taking the SCP role that lists RLE first gets RLE; one that lists JPEG baseline first does not."""
+    from types import SimpleNamespace
+
+    from pynetdicom.presentation import build_context
+
+    from pacs_cae.dicom.transcode import ACCEPTED_TRANSFER_SYNTAXES
+    from pacs_cae.net.ae import _reorder_for_retrieve
+
+    ct = "1.2.840.10008.5.1.4.1.1.2"
+    requested = [build_context(MR, [RLELossless, ExplicitVRLittleEndian]),
+                 build_context(ct, [JPEGBaseline8Bit, ExplicitVRLittleEndian])]
+    role = SimpleNamespace(scp_role=True)
+    requestor = SimpleNamespace(role_selection={MR: role, ct: role},
+                                primitive=SimpleNamespace(presentation_context_definition_list=requested))
+    acceptor = SimpleNamespace(supported_contexts=[build_context(MR, ACCEPTED_TRANSFER_SYNTAXES),
+                                                   build_context(ct, ACCEPTED_TRANSFER_SYNTAXES)])
+    _reorder_for_retrieve(SimpleNamespace(requestor=requestor, acceptor=acceptor))
+    mr, ct_cx = acceptor.supported_contexts
+    assert mr.transfer_syntax[0] == RLELossless
+    assert ct_cx.transfer_syntax[0] == ExplicitVRLittleEndian  # uncompressed still wins over lossy
+    assert sorted(mr.transfer_syntax) == sorted(ACCEPTED_TRANSFER_SYNTAXES)
