@@ -136,6 +136,7 @@ def build(out_dir: Path, *, full: bool) -> list[CorpusFile]:
             ds.save_as(path, enforce_file_format=True)
         except (TypeError, ValueError) as exc:  # a sample pydicom reads but cannot write back (bad VRs)
             assert full, f"{name} cannot be rewritten: {exc}"
+            path.unlink(missing_ok=True)
             continue
         again = dcmread(path)
         assert again.file_meta.TransferSyntaxUID == syntax, f"{name}: rewritten in another syntax"

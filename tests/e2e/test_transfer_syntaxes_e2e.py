@@ -20,7 +20,9 @@ usable file (~140).
 from __future__ import annotations
 
 import signal
+import socket
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -165,6 +167,19 @@ def test_instance_no_offered_syntax_can_carry_is_a_failed_suboperation(stored: S
     assert identifier is not None and s.served[f.uid] in values(identifier.FailedSOPInstanceUIDList)
 
 
+def _wait_listening(port: int, proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
+    """Until the storescp accepts connections (else the C-MOVE would race its start-up)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, "storescp exited"
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise AssertionError(f"storescp did not listen on {port}")
+
+
 @pytest.mark.parametrize(("aet", "accept_all"), [(PLAIN_AET, False), (ALL_AET, True)])
 def test_movescu_to_storescp(stored: Stored, aet: str, accept_all: bool) -> None:
     """Default storescp (uncompressed only): everything decoded. storescp +xa: everything as stored."""
@@ -175,6 +190,7 @@ def test_movescu_to_storescp(stored: Stored, aet: str, accept_all: bool) -> None
                             str(out), str(s.ports[aet])], env=dcmtk.environment(), stdout=subprocess.PIPE,
                            stderr=subprocess.STDOUT)
     try:
+        _wait_listening(s.ports[aet], scp)
         proc = dcmtk.run("movescu", ["-v", "-aec", "PACSCAE", "-aet", "E2ESCU", "-aem", aet, "-S",
                                      *dcmtk.keys({"QueryRetrieveLevel": "STUDY", "StudyInstanceUID": s.study}),
                                      "127.0.0.1", str(s.server.port)], check=False, timeout=600)
