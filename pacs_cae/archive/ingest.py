@@ -39,6 +39,7 @@ from pacs_cae.dicom.metadata import encode_metadata, received_transfer_syntax
 from pacs_cae.dicom.pixels import extract_frames
 from pacs_cae.dicom.policy import check_eligibility
 from pacs_cae.dicom.rebuild import served_sop_instance_uid
+from pacs_cae.dicom.transcode import TranscodeError, to_little_endian
 from pacs_cae.dicom.uids import derive_lossy_uid
 from pacs_cae.store.db import Database
 from pacs_cae.store.record import InstanceRecord, InvalidRecord
@@ -325,6 +326,11 @@ def _ingest(ds: Dataset, *, settings: Settings, database: Database, encoder: Enc
             calling_aet: str, affected_sop_class: str | None, affected_sop_instance: str | None,
             encoded: EncodedDataSet | None) -> StoreOutcome:
     validate(ds, affected_sop_class, affected_sop_instance, encoded)
+    try:
+        # Explicit VR Big Endian (retired) is stored as Explicit VR LE: same values, one byte order to serve.
+        to_little_endian(ds)
+    except (TranscodeError, ValueError, TypeError) as exc:
+        raise CannotUnderstand(f"big-endian data set cannot be normalised: {exc}", STATUS_UNENCODABLE) from exc
     try:
         metadata_blob = encode_metadata(ds, quality=settings.codec.brotli_quality)
     except Exception as exc:

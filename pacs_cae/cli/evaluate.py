@@ -12,7 +12,7 @@ import typer
 
 from pacs_cae.archive.service import NO_MODEL
 from pacs_cae.cli.app import app
-from pacs_cae.cli.options import CONFIG_OPTION, URL_OPTION, load_or_exit
+from pacs_cae.cli.options import CONFIG_OPTION, URL_OPTION, load_or_exit, require_extra
 
 
 @app.command()
@@ -54,6 +54,7 @@ def evaluate(
     PSNR = 10*log10(R^2/MSE), R = max - min of the original slice; bpp = compressed bytes * 8 / pixels;
     BD-rate over the PSNR overlap. See docs/evaluation.md for every definition.
     """
+    require_extra("evaluate", "train", "nibabel", "scipy")
     from rich.console import Console
 
     from pacs_cae.evaluation.evaluate import select_points

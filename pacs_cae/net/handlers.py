@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import io
 import logging
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, Iterator, Protocol, Sequence
+from typing import Any, Protocol
 
 from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian
@@ -18,9 +19,17 @@ from pynetdicom import evt
 from pynetdicom.events import Event
 
 from pacs_cae.archive.errors import ArchiveError, CannotUnderstand
+from pacs_cae.archive.retrieve import for_peer
 from pacs_cae.config import Settings
 from pacs_cae.dicom.integrity import EncodedDataSet
-from pacs_cae.net.ae import CONNECTION_HANDLERS, FIND_MODELS, GET_MODELS, MOVE_MODELS, storage_contexts_for
+from pacs_cae.net.ae import (
+    CONNECTION_HANDLERS,
+    FIND_MODELS,
+    GET_MODELS,
+    MOVE_MODELS,
+    prefer_requested_retrieve_syntaxes,
+    storage_contexts_for,
+)
 from pacs_cae.net.tls import move_tls_args
 
 LOG = logging.getLogger(__name__)
@@ -86,6 +95,23 @@ def _served_syntax(ref: Any) -> str:
     return str(getattr(ref, "transfer_syntax_uid", "") or "")
 
 
+def accepted_syntaxes(assoc: Any, sop_class: str) -> list[str]:
+    """The transfer syntaxes ``assoc`` accepted for sending ``sop_class`` (our storage SCU role)."""
+    return [str(cx.transfer_syntax[0]) for cx in assoc.accepted_contexts
+            if cx.abstract_syntax == sop_class and cx.as_scu]
+
+
+class SubAssociation:
+    """Captures the C-MOVE sub-association pynetdicom opens, so each instance can be sent in a syntax the
+    destination accepted (EVT_ACCEPTED fires before ``AE.associate`` returns, in the handler's thread)."""
+
+    def __init__(self) -> None:
+        self.assoc: Any = None
+
+    def on_accepted(self, event: Event) -> None:
+        self.assoc = event.assoc
+
+
 def _undeliverable(ref: Any) -> Dataset:
     """A stand-in for an instance the archive could not load.
 
@@ -116,6 +142,7 @@ class ArchiveHandlers:
             (evt.EVT_C_MOVE, self.on_move),
             (evt.EVT_ACCEPTED, self.on_accepted),
             (evt.EVT_REJECTED, self.on_rejected),
+            (evt.EVT_CONN_OPEN, prefer_requested_retrieve_syntaxes),
         ]
         if self.settings.server.tcp_nodelay:
             handlers.extend(CONNECTION_HANDLERS)
@@ -205,7 +232,7 @@ class ArchiveHandlers:
             return
         LOG.info("C-GET (%s root) from %s: %d instances", model, _calling_aet(event), len(refs))
         yield len(refs)
-        yield from self._deliver(event, refs)
+        yield from self._deliver(event, refs, lambda: event.assoc)
 
     def on_move(self, event: Event) -> Iterator[Any]:
         """Destination from ``[remotes]`` (unknown -> A801), then as C-GET over a new association."""
@@ -226,8 +253,10 @@ class ArchiveHandlers:
         contexts = storage_contexts_for([(str(getattr(r, "sop_class_uid", "")), _served_syntax(r)) for r in refs])
         if contexts:
             options["contexts"] = contexts
+        sub = SubAssociation()
+        options["evt_handlers"] = [(evt.EVT_ACCEPTED, sub.on_accepted)]
         if self.settings.server.tcp_nodelay:
-            options["evt_handlers"] = list(CONNECTION_HANDLERS)
+            options["evt_handlers"] += list(CONNECTION_HANDLERS)
         if remote.tls:  # DICOM TLS to this destination: (client SSLContext, server_hostname)
             options["tls_args"] = move_tls_args(self.settings.server, remote)
         yield remote.host, remote.port, options
@@ -238,10 +267,13 @@ class ArchiveHandlers:
         LOG.info("C-MOVE (%s root) from %s to %s (%s:%d): %d instances", model, _calling_aet(event),
                  destination, remote.host, remote.port, len(refs))
         yield len(refs)
-        yield from self._deliver(event, refs)
+        yield from self._deliver(event, refs, lambda: sub.assoc)
 
-    def _deliver(self, event: Event, refs: Sequence[Any]) -> Iterator[tuple[int, Dataset | None]]:
-        """Pending (status, dataset) pairs; pynetdicom counts outcomes and builds the final response."""
+    def _deliver(self, event: Event, refs: Sequence[Any],
+                 store_assoc: Callable[[], Any]) -> Iterator[tuple[int, Dataset | None]]:
+        """Pending (status, dataset) pairs, each dataset in a syntax ``store_assoc()`` accepted for it;
+        pynetdicom counts outcomes and builds the final response (A702/B000 with the Failed SOP
+        Instance UID List when sub-operations failed)."""
         if not refs:
             return
         for ref, result in self.archive.load(refs):
@@ -249,9 +281,19 @@ class ArchiveHandlers:
                 LOG.info("retrieve cancelled by %s", _calling_aet(event))
                 yield CANCEL, None
                 return
+            if not isinstance(result, Exception):
+                assoc = store_assoc()
+                try:
+                    if assoc is None:
+                        raise ArchiveError(RETRIEVE_OUT_OF_RESOURCES, "no storage association")
+                    result = for_peer(result, accepted_syntaxes(assoc, str(result.SOPClassUID)))
+                except ArchiveError as exc:
+                    result = exc
+                except Exception as exc:  # noqa: BLE001 - one bad instance fails alone, the rest go on
+                    LOG.exception("retrieve: instance %s cannot be converted", _ref_uid(ref))
+                    result = ArchiveError(CANNOT_UNDERSTAND, f"{type(exc).__name__}: {exc}")
             if isinstance(result, Exception):
-                LOG.error("retrieve: instance %s could not be loaded (%s); counted as failed",
-                          _ref_uid(ref), result)
+                LOG.error("retrieve: instance %s not sent (%s); counted as failed", _ref_uid(ref), result)
                 yield PENDING, _undeliverable(ref)
             else:
                 yield PENDING, result

@@ -95,7 +95,7 @@ def test_import_then_export_cli(tmp_path: Path, config_file: Path) -> None:
     runner = CliRunner()
     result = runner.invoke(app, ["import", str(source), "--config", str(config_file)])
     assert result.exit_code == 0, result.output
-    assert "imported 4 instances" in result.output and "cae 2, lossless 1" in result.output
+    assert "imported 4 of 5 files" in result.output and "cae 2, lossless 1" in result.output
     assert "skipped 1" in result.output
 
     again = runner.invoke(app, ["import", str(source / "mr"), "--config", str(config_file)])
