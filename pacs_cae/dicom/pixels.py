@@ -19,6 +19,9 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
+from pydicom.uid import UID
+
+from pacs_cae.dicom.transcode import decoding_plugin
 
 #: Height and width must be multiples of this (2 ** number of poolings in the encoder).
 PAD_MULTIPLE = 32
@@ -127,6 +130,12 @@ def extract_frames(ds: "Dataset") -> DatasetPixels:  # noqa: F821 - pydicom impo
     photometric = str(getattr(ds, "PhotometricInterpretation", "MONOCHROME2"))
     if samples != 1 or not photometric.startswith("MONOCHROME"):
         raise ValueError(f"not monochrome pixel data ({photometric}, {samples} samples per pixel)")
+    file_meta = getattr(ds, "file_meta", None)
+    syntax = str(getattr(file_meta, "TransferSyntaxUID", "") or "")
+    if syntax and UID(syntax).is_compressed:
+        # the same decoder on every install (Pillow, when present, would round lossy JPEG differently), so
+        # the codec sees the same pixels whatever optional packages a site has
+        ds.pixel_array_options(decoding_plugin=decoding_plugin(syntax))
     array = ds.pixel_array
     frames_count = int(getattr(ds, "NumberOfFrames", 1) or 1)
     if frames_count > 1 or array.ndim == 3:
