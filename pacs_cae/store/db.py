@@ -7,8 +7,9 @@ writers queue instead of failing with "database is locked" when a read lock cann
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import create_engine, event
@@ -164,10 +165,17 @@ def _tune_sqlite(engine: Engine) -> None:
     def _on_error(context: ExceptionContext) -> None:
         # Treated like a lost connection, and every idle connection is closed too: connections of one
         # process share SQLite's per-file state (the WAL index mapping), so one opened read-only keeps every
-        # new one read-only. The next unit of work reconnects from scratch.
+        # new one read-only. The next unit of work reconnects from scratch. The failed statement's cursor is
+        # closed first: SQLAlchemy leaves it open on a disconnect, and while it lives (its traceback sits in a
+        # reference cycle until the garbage collector runs) closing the connection only makes it a zombie
+        # (sqlite3_close_v2) that keeps the read-only state.
         message = str(context.original_exception).lower()
         if any(text in message for text in _SQLITE_REOPEN_ERRORS):
             context.is_disconnect = True
+            cursor = getattr(context.execution_context, "cursor", None)
+            if cursor is not None:
+                with suppress(sqlite3.Error):  # the connection is discarded either way
+                    cursor.close()
             engine.dispose()
 
 
