@@ -13,7 +13,8 @@ from pacs_cae.store import Database, SchemaOutOfDate, ensure_schema
 from pacs_cae.store.migrate import head_revision
 from pacs_cae.store.schema import Base
 
-TABLES = {"codec_model", "patient", "study", "series", "instance", "instance_blob", "alembic_version"}
+TABLES = {"codec_model", "patient", "study", "series", "instance", "instance_blob", "compression_job",
+          "alembic_version"}
 
 
 def test_upgrade_creates_the_schema(database_url):
