@@ -74,15 +74,15 @@ def import_files(
                 continue
             counts[outcome.result] += 1
             counts[outcome.storage] += 1
-            if outcome.fallback_reason:
-                counts["fallback"] += 1
+            if outcome.compression_rule:
+                counts["queued"] += 1
     finally:
         archive.close()
     stored = counts["stored"] + counts["replaced"]
     typer.echo(
         f"imported {stored} instances ({counts['stored']} new, {counts['replaced']} replaced, "
-        f"{counts['kept-first']} already archived and kept); cae {counts['cae']}, lossless {counts['lossless']} "
-        f"(quality-gate/codec fallbacks {counts['fallback']}), no pixels {counts['none']}; "
+        f"{counts['kept-first']} already archived and kept); lossless {counts['lossless']} "
+        f"({counts['queued']} queued for compression: `pacs-cae worker`), no pixels {counts['none']}; "
         f"skipped {counts['skipped']}, failed {counts['failed']}"
     )
     if counts["failed"]:
