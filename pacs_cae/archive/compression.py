@@ -245,6 +245,10 @@ def _commit(database: Database, settings: Settings, encoders: EncoderSource, own
         report.failed_jobs = int(failed)
         return report
     report.compressed, report.kept_lossless, report.saved_bytes = len(swapped), kept, saved
+    for s in series.slices:
+        if s.instance_pk in keep:
+            LOG.warning("instance %s stored losslessly instead of by the CAE: %s", s.sop_instance_uid,
+                        keep[s.instance_pk])
     LOG.info("compression job %d (rule %r): %d slice(s) stored lossy, %d kept lossless, %d bytes saved",
              series.job.id, series.job.rule, len(swapped), kept, saved)
     return report
