@@ -217,7 +217,7 @@ def _commit(database: Database, settings: Settings, encoders: EncoderSource, own
             series: _Series) -> RunReport:
     """Step 4: one transaction per series (or the job's failure record)."""
     report = RunReport(jobs=1)
-    retry_after = min(300.0, 10.0 * series.job.attempts)
+    retry_after = min(300.0, 10.0 * (series.job.attempts + 1))  # back off
     if series.error is not None:
         with database.session() as session:
             failed = jobs.record_failure(session, series.job, owner, series.error,

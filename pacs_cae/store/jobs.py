@@ -9,8 +9,9 @@ an acknowledged instance always has its job. Workers claim due jobs with a lease
 * SQLite: write transactions are serialised (``BEGIN IMMEDIATE``), and a claim returns nothing while another
   owner holds an unexpired lease: one worker at a time.
 
-A worker that dies leaves its jobs ``running``; once the lease expires the next claim takes them over
-(``attempts`` counts it; after ``max_attempts`` the job is ``failed`` with the reason, until ``retry``).
+A worker that dies leaves its jobs ``running``; once the lease expires the next claim takes them over.
+``attempts`` counts the runs that did not finish (abandoned leases and failures); when it reaches
+``max_attempts`` the job is ``failed`` with the reason, until ``retry`` (or a newly stored instance) resets it.
 """
 
 from __future__ import annotations
@@ -88,8 +89,9 @@ def claim(session: Session, owner: str, *, limit: int, lease_s: float, max_attem
     jobs = list(session.scalars(stmt))
     expires = now + timedelta(seconds=lease_s)
     for job in jobs:
+        if job.state == "running":  # its previous owner's lease expired: that run was abandoned
+            job.attempts += 1
         job.state, job.lease_owner, job.lease_expires = "running", owner, expires
-        job.attempts += 1
         job.claimed_generation = job.generation
         job.updated = now
     session.flush()
@@ -99,10 +101,10 @@ def claim(session: Session, owner: str, *, limit: int, lease_s: float, max_attem
 def _fail_abandoned(session: Session, expired: Any, max_attempts: int) -> None:
     """Jobs whose lease expired ``max_attempts`` times are failed, not retried forever (a poison series)."""
     session.execute(
-        update(CompressionJob).where(expired, CompressionJob.attempts >= max_attempts)
-        .values(state="failed", lease_owner=None, lease_expires=None, updated=utcnow(),
-                last_error=func.coalesce(CompressionJob.last_error,
-                                         f"abandoned: lease expired {max_attempts} times (worker killed or hung)"))
+        update(CompressionJob).where(expired, CompressionJob.attempts + 1 >= max_attempts)
+        .values(state="failed", attempts=CompressionJob.attempts + 1, lease_owner=None, lease_expires=None,
+                updated=utcnow(), last_error=f"abandoned: {max_attempts} run(s) did not finish within the lease "
+                                             "(worker killed or hung)")
         .execution_options(synchronize_session=False)
     )
 
@@ -144,6 +146,7 @@ def record_failure(session: Session, job: ClaimedJob, owner: str, reason: str, *
     row = lock_own(session, job, owner)
     if row is None:
         return False
+    row.attempts += 1
     failed = row.attempts >= max_attempts
     row.state = "failed" if failed else "pending"
     row.last_error = reason[:2000]
