@@ -24,9 +24,10 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol, Sequence
+from typing import Any, Protocol
 
 import numpy as np
 from sqlalchemy import select
@@ -159,7 +160,7 @@ def _prepare(database: Database, settings: Settings, job: ClaimedJob) -> _Series
             series.slices.append(_Slice(
                 inst.id, inst.sop_instance_uid, inst.received_at, frame, pixels.bits_stored,
                 frame.size * max(1, (pixels.bits_allocated + 7) // 8), inst.stored_pixel_bytes))
-    except Exception as exc:  # noqa: BLE001 - a damaged stored instance fails this job, not the worker
+    except Exception as exc:
         LOG.exception("compression job %d: cannot read series %d", job.id, job.series_pk)
         series.error = f"cannot read stored instances: {type(exc).__name__}: {exc}"
     if series.lossless_reason is None and job.decision == "lossless" and series.slices:
@@ -177,7 +178,7 @@ def _encode_and_judge(settings: Settings, encoder: Encoder | None, group: list[_
     try:
         blobs = encoder.encode([s.frame for s in slices], bits_stored=[s.bits_stored for s in slices])
         decoded = encoder.decode(blobs)
-    except Exception:  # noqa: BLE001 - isolate the series that fails
+    except Exception:
         if len(group) > 1:
             for series in group:
                 _encode_and_judge(settings, encoder, [series])
@@ -237,7 +238,7 @@ def _commit(database: Database, settings: Settings, encoders: EncoderSource, own
             swapped, saved = _swap(session, swap, encoder, settings) if swap else ([], 0)
             kept = _keep_lossless(session, series.slices, keep)
             jobs.finish(row, decision=decision, compressed=len(swapped), saved_bytes=saved)
-    except Exception as exc:  # noqa: BLE001 - rolled back: the lossless copies are untouched
+    except Exception as exc:
         LOG.exception("compression job %d: swap failed", series.job.id)
         with database.session() as session:
             failed = jobs.record_failure(session, series.job, owner, f"swap failed: {type(exc).__name__}: {exc}",
@@ -321,4 +322,4 @@ def _ensure_codec_model(session: Session, encoder: Encoder) -> None:
         first_used=datetime.now().astimezone()).on_conflict_do_nothing())
 
 
-__all__ = ["Encoder", "EncoderSource", "RunReport", "SERIES_LOSSLESS_REASON", "compress_claimed"]
+__all__ = ["SERIES_LOSSLESS_REASON", "Encoder", "EncoderSource", "RunReport", "compress_claimed"]

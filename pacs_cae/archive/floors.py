@@ -41,7 +41,7 @@ class Floors:
 
     @classmethod
     def for_rule(cls, codec: CodecSettings, rule: CompressionRule | None) -> Floors:
-        def tighter(a: float | None, b: float | None, pick: type[max] | type[min]) -> float | None:
+        def tighter(a: float | None, b: float | None, pick: type[max | min]) -> float | None:
             return b if a is None else a if b is None else pick(a, b)
 
         r = rule or CompressionRule()
@@ -114,4 +114,4 @@ def ratio_floor(original_bytes: int, blob_bytes: int, max_ratio: float | None) -
     return None
 
 
-__all__ = ["Floors", "GateResult", "NO_GAIN_REASON", "measure", "quality_gate", "ratio_floor"]
+__all__ = ["NO_GAIN_REASON", "Floors", "GateResult", "measure", "quality_gate", "ratio_floor"]

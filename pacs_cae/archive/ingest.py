@@ -25,8 +25,8 @@ from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from pacs_cae.archive.errors import CannotUnderstand, DataSetMismatch, OutOfResources
 from pacs_cae.archive.compression_rules import due_at, eligible, select_rule
+from pacs_cae.archive.errors import CannotUnderstand, DataSetMismatch, OutOfResources
 from pacs_cae.codec.lossless import PixelLayout, encode_lossless
 from pacs_cae.config import Settings
 from pacs_cae.dicom.metadata import encode_metadata, received_transfer_syntax

@@ -17,9 +17,9 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from pacs_cae.archive import query, stats
 from pacs_cae.archive import retrieve as _retrieve
+from pacs_cae.archive.compression import RunReport
 from pacs_cae.archive.errors import ArchiveError, OutOfResources
 from pacs_cae.archive.ingest import StoreOutcome, ingest
-from pacs_cae.archive.compression import RunReport
 from pacs_cae.archive.query import InstanceRef
 from pacs_cae.codec import BatchingCodec, Codec, CodecRegistry, read_header
 from pacs_cae.config import CodecSettings, Settings
@@ -171,4 +171,4 @@ class Archive:
             return stats.collect(session)
 
 
-__all__ = ["Archive", "ArchiveCodecs", "NO_MODEL"]
+__all__ = ["NO_MODEL", "Archive", "ArchiveCodecs"]

@@ -98,7 +98,7 @@ class WorkerThreads:
     def _run(self, worker: CompressionWorker) -> None:
         try:
             worker.run(self._stop)
-        except Exception:  # noqa: BLE001 - logged; the AE keeps serving, the jobs wait for a worker
+        except Exception:
             LOG.exception("compression worker %s stopped", worker.owner)
 
     def stop(self, timeout: float | None = None) -> None:

@@ -16,6 +16,8 @@ from pacs_cae.cli.options import CONFIG_OPTION, URL_OPTION, load_or_exit
 
 LOG = logging.getLogger("pacs_cae.worker")
 
+JOB_IDS_ARGUMENT = typer.Argument(None, help="Job ids (default: every failed job).")
+
 jobs_app = typer.Typer(help="Compression jobs: list them, retry failed ones.", no_args_is_help=True)
 app.add_typer(jobs_app, name="jobs")
 
@@ -146,7 +148,7 @@ def list_jobs(
 
 @jobs_app.command("retry")
 def retry_jobs(
-    job_ids: Optional[list[int]] = typer.Argument(None, help="Job ids (default: every failed job)."),
+    job_ids: Optional[list[int]] = JOB_IDS_ARGUMENT,
     config: Optional[Path] = CONFIG_OPTION,
     database_url: Optional[str] = URL_OPTION,
 ) -> None:

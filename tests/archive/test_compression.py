@@ -10,6 +10,7 @@ import threading
 from datetime import timedelta
 from pathlib import Path
 
+import numpy as np
 import pytest
 from pydicom.dataset import Dataset
 from sqlalchemy import func, select, update
@@ -25,8 +26,6 @@ from pacs_cae.store import jobs
 from pacs_cae.store.schema import CompressionJob, Instance, InstanceBlob, utcnow
 from tests.archive.factories import make_mr_series, set_pixels
 from tests.archive.helpers import TEST_MODEL, load_one, refs_for, reread, store_and_compress
-
-import numpy as np
 
 
 def _job(archive: Archive) -> CompressionJob:
