@@ -243,3 +243,41 @@ def test_compression_rules_from_toml(tmp_path: Path) -> None:
     path.write_text('[[compression.rules]]\nname = "x"\nmodality = ["MR"]\n')
     with pytest.raises(ConfigError, match="compression.rules.*unknown key.*modality"):
         load_settings(path)
+
+
+def test_a_codec_failure_keeps_the_lossless_copy_and_fails_the_job_with_its_reason(open_archive) -> None:
+    archive: Archive = open_archive()
+    archive.settings.compression.max_attempts = 2
+    original = reread(make_mr_series(1, 64, 64)[0])
+    archive.store(original)
+
+    class Broken:
+        model_id, weights_sha256 = TEST_MODEL, "0" * 64
+
+        def encode(self, slices, *, bits_stored=None):  # type: ignore[no-untyped-def]
+            raise RuntimeError("out of GPU memory")
+
+        decode = encode
+
+    class Source:
+        def encoder_for(self, model: str) -> Broken:
+            return Broken()
+
+    worker = CompressionWorker(archive.database, archive.settings, Source(), name="broken")
+    assert worker.run_once(ignore_delay=True).failed_jobs == 0  # first failure: pending again, backing off
+    job = _job(archive)
+    assert (job.state, job.attempts, job.last_error) == ("pending", 1, "codec failed (see the worker log)")
+    with archive.database.session() as session:
+        session.execute(update(CompressionJob).values(not_before=utcnow()))
+    assert worker.run_once().failed_jobs == 1
+    assert _job(archive).state == "failed"
+    assert load_one(archive, original.SOPInstanceUID) == original  # nothing lost
+    with archive.database.session() as session:
+        assert jobs.retry(session) == 1
+    assert archive.compress_pending().compressed == 1  # the real codec, after the retry
+
+
+def test_compression_rules_cannot_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PACS_CAE_COMPRESSION_RULES", "MR")
+    with pytest.raises(ConfigError, match="compression.rules: expected a table"):
+        load_settings()
