@@ -229,6 +229,9 @@ def _commit(database: Database, settings: Settings, encoders: EncoderSource, own
     encoder = encoders.encoder_for(series.rule.model) if (swap and series.rule) else None
     try:
         with database.session() as session:
+            # Lock order as in ingest (instance rows, then the job row), so a re-send during a swap waits
+            # instead of deadlocking with it.
+            _lock_instances(session, [s.instance_pk for s in series.slices])
             row = jobs.lock_own(session, series.job, owner)
             if row is None:
                 LOG.warning("compression job %d: lease lost to another worker; its result is discarded",
@@ -259,6 +262,12 @@ def _unchanged(inst: Instance | None, s: _Slice) -> bool:
     """Still the lossless copy this run read (not re-sent, not already compressed by another run)."""
     return (inst is not None and inst.storage == "lossless" and inst.fallback_reason is None
             and inst.received_at == s.received_at)
+
+
+def _lock_instances(session: Session, instance_pks: list[int]) -> None:
+    if instance_pks:
+        session.execute(select(Instance.id).where(Instance.id.in_(instance_pks)).order_by(Instance.id)
+                        .with_for_update())
 
 
 def _lock_instance(session: Session, instance_pk: int) -> Instance | None:
