@@ -35,13 +35,19 @@ def matches(rule: CompressionRule, record: InstanceRecord) -> bool:
             and _allows(rule.calling_aets, record.calling_aet))
 
 
+#: ``codec.model`` (or a rule's ``model``) values that mean "no learned codec: archive everything losslessly".
+NO_MODEL = ("", "none", "lossless")
+
+
 def select_rule(settings: Settings, record: InstanceRecord) -> CompressionRule | None:
-    """The rule that compresses ``record``, or None (no rule matches, the first match says lossless, or off)."""
+    """The rule that compresses ``record``, or None (no rule matches, the first match says lossless or names
+    no model, or compression is off)."""
     if not settings.compression.enabled or record.storage != "lossless":
         return None
     for rule in settings.compression.effective_rules(settings.codec):
         if matches(rule, record):
-            return rule if rule.compress else None
+            model = (rule.model or settings.codec.model).strip().lower()
+            return rule if rule.compress and model not in NO_MODEL else None
     return None
 
 
@@ -79,4 +85,4 @@ def due_at(rule: CompressionRule, compression: CompressionSettings, study_date: 
     return due
 
 
-__all__ = ["due_at", "eligible", "find_rule", "matches", "select_rule"]
+__all__ = ["NO_MODEL", "due_at", "eligible", "find_rule", "matches", "select_rule"]

@@ -18,6 +18,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from pacs_cae.archive import query, stats
 from pacs_cae.archive import retrieve as _retrieve
 from pacs_cae.archive.compression import RunReport
+from pacs_cae.archive.compression_rules import NO_MODEL
 from pacs_cae.archive.errors import ArchiveError, OutOfResources
 from pacs_cae.archive.ingest import StoreOutcome, ingest
 from pacs_cae.archive.query import InstanceRef
@@ -27,8 +28,6 @@ from pacs_cae.store.db import Database, ensure_schema
 
 LOG = logging.getLogger(__name__)
 
-#: ``codec.model`` values that mean "no learned codec: archive everything losslessly".
-NO_MODEL = ("", "none", "lossless")
 
 
 class ArchiveCodecs:

@@ -52,20 +52,20 @@ class CompressionWorker:
         return compress_claimed(self.database, self.settings, self.encoders, self.owner, claimed)
 
     def outstanding(self, *, ignore_delay: bool = False) -> int:
-        """Due jobs a drain still waits for (pending ones; with ``ignore_delay`` also those not yet due).
+        """Jobs a drain still waits for: due pending ones (any pending with ``ignore_delay``) and running ones.
 
-        Jobs other workers are running are theirs; a drain does not wait for them (on SQLite it waits while
-        their lease blocks its claims, because due jobs are left).
+        A running job of another worker is waited for: it may still fail, or its worker may have died, in
+        which case this drain reclaims it once the lease expires.
         """
         due = CompressionJob.state == "pending"
         if not ignore_delay:
             due = due & (CompressionJob.not_before <= utcnow())
         with self.database.session(readonly=True) as session:
-            return int(session.scalar(select(func.count()).where(due)) or 0)
+            return int(session.scalar(select(func.count()).where(due | (CompressionJob.state == "running"))) or 0)
 
     def run(self, stop: threading.Event, *, drain: bool = False, ignore_delay: bool = False,
             on_report: Callable[[RunReport], None] | None = None) -> RunReport:
-        """Loop until ``stop`` is set, or (``drain``) until no due job is left."""
+        """Loop until ``stop`` is set, or (``drain``) until no due or running job is left."""
         total = RunReport()
         while not stop.is_set():
             try:

@@ -7,6 +7,7 @@ jobs and never finished them, which is exactly what a SIGKILL leaves in the data
 from __future__ import annotations
 
 import threading
+import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -120,7 +121,8 @@ def test_a_killed_worker_loses_nothing_its_job_is_reclaimed_after_the_lease(open
         archive.store(ds)
     with archive.database.session() as session:  # the dead worker's claim
         assert len(jobs.claim(session, "dead-worker", limit=4, lease_s=600, max_attempts=3)) == 1
-    assert archive.compress_pending().jobs == 0  # leased: nobody else takes it
+    other = CompressionWorker(archive.database, archive.settings, archive.codecs, name="other")
+    assert other.run_once(ignore_delay=True) is None  # leased: nobody else takes it
     assert {s for s, _ in _storage(archive).values()} == {"lossless"}
     for ds in series:  # retrieve meanwhile: complete
         assert load_one(archive, ds.SOPInstanceUID) == ds
@@ -281,3 +283,24 @@ def test_compression_rules_cannot_come_from_the_environment(monkeypatch: pytest.
     monkeypatch.setenv("PACS_CAE_COMPRESSION_RULES", "MR")
     with pytest.raises(ConfigError, match="compression.rules: expected a table"):
         load_settings()
+
+
+def test_serve_worker_threads_compress_in_the_background(open_archive) -> None:
+    from pacs_cae.archive.workers import WorkerThreads, serve_worker_count
+
+    archive: Archive = open_archive()
+    expected = 1 if archive.database.is_sqlite else 0  # embedded SQLite: on by default; PostgreSQL: workers
+    assert serve_worker_count(archive.settings, archive.database) == expected
+    archive.settings.compression.serve_workers = 1
+    threads = WorkerThreads(archive.database, archive.settings, archive.codecs, 1)
+    try:
+        original = reread(make_mr_series(1, 64, 64)[0])
+        assert archive.store(original).storage == "lossless"  # answered before any compression
+        deadline = time.monotonic() + 60
+        while _storage(archive)[original.SOPInstanceUID][0] != "cae":
+            assert time.monotonic() < deadline, "the worker thread did not compress the series"
+            time.sleep(0.05)
+    finally:
+        threads.stop()
+    archive.settings.compression.enabled = False
+    assert serve_worker_count(archive.settings, archive.database) == 0
