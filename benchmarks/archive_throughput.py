@@ -4,7 +4,8 @@ For each configuration a fresh server and database: storescu of a generated 512x
 slices by default), an IMAGE-level findscu, a STUDY-level getscu and a STUDY-level movescu to a local
 storescp. The table gives images/s and, because this machine is noisy, the ratio of each time to the
 lossless reference measured in the same run (the archive with ``codec.model = "none"``: same server, same
-database, no CAE). It ends with what `pacs-cae stats` says each configuration stored.
+database, no CAE); then the server's resident memory (RSS after start, peak = VmHWM over the whole run, at
+the end); and what `pacs-cae stats` says each configuration stored.
 
     python benchmarks/archive_throughput.py [--slices 60] [--model cae-paper] [--configs lossless,cae,cae+gate]
         [--min-psnr-db 20] [--database-url URL] [--device auto]
@@ -71,9 +72,15 @@ def _timed(fn: Callable[[], object]) -> float:
     return time.perf_counter() - start
 
 
-def run_one(work: Path, files: list[str], study: str, series_uid: str, codec: dict, url: str | None,
-            associations: int = 1) -> tuple[dict, dict]:
-    """Seconds per operation and the stats figures, for one fresh server."""
+def memory_mb(pid: int) -> dict[str, float]:
+    """The process's resident set now and its peak so far (Linux /proc), in MB."""
+    fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
+    return {"rss": int(fields["VmRSS"].split()[0]) / 1024, "peak": int(fields["VmHWM"].split()[0]) / 1024}
+
+
+def run_one(work: Path, files: list[str], study: str, series_uid: str, codec: dict,
+            url: str | None, associations: int = 1) -> tuple[dict, dict, dict]:
+    """Seconds per operation, the stats figures and the server's memory (MB), for one fresh server."""
     work.mkdir(parents=True)
     port, move_port = free_port(), free_port()
     url = url or f"sqlite:///{work / 'archive.db'}"
@@ -85,6 +92,7 @@ def run_one(work: Path, files: list[str], study: str, series_uid: str, codec: di
     n = len(files)
     seconds: dict[str, float] = {}
     server = start_server(work, config, port)
+    memory = {"start": memory_mb(server.proc.pid)["rss"]}
     try:
         base, where = ["-aec", "PACSCAE", "-aet", "BENCHSCU"], ["127.0.0.1", str(port)]
         study_keys = dcmtk.keys({"QueryRetrieveLevel": "STUDY", "StudyInstanceUID": study})
@@ -92,7 +100,9 @@ def run_one(work: Path, files: list[str], study: str, series_uid: str, codec: di
             drain = (lambda: seconds.update(_drain(config, n))) if codec.get("model") != "none" else None
             seconds.update(_parallel_operations(work, files, (study, series_uid), associations, port, "PACSCAE",
                                                 move_port, after_store=drain))
-            return seconds, _stats(config, work)
+            now = memory_mb(server.proc.pid)
+            memory.update(peak=now["peak"], end=now["rss"])
+            return seconds, _stats(config, work), memory
         seconds["C-STORE"] = _timed(lambda: dcmtk.run("storescu", [*base, *where, *files], timeout=3600))
         if codec.get("model") != "none":
             seconds.update(_drain(config, n))
@@ -117,9 +127,11 @@ def run_one(work: Path, files: list[str], study: str, series_uid: str, codec: di
             scp.wait(10)
         assert len(list((work / "move").iterdir())) == n
         stats = _stats(config, work)
+        now = memory_mb(server.proc.pid)
+        memory.update(peak=now["peak"], end=now["rss"])
     finally:
         server.stop(signal.SIGTERM)
-    return seconds, stats
+    return seconds, stats, memory
 
 
 # ---- issue 12: parallel associations, backlog drain, Orthanc side by side ---------------------------------
@@ -279,6 +291,8 @@ def print_issue12_tables(n: int, rows: dict[tuple[str, int], dict], stats: dict[
         print(f"{'Orthanc':<10} {assoc:>5} {'-':>15} {'-':>16} {'-':>13} {stored / n:>15.0f} files on disk")
 
 
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--slices", type=int, default=60)
@@ -309,7 +323,7 @@ def main() -> int:
         for ds, eval_slice in zip(series, slices):
             set_pixels(ds, eval_slice.pixels, bits_stored=12, signed=False)
         source = args.volume.name
-    results: dict[str, tuple[dict, dict]] = {}
+    results: dict[str, tuple[dict, dict, dict]] = {}
     with tempfile.TemporaryDirectory(prefix="pacs-cae-bench-") as tmp:
         files = []
         (Path(tmp) / "in").mkdir()
@@ -322,12 +336,12 @@ def main() -> int:
             results[name] = run_one(Path(tmp) / name.replace("+", "-"), files, str(series[0].StudyInstanceUID),
                                     str(series[0].SeriesInstanceUID), codec, args.database_url)
         # issue 12: more associations, Orthanc side by side, the codec's batched encode rate
-        rows = {(name, 1): seconds for name, (seconds, _) in results.items()}
-        stats_by = {(name, 1): stats for name, (_, stats) in results.items()}
+        rows = {(name, 1): seconds for name, (seconds, _, _) in results.items()}
+        stats_by = {(name, 1): stats for name, (_, stats, _) in results.items()}
         for assoc in (a for a in counts if a > 1):
             for name in names:
                 codec = codec_config(name, args.model, args.device, args.min_psnr_db)
-                rows[(name, assoc)], stats_by[(name, assoc)] = run_one(
+                rows[(name, assoc)], stats_by[(name, assoc)], _ = run_one(
                     Path(tmp) / f"{name.replace('+', '-')}-x{assoc}", files, str(series[0].StudyInstanceUID),
                     str(series[0].SeriesInstanceUID), codec, args.database_url, associations=assoc)
         orthanc: dict[int, tuple[dict, int]] = {}
@@ -337,17 +351,23 @@ def main() -> int:
                     str(series[0].StudyInstanceUID), str(series[0].SeriesInstanceUID)), assoc)
         encode_per_s = (encode_rate(series, args.model, args.device, 8) if len(names) > 1 else None)
 
+
     n = len(series)
     db = (args.database_url or "sqlite").split(":")[0]
     print(f"\narchive throughput: {n} slices 512x512 12-bit ({source}), model {args.model}, device {args.device}, "
           f"database {db}; x = time / lossless reference time in this run")
     print(f"{'configuration':<10} " + " ".join(f"{op + ' img/s':>13} {'x':>5}" for op in OPERATIONS))
     reference = results["lossless"][0]
-    for name, (seconds, _) in results.items():
+    for name, (seconds, _, _) in results.items():
         cells = [f"{n / seconds[op]:>13.1f} {seconds[op] / reference[op]:>5.2f}" for op in OPERATIONS]
         print(f"{name:<10} " + " ".join(cells))
+    print(f"\n{'configuration':<10} {'RSS start MB':>12} {'peak MB':>9} {'x':>5} {'end MB':>8}")
+    peak_reference = results["lossless"][2]["peak"]
+    for name, (_, _, memory) in results.items():
+        print(f"{name:<10} {memory['start']:>12.0f} {memory['peak']:>9.0f} {memory['peak'] / peak_reference:>5.2f} "
+              f"{memory['end']:>8.0f}")
     print(f"\n{'configuration':<10} {'stored as':<28} {'original MB':>11} {'stored MB':>10} {'ratio':>7}")
-    for name, (_, stats) in results.items():
+    for name, (_, stats, _) in results.items():
         storage = ", ".join(f"{g['storage']}:{g['instances']}" for g in stats["by_storage"])
         print(f"{name:<10} {storage:<28} {stats['original_bytes'] / 1e6:>11.2f} "
               f"{stats['stored_bytes'] / 1e6:>10.2f} {stats['ratio'] or 0:>7.2f}")

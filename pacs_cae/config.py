@@ -21,6 +21,8 @@ CONFIG_ENV = "PACS_CAE_CONFIG"
 DEFAULT_DATA_DIR = "pacs-cae-data"
 
 DUPLICATE_POLICIES = ("replace", "keep-first")
+#: Patient attributes a site may add to the identity check; Patient ID and its issuer are always compared.
+PATIENT_IDENTITY_ATTRIBUTES = ("PatientName", "PatientBirthDate", "PatientSex")
 LOSSY_UID_MODES = ("derive", "keep")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
@@ -36,10 +38,23 @@ class ServerSettings:
     ae_title: str = "PACSCAE"
     host: str = "0.0.0.0"
     port: int = 11112
-    max_associations: int = 16
+    max_associations: int = 16  # established associations; connections still negotiating do not count
+    max_associations_per_address: int = 8  # established associations from one IP address
+    max_pending_connections: int = 32  # TCP connections without an association yet; the oldest is dropped
+    max_pending_per_address: int = 8  # ... from one IP address (its oldest is dropped first)
+    association_request_timeout_s: float = 5.0  # a connection must send its A-ASSOCIATE-RQ within this
+    idle_timeout_s: float = 60.0  # an association silent this long is aborted (network and DIMSE timeout)
+    max_pdu_size: int = 16382  # Maximum Length we announce; a longer P-DATA PDU gets an A-ABORT
+    max_dataset_bytes: int = 512 * 1024 * 1024  # most one association may buffer for one DIMSE message
     allowed_calling_aets: list[str] = field(default_factory=list)  # empty = accept any calling AE
+    accept_any_called_aet: bool = False  # False: the called AE title must be ae_title
     tcp_nodelay: bool = True
-    duplicate_policy: str = "replace"  # "replace" | "keep-first"
+    # A re-sent SOP Instance UID: identical content is success; other content keeps the first copy (warning
+    # 0xB000), unless the calling AE is in replace_calling_aets (or duplicate_policy = "replace": anyone).
+    duplicate_policy: str = "keep-first"  # "keep-first" | "replace"
+    replace_calling_aets: list[str] = field(default_factory=list)
+    # Compared with the stored patient besides Patient ID + Issuer (a conflict refuses the instance, 0xC004).
+    patient_identity_attributes: list[str] = field(default_factory=list)
     # DICOM TLS (PS3.15 Annex B; pacs_cae/net/tls.py). A certificate (PEM) turns TLS on for the port;
     # the key may be a separate PEM file or sit in the certificate file. CA certificates set = mutual
     # TLS: clients must present a certificate they signed (they also verify our tls = true remotes).
@@ -356,6 +371,17 @@ def _validate(s: Settings) -> None:
         (0 < s.server.port < 65536, f"server.port must be 1..65535, got {s.server.port}"),
         (1 <= len(s.server.ae_title.strip()) <= 16, "server.ae_title must be 1..16 characters"),
         (s.server.max_associations >= 1, "server.max_associations must be >= 1"),
+        (s.server.max_associations_per_address >= 1, "server.max_associations_per_address must be >= 1"),
+        (s.server.max_pending_connections >= 1, "server.max_pending_connections must be >= 1"),
+        (s.server.max_pending_per_address >= 1, "server.max_pending_per_address must be >= 1"),
+        (s.server.association_request_timeout_s > 0, "server.association_request_timeout_s must be > 0"),
+        (s.server.idle_timeout_s > 0, "server.idle_timeout_s must be > 0"),
+        (4096 <= s.server.max_pdu_size <= 16 * 1024 * 1024, "server.max_pdu_size must be 4096..16777216"),
+        (s.server.max_dataset_bytes >= s.server.max_pdu_size,
+         "server.max_dataset_bytes must be >= server.max_pdu_size"),
+        (set(s.server.patient_identity_attributes) <= set(PATIENT_IDENTITY_ATTRIBUTES),
+         (f"server.patient_identity_attributes must be among {PATIENT_IDENTITY_ATTRIBUTES}, "
+          f"got {s.server.patient_identity_attributes}")),
         (s.codec.lossy_uid in LOSSY_UID_MODES,
          f"codec.lossy_uid must be one of {LOSSY_UID_MODES}, got {s.codec.lossy_uid!r}"),
         (s.codec.device in ("auto", "cpu", "cuda") or s.codec.device.startswith("cuda:"),

@@ -30,8 +30,24 @@ BACKENDS = ["sqlite"] + (
 )
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--soak", action="store_true", default=False,
+                     help="also run the soak tests (minutes; tests/e2e/test_soak_e2e.py)")
+
+
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "postgresql: runs against the PostgreSQL server ($PACS_CAE_TEST_PG_URL)")
+    config.addinivalue_line("markers", "soak: long load test with kills and restarts; runs only with --soak")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Soak tests are opted into with ``--soak``; otherwise they are deselected (not skipped)."""
+    if config.getoption("--soak"):
+        return
+    soak = [item for item in items if item.get_closest_marker("soak")]
+    if soak:
+        config.hook.pytest_deselected(items=soak)
+        items[:] = [item for item in items if not item.get_closest_marker("soak")]
 
 
 @pytest.fixture(scope="session")

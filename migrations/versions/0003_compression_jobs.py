@@ -1,7 +1,7 @@
 """Deferred compression: one compression job per series (issue 12).
 
 Revision ID: 0003_compression_jobs
-Revises: 0001
+Revises: 0002
 Create Date: 2026-12-01
 """
 
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0003_compression_jobs"
-down_revision = "0001"
+down_revision = "0002"
 branch_labels = None
 depends_on = None
 

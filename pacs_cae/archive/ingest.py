@@ -16,6 +16,7 @@ Pixel paths at ingest:
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -26,21 +27,42 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from pacs_cae.archive.compression_rules import due_at, eligible, select_rule
-from pacs_cae.archive.errors import CannotUnderstand, DataSetMismatch, OutOfResources
+from pacs_cae.archive.errors import ArchiveError, CannotUnderstand, DataSetMismatch, OutOfResources
 from pacs_cae.codec.lossless import PixelLayout, encode_lossless
 from pacs_cae.config import Settings
+from pacs_cae.dicom.integrity import EncodedDataSet, encoding_problem, pixel_data_problem
 from pacs_cae.dicom.metadata import encode_metadata, received_transfer_syntax
+from pacs_cae.dicom.transcode import TranscodeError, to_little_endian
 from pacs_cae.store import jobs
 from pacs_cae.store.db import Database
 from pacs_cae.store.record import InstanceRecord, InvalidRecord
-from pacs_cae.store.repository import upsert_instance
+from pacs_cae.store.rejections import count_rejection
+from pacs_cae.store.repository import HierarchyConflict, upsert_instance
 from pacs_cae.store.schema import Series, utcnow
 
 LOG = logging.getLogger(__name__)
 
-#: CannotUnderstand sub-codes (PS3.4 leaves the low 12 bits of 0xCxxx to the implementation).
+#: CannotUnderstand sub-codes (PS3.4 B.2.3 leaves the low 12 bits of 0xCxxx to the implementation). All are
+#: failures a re-send cannot cure, unlike 0xA7xx "out of resources", which invites a retry.
 STATUS_MISSING_ATTRIBUTE = 0xC001
 STATUS_UNENCODABLE = 0xC002
+STATUS_INCOMPLETE = 0xC003  # the stream ends inside an element, or Pixel Data does not fit the image attributes
+STATUS_PATIENT_CONFLICT = 0xC004  # the study is stored under another patient identity
+STATUS_HIERARCHY_CONFLICT = 0xC005  # the series (or SOP instance) is stored under another study (or series)
+#: Warning "Coercion of Data Elements" (PS3.4 B.2.3): a re-send with other content was not stored; what the
+#: archive holds (the first copy) differs from what the SCU sent.
+STATUS_KEPT_FIRST = 0xB000
+
+#: The ``pacs-cae stats`` counter each refusal is counted under.
+REJECTION_REASONS = {
+    STATUS_MISSING_ATTRIBUTE: "missing-attribute",
+    STATUS_UNENCODABLE: "unencodable",
+    STATUS_INCOMPLETE: "incomplete",
+    STATUS_PATIENT_CONFLICT: "patient-conflict",
+    STATUS_HIERARCHY_CONFLICT: "hierarchy-conflict",
+    0xA900: "sop-mismatch",
+}
+KEPT_FIRST_REASON = "duplicate-kept-first"
 
 REQUIRED_UIDS = ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID")
 
@@ -49,15 +71,20 @@ REQUIRED_UIDS = ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesIns
 class StoreOutcome:
     """What was committed for one instance.
 
-    With ``result == "kept-first"`` (duplicate policy keep-first) nothing was written: the fields describe
-    how the re-sent copy would have been stored; the first copy stays as it was.
+    With ``result`` "identical" or "kept-first" nothing was written: the fields describe how the re-sent copy
+    would have been stored; the first copy stays as it was.
     """
+
+    @property
+    def status(self) -> int:
+        """The C-STORE status: success, or the warning for a changed re-send that kept the first copy."""
+        return STATUS_KEPT_FIRST if self.result == "kept-first" else 0x0000
 
     sop_instance_uid: str
     sop_class_uid: str
     served_sop_instance_uid: str  # the UID C-FIND answers and C-GET/C-MOVE deliver (until compressed)
     storage: str  # "lossless" | "none" (a worker may later make a "lossless" instance "cae")
-    result: str  # "stored" | "replaced" | "kept-first"
+    result: str  # "stored" | "replaced" | "identical" | "kept-first" (the last two wrote nothing)
     compression_rule: str | None  # the rule whose job will compress the series; None: stays lossless
     original_pixel_bytes: int
     stored_pixel_bytes: int
@@ -65,8 +92,12 @@ class StoreOutcome:
 
 
 def validate(ds: Dataset, affected_sop_class: str | None = None,
-             affected_sop_instance: str | None = None) -> None:
-    """Raise the ArchiveError the C-STORE must answer for a dataset the archive cannot take."""
+             affected_sop_instance: str | None = None, encoded: EncodedDataSet | None = None) -> None:
+    """Raise the ArchiveError the C-STORE must answer for a dataset the archive cannot take.
+
+    Order: a missing UID (0xC001) before a UID that differs from the request (0xA900), then an incomplete
+    stream or Pixel Data that does not fit the image attributes (0xC003).
+    """
     for keyword in REQUIRED_UIDS:
         try:
             value = str(ds.get(keyword, "") or "").strip()
@@ -80,6 +111,12 @@ def validate(ds: Dataset, affected_sop_class: str | None = None,
     if affected_sop_instance and sop_instance != str(affected_sop_instance).strip():
         raise DataSetMismatch(
             f"SOP Instance UID {sop_instance} does not match the request's {affected_sop_instance}")
+    problem = None
+    if encoded is not None:
+        problem = encoding_problem(encoded)
+    problem = problem or pixel_data_problem(ds)
+    if problem:
+        raise CannotUnderstand(problem, STATUS_INCOMPLETE)
 
 
 def _layout(ds: Dataset) -> PixelLayout | None:
@@ -109,10 +146,52 @@ def _lossless_blob(ds: Dataset, settings: Settings) -> bytes:
     return encode_lossless(ds.PixelData, _layout(ds), brotli_quality=settings.codec.brotli_quality)
 
 
+def duplicate_policy(settings: Settings, calling_aet: str) -> str:
+    """``replace`` for the calling AEs a site trusts to correct their own objects, else the configured policy."""
+    server = settings.server
+    return "replace" if calling_aet.strip() in {a.strip() for a in server.replace_calling_aets} else \
+        server.duplicate_policy
+
+
+def content_digest(metadata_blob: bytes, ds: Dataset) -> str:
+    """SHA-256 over the encoded metadata and the Pixel Data as received (equal for an identical re-send)."""
+    digest = hashlib.sha256(metadata_blob)
+    if "PixelData" in ds:
+        digest.update(ds.PixelData)
+    return digest.hexdigest()
+
+
 def ingest(ds: Dataset, *, settings: Settings, database: Database, calling_aet: str = "",
-           affected_sop_class: str | None = None, affected_sop_instance: str | None = None) -> StoreOutcome:
-    """Archive ``ds``; returns only after the transaction holding it committed (raises ArchiveError)."""
-    validate(ds, affected_sop_class, affected_sop_instance)
+           affected_sop_class: str | None = None, affected_sop_instance: str | None = None,
+           encoded: EncodedDataSet | None = None) -> StoreOutcome:
+    """Archive ``ds``; returns only after the transaction holding it committed (raises ArchiveError).
+
+    Every refusal for the data's sake is logged by the caller and counted here (``pacs-cae stats``).
+    """
+    try:
+        outcome = _ingest(ds, settings=settings, database=database, calling_aet=calling_aet,
+                          affected_sop_class=affected_sop_class, affected_sop_instance=affected_sop_instance,
+                          encoded=encoded)
+    except ArchiveError as exc:
+        reason = REJECTION_REASONS.get(exc.status)
+        if reason:
+            count_rejection(database, reason, f"{calling_aet}: {exc.message}")
+        raise
+    if outcome.result == "kept-first":
+        LOG.warning("instance %s re-sent by %r with other content: the first copy is kept (0x%04X)",
+                    outcome.sop_instance_uid, calling_aet, STATUS_KEPT_FIRST)
+        count_rejection(database, KEPT_FIRST_REASON, f"{calling_aet}: {outcome.sop_instance_uid}")
+    return outcome
+
+
+def _ingest(ds: Dataset, *, settings: Settings, database: Database, calling_aet: str, affected_sop_class: str | None, affected_sop_instance: str | None,
+            encoded: EncodedDataSet | None) -> StoreOutcome:
+    validate(ds, affected_sop_class, affected_sop_instance, encoded)
+    try:
+        # Explicit VR Big Endian (retired) is stored as Explicit VR LE: same values, one byte order to serve.
+        to_little_endian(ds)
+    except (TranscodeError, ValueError, TypeError) as exc:
+        raise CannotUnderstand(f"big-endian data set cannot be normalised: {exc}", STATUS_UNENCODABLE) from exc
     try:
         metadata_blob = encode_metadata(ds, quality=settings.codec.brotli_quality)
     except Exception as exc:
@@ -135,11 +214,18 @@ def ingest(ds: Dataset, *, settings: Settings, database: Database, calling_aet: 
 
     try:
         with database.session() as session:
-            result = upsert_instance(session, record, metadata_blob, pixel_blob,
-                                     settings.server.duplicate_policy)  # type: ignore[arg-type]
-            if rule is not None and result != "kept-first":
+            result = upsert_instance(
+                session, record, metadata_blob, pixel_blob,
+                duplicate_policy(settings, calling_aet),  # type: ignore[arg-type]
+                content_sha256=content_digest(metadata_blob, ds),
+                identity_attributes=settings.server.patient_identity_attributes,
+            )
+            if rule is not None and result in ("stored", "replaced"):  # nothing written: nothing to compress
                 _enqueue(session, record, rule.name, due_at(rule, settings.compression, record.study_date,
                                                             utcnow()))
+    except HierarchyConflict as exc:
+        status = STATUS_PATIENT_CONFLICT if exc.reason == "patient-conflict" else STATUS_HIERARCHY_CONFLICT
+        raise CannotUnderstand(f"{exc.reason}: {exc}", status) from exc
     except SQLAlchemyError as exc:
         LOG.error("instance %s not stored, database error: %s", sop_instance, exc)
         raise OutOfResources(f"database error: {type(exc).__name__}") from exc
@@ -155,7 +241,7 @@ def ingest(ds: Dataset, *, settings: Settings, database: Database, calling_aet: 
         served_sop_instance_uid=sop_instance,
         storage=storage,
         result=result,
-        compression_rule=rule.name if rule else None,
+        compression_rule=rule.name if rule and result in ("stored", "replaced") else None,
         original_pixel_bytes=original_bytes,
         stored_pixel_bytes=len(pixel_blob) if pixel_blob is not None else 0,
         metadata_bytes=len(metadata_blob),
@@ -168,4 +254,4 @@ def _enqueue(session: Session, record: InstanceRecord, rule: str, due: Any) -> N
     jobs.enqueue(session, series_pk, rule, due)
 
 
-__all__ = ["StoreOutcome", "ingest", "validate"]
+__all__ = ["EncodedDataSet", "StoreOutcome", "ingest", "validate"]

@@ -25,7 +25,9 @@ from sqlalchemy.sql.elements import ColumnElement
 from pacs_cae.archive.errors import ArchiveError
 from pacs_cae.archive.matching import MatchError, condition, has_wildcard, is_universal
 from pacs_cae.archive.query_keys import KEYS, LEVELS, MODEL_LEVELS, UNIQUE_KEYS, level_index
-from pacs_cae.store.schema import Instance, Patient, Series, Study
+from pacs_cae.dicom.metadata import decode_metadata
+from pacs_cae.dicom.rebuild import LOSSY_KEYS, LossySource, delivered_lossy_attributes
+from pacs_cae.store.schema import Instance, InstanceBlob, Patient, Series, Study
 
 _BATCH = 500
 _ENTITIES = {"PATIENT": Patient, "STUDY": Study, "SERIES": Series, "IMAGE": Instance}
@@ -142,6 +144,8 @@ def _require_upper_unique_keys(query_model: str, level: str, identifier: Dataset
     for lvl in levels[: levels.index(level)]:
         keyword = UNIQUE_KEYS[lvl]
         value = _value_text(identifier, keyword)
+        if lvl == "SERIES" and (value is None or is_universal(value)):
+            continue  # an IMAGE query across a study's series (Orthanc sends it): answered, not refused
         if value is None or is_universal(value) or has_wildcard(value):
             raise QueryError(f"a {level} level query needs a single value for {keyword} (the {lvl} unique key)")
 
@@ -323,6 +327,8 @@ def _computed(session: Session, depth: int, wanted: set[str], rows: Sequence[Any
             Instance, Instance.series_pk == Series.id
         ),
     }
+    if depth == 3 and wanted & set(LOSSY_KEYS):
+        out.update(_delivered_lossy(session, [row[3] for row in rows], wanted & set(LOSSY_KEYS)))
     for keyword, stmt in lists.items():
         if keyword in wanted and studies:
             grouped: dict[int, set[str]] = defaultdict(set)
@@ -330,6 +336,29 @@ def _computed(session: Session, depth: int, wanted: set[str], rows: Sequence[Any
                 grouped[study_pk].update(item.split("\\"))
             for study_pk, items in grouped.items():
                 out[(keyword, study_pk)] = sorted(items)
+    return out
+
+
+def _delivered_lossy(session: Session, instances: Sequence[Instance], wanted: set[str]) -> dict[tuple[str, int], Any]:
+    """ImageType and the lossy attributes as C-GET delivers each instance (from its stored metadata)."""
+    by_id = {inst.id: inst for inst in instances}
+    out: dict[tuple[str, int], Any] = {}
+    blobs = session.execute(select(InstanceBlob.instance_pk, InstanceBlob.metadata_blob)
+                            .where(InstanceBlob.instance_pk.in_(list(by_id)))).all()
+    for pk, metadata_blob in blobs:
+        inst = by_id[pk]
+        stored = decode_metadata(metadata_blob)
+        cae = None
+        if inst.storage == "cae":
+            cae = LossySource(model_id=inst.codec_model_id or "", blob_bytes=inst.stored_pixel_bytes,
+                              received_syntax=str(stored.transfer_syntax),
+                              received_pixel_bytes=inst.original_pixel_bytes)
+        attrs = delivered_lossy_attributes(stored.dataset, str(stored.transfer_syntax), inst.original_pixel_bytes,
+                                           cae)
+        for keyword in wanted:
+            value = attrs.get(keyword)
+            if value is not None:
+                out[(keyword, pk)] = "\\".join(map(str, value)) if isinstance(value, MultiValue) else str(value)
     return out
 
 

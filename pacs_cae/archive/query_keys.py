@@ -82,6 +82,11 @@ KEYS: dict[str, Key] = _keys(
     Key("BitsAllocated", "IMAGE", "int", Instance.bits_allocated),
     Key("NumberOfFrames", "IMAGE", "int", Instance.number_of_frames),
     Key("PhotometricInterpretation", "IMAGE", "text", Instance.photometric_interpretation),
+    # return-only, as C-GET delivers the image (a CAE copy declares its loss): archive/query.py
+    Key("ImageType", "IMAGE", "text", matchable=False),
+    Key("LossyImageCompression", "IMAGE", "text", matchable=False),
+    Key("LossyImageCompressionRatio", "IMAGE", "text", matchable=False),
+    Key("LossyImageCompressionMethod", "IMAGE", "text", matchable=False),
 )
 
 

@@ -22,6 +22,7 @@ from pacs_cae.codec.container import read_header
 from pacs_cae.codec.lossless import decode_lossless
 from pacs_cae.dicom.metadata import decode_metadata
 from pacs_cae.dicom.rebuild import LossySource, rebuild_lossless, rebuild_lossy
+from pacs_cae.dicom.transcode import TranscodeError, choose_syntax, transcode
 from pacs_cae.store.db import Database
 from pacs_cae.store.repository import StoredInstance, load_instance_rows
 
@@ -30,6 +31,7 @@ LOG = logging.getLogger(__name__)
 #: Status carried by a per-instance failure (PS3.4 C.4.3.1.4 "unable to process" range).
 STATUS_UNABLE_TO_LOAD = 0xC001
 STATUS_GONE = 0xC002
+STATUS_NO_SYNTAX = 0xC003
 
 
 class Decoder(Protocol):
@@ -80,8 +82,31 @@ def rebuild(row: StoredInstance, decoded: np.ndarray | Exception | None, lossy_u
         raise ArchiveError(STATUS_UNABLE_TO_LOAD, "CAE instance has no pixel blob")
     header = read_header(row.pixel_blob)
     source = LossySource(model_id=row.codec_model_id or header.model_id, blob_bytes=len(row.pixel_blob),
-                         weights_sha256=header.weights_sha256, lossy_uid=lossy_uid)
+                         weights_sha256=header.weights_sha256, lossy_uid=lossy_uid,
+                         received_syntax=str(stored.transfer_syntax),
+                         received_pixel_bytes=row.original_pixel_bytes)
     return rebuild_lossy(stored, decoded, source)
+
+
+def for_peer(ds: Dataset, accepted: Sequence[str]) -> Dataset:
+    """``ds`` in the syntax it is sent in to a peer that accepted ``accepted`` for its SOP class.
+
+    The stored syntax when accepted (nothing decoded), else uncompressed, else a lossless compressed syntax
+    the peer accepted (:mod:`pacs_cae.dicom.transcode`); ArchiveError when none can carry it.
+    """
+    stored = str(ds.file_meta.TransferSyntaxUID)
+    target = choose_syntax(stored, accepted, "PixelData" in ds)
+    if target is None:
+        offered = ", ".join(sorted(accepted)) or "none"
+        raise ArchiveError(STATUS_NO_SYNTAX, f"stored as {stored}; the peer accepted no syntax that can carry "
+                                             f"it for SOP class {ds.get('SOPClassUID', '?')} ({offered})")
+    try:
+        out = transcode(ds, target)
+    except TranscodeError as exc:
+        raise ArchiveError(STATUS_UNABLE_TO_LOAD, str(exc)) from exc
+    if target != stored:
+        LOG.debug("retrieve: %s transcoded %s -> %s", ds.get("SOPInstanceUID", "?"), stored, target)
+    return out
 
 
 def load(refs: Sequence[Any], *, database: Database, decoder: Decoder | None, lossy_uid: str = "derive",
@@ -115,4 +140,4 @@ def load(refs: Sequence[Any], *, database: Database, decoder: Decoder | None, lo
                 yield ref, ArchiveError(STATUS_UNABLE_TO_LOAD, f"{type(exc).__name__}: {exc}")
 
 
-__all__ = ["Decoder", "load", "rebuild", "ref_id"]
+__all__ = ["Decoder", "for_peer", "load", "rebuild", "ref_id"]

@@ -20,7 +20,7 @@ from pacs_cae.archive import retrieve as _retrieve
 from pacs_cae.archive.compression import RunReport
 from pacs_cae.archive.compression_rules import NO_MODEL
 from pacs_cae.archive.errors import ArchiveError, OutOfResources
-from pacs_cae.archive.ingest import StoreOutcome, ingest
+from pacs_cae.archive.ingest import EncodedDataSet, StoreOutcome, ingest
 from pacs_cae.archive.query import InstanceRef
 from pacs_cae.codec import BatchingCodec, Codec, CodecRegistry, read_header
 from pacs_cae.config import CodecSettings, Settings
@@ -43,10 +43,15 @@ class ArchiveCodecs:
         self.encoder = encoder
 
     @classmethod
-    def from_settings(cls, codec: CodecSettings) -> ArchiveCodecs:
-        """Load ``codec.model`` (raises ``UnknownModelError`` if it is missing) and start its batcher."""
+    def from_settings(cls, codec: CodecSettings, *, decode_only: bool = False) -> ArchiveCodecs:
+        """Load ``codec.model`` (raises ``UnknownModelError`` if it is missing) and start its batcher.
+
+        ``decode_only``: no encoder at all (``verify``): blobs name their model, loaded when first decoded.
+        """
         registry = CodecRegistry(codec.models_dir, codec.device, codec.brotli_quality,
                                  max_batch=codec.batch_size)
+        if decode_only:
+            return cls(registry, None)
         if codec.model.strip().lower() in NO_MODEL:
             LOG.warning("codec.model is %r: every instance is stored losslessly", codec.model)
             return cls(registry, None)
@@ -95,11 +100,14 @@ class Archive:
         self.codecs = codecs
 
     @classmethod
-    def open(cls, settings: Settings) -> Archive:
-        """Connect (upgrading an embedded SQLite, refusing an out-of-date server), load the codec."""
+    def open(cls, settings: Settings, *, decode_only: bool = False) -> Archive:
+        """Connect (upgrading an embedded SQLite, refusing an out-of-date server), load the codec.
+
+        ``decode_only``: for read-only checks; the configured model is not loaded (it may be missing).
+        """
         database = ensure_schema(settings)
         try:
-            codecs = ArchiveCodecs.from_settings(settings.codec)
+            codecs = ArchiveCodecs.from_settings(settings.codec, decode_only=decode_only)
         except Exception:
             database.dispose()
             raise
@@ -118,13 +126,15 @@ class Archive:
 
     # -- use cases -------------------------------------------------------------------------------------
     def store(self, ds: Dataset, calling_aet: str = "", *, affected_sop_class: str | None = None,
-              affected_sop_instance: str | None = None) -> StoreOutcome:
+              affected_sop_instance: str | None = None, encoded: EncodedDataSet | None = None) -> StoreOutcome:
         """Archive one instance losslessly (and its compression job); returns after commit.
 
-        Raises :class:`ArchiveError` with the status. The learned codec runs later, in a worker.
+        Raises :class:`ArchiveError` with the status. The learned codec runs later, in a worker. ``encoded``
+        (the bytes as received) lets ingest refuse a stream that ends inside an element.
         """
-        return ingest(ds, settings=self.settings, database=self.database, calling_aet=calling_aet, affected_sop_class=affected_sop_class,
-                      affected_sop_instance=affected_sop_instance)
+        return ingest(ds, settings=self.settings, database=self.database, calling_aet=calling_aet,
+                      affected_sop_class=affected_sop_class, affected_sop_instance=affected_sop_instance,
+                      encoded=encoded)
 
     def compress_pending(self, *, ignore_delay: bool = True) -> RunReport:
         """Run one compression worker in this thread until no due job is left (tests, ``worker --drain``)."""

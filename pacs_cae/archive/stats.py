@@ -13,6 +13,7 @@ from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
 from pacs_cae.store import jobs
+from pacs_cae.store.rejections import rejection_counts
 from pacs_cae.store.repository import QUALITY_GATE_REASON
 from pacs_cae.store.schema import Instance, Patient, Series, Study
 
@@ -42,6 +43,7 @@ def collect(session: Session) -> dict[str, Any]:
         ),
         "fallbacks": _fallbacks(session),
         "compression": jobs.backlog(session),  # the deferred-compression backlog (pacs_cae/store/jobs.py)
+        "rejected": _rejected(session),
     }
     oldest, newest = session.execute(select(func.min(Study.study_date), func.max(Study.study_date))).one()
     stats["oldest_study_date"], stats["newest_study_date"] = oldest, newest
@@ -84,6 +86,12 @@ def _fallbacks(session: Session) -> dict[str, Any]:
         "quality_gate": by_reason.get(QUALITY_GATE_REASON, 0),
         "by_reason": dict(sorted(by_reason.items())),
     }
+
+
+def _rejected(session: Session) -> dict[str, Any]:
+    """Received instances refused (patient conflict, incomplete data, ...) or not stored (changed re-send)."""
+    by_reason = rejection_counts(session)
+    return {"total": sum(by_reason.values()), "by_reason": by_reason}
 
 
 __all__ = ["collect"]

@@ -1,8 +1,9 @@
 """Prove that every stored instance can still be served: metadata readable, pixel blob decodable.
 
 This is the check an admin runs after changing ``models/`` or restoring a backup: it goes through the same
-retrieve path as C-GET (so a pass means a viewer would get the instance), and additionally checks that a
-lossless blob gives back exactly as many bytes as were received.
+retrieve path as C-GET (so a pass means a viewer would get the instance), and additionally checks the pixels
+against the image attributes (Rows x Columns x Samples x Bits Allocated x Frames, the same check ingest
+makes) and that a lossless blob gives back exactly as many bytes as were received.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from sqlalchemy import select
 from pacs_cae.archive import retrieve
 from pacs_cae.archive.errors import ArchiveError
 from pacs_cae.archive.service import Archive
+from pacs_cae.dicom.integrity import pixel_data_problem
 from pacs_cae.store.schema import Instance
 
 
@@ -78,6 +80,8 @@ def verify(archive: Archive, chunk: int = 64, progress: Callable[[int], None] | 
             report.checked[kind] += 1
             if isinstance(result, ArchiveError):
                 report.failures.append((ref.sop_instance_uid, str(result)))
+            elif problem := pixel_data_problem(result):
+                report.failures.append((ref.sop_instance_uid, problem))
             elif ref.storage == "lossless" and _pixel_length(result) != ref.original_pixel_bytes:
                 report.failures.append(
                     (ref.sop_instance_uid,

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
 import typer
 
 from pacs_cae.cli.app import app
-from pacs_cae.cli.options import CONFIG_OPTION, URL_OPTION, load_or_exit
+from pacs_cae.cli.options import CONFIG_OPTION, URL_OPTION, load_or_exit, require_archive, user_errors
+
+JSON_OPTION = typer.Option(False, "--json", help="Print the result as JSON.")
 
 if TYPE_CHECKING:
     from pacs_cae.store.db import Database
@@ -19,43 +22,59 @@ app.add_typer(db_app, name="db")
 
 
 
-def _database(config: Optional[Path], database_url: Optional[str]) -> Database:
-    """Settings -> Database; imports stay inside so `pacs-cae --help` does not load SQLAlchemy."""
+def _database(config: Optional[Path], database_url: Optional[str], *, create: bool) -> Database:
+    """Settings -> Database (``create``: a missing SQLite file may be made); imports stay inside so
+    `pacs-cae --help` does not load SQLAlchemy."""
     from pacs_cae.store.db import Database
 
-    return Database(load_or_exit("db", config, database_url=database_url).database.url)
+    settings = load_or_exit("db", config, database_url=database_url)
+    if not create:
+        require_archive("db current", settings)
+    url = settings.database.url
+    with user_errors("db"):
+        return Database(url)
 
 
 @db_app.command("upgrade")
-def upgrade(config: Optional[Path] = CONFIG_OPTION, database_url: Optional[str] = URL_OPTION) -> None:
+def upgrade(config: Optional[Path] = CONFIG_OPTION, database_url: Optional[str] = URL_OPTION,
+            as_json: bool = JSON_OPTION) -> None:
     """Create the schema or bring it to the newest Alembic revision (back up PostgreSQL first)."""
     from pacs_cae.store.migrate import head_revision
 
-    db = _database(config, database_url)
+    db = _database(config, database_url, create=True)
     try:
-        before = db.current_revision()
-        db.upgrade()
-        after = db.current_revision()
+        with user_errors("db upgrade"):
+            before = db.current_revision()
+            db.upgrade()
+            after = db.current_revision()
     finally:
         db.dispose()
-    if before == after:
+    if as_json:
+        typer.echo(json.dumps({"database": db.safe_url, "before": before, "after": after, "head": head_revision()}))
+    elif before == after:
         typer.echo(f"{db.safe_url}: already at revision {after} (head {head_revision()})")
     else:
         typer.echo(f"{db.safe_url}: upgraded from {before or 'empty'} to {after}")
 
 
 @db_app.command("current")
-def current(config: Optional[Path] = CONFIG_OPTION, database_url: Optional[str] = URL_OPTION) -> None:
+def current(config: Optional[Path] = CONFIG_OPTION, database_url: Optional[str] = URL_OPTION,
+            as_json: bool = JSON_OPTION) -> None:
     """Show the schema revision; exit status 1 when it is not the newest."""
     from pacs_cae.store.migrate import head_revision
 
-    db = _database(config, database_url)
+    db = _database(config, database_url, create=False)
     try:
-        revision = db.current_revision()
+        with user_errors("db current"):
+            revision = db.current_revision()
     finally:
         db.dispose()
     head = head_revision()
-    state = "up to date" if revision == head else "out of date: run `pacs-cae db upgrade`"
-    typer.echo(f"{db.safe_url}: revision {revision or 'none (empty database)'}, head {head} ({state})")
+    if as_json:
+        typer.echo(json.dumps({"database": db.safe_url, "revision": revision, "head": head,
+                               "up_to_date": revision == head}))
+    else:
+        state = "up to date" if revision == head else "out of date: run `pacs-cae db upgrade`"
+        typer.echo(f"{db.safe_url}: revision {revision or 'none (empty database)'}, head {head} ({state})")
     if revision != head:
         raise typer.Exit(1)

@@ -6,8 +6,10 @@ override) and how a configuration error ends a command (a one-line message and e
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, NoReturn, Optional
 
 import typer
 
@@ -39,3 +41,58 @@ def load_or_exit(command: str, config: Optional[Path], **flags: Any) -> Settings
     except ConfigError as exc:
         typer.echo(f"pacs-cae {command}: configuration error: {exc}", err=True)
         raise typer.Exit(2) from None
+
+
+def fail(command: str, message: str, code: int = 1) -> NoReturn:
+    """End ``pacs-cae COMMAND`` with one line on stderr (a user error, never a traceback)."""
+    typer.echo(f"pacs-cae {command}: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(getattr(exc, "orig", None) or exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+@contextmanager
+def user_errors(command: str) -> Iterator[None]:
+    """What a user causes and can fix (an invalid, unreachable or out-of-date database, a missing model) as
+    one line on stderr and exit status 1."""
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError, SQLAlchemyError
+
+    from pacs_cae.codec.errors import CodecError
+    from pacs_cae.store.db import SchemaOutOfDate
+
+    try:
+        yield
+    except (SchemaOutOfDate, CodecError) as exc:
+        fail(command, str(exc))
+    except (ArgumentError, NoSuchModuleError) as exc:
+        fail(command, f"invalid database URL (--database-url / database.url): {_first_line(exc)}")
+    except OperationalError as exc:
+        fail(command, f"cannot use the database: {_first_line(exc)}")
+    except SQLAlchemyError as exc:
+        fail(command, f"database error: {_first_line(exc)}")
+
+
+def require_archive(command: str, settings: Settings) -> None:
+    """Refuse an embedded SQLite archive that does not exist: reading commands never create one.
+
+    Run from another directory, the default ``sqlite:///pacs-cae-data/archive.db`` names a file that is
+    not there; creating it would report an empty archive as if it were the real one.
+    """
+    path = settings.database.sqlite_path()
+    if path is not None and not path.exists():
+        fail(command, f"no archive at {path.resolve()} (database.url {settings.database.url}, relative to "
+                      f"{Path.cwd()}); pass the site's --config or --database-url, or create an archive with "
+                      "`pacs-cae db upgrade` / `pacs-cae serve`")
+
+
+def require_extra(command: str, extra: str, *modules: str) -> None:
+    """Exit with the pip command to run when an optional extra's modules are missing."""
+    import importlib.util
+
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    if missing:
+        fail(command, f"needs the '{extra}' extra (missing: {', '.join(missing)}): "
+                      f"pip install 'pacs-cae[{extra}]' (or scripts/setup {extra})")

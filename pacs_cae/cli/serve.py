@@ -93,6 +93,11 @@ def run(settings: Any) -> int:
     workers = None
     try:
         LOG.info("database %s", url)
+        problem = archive.database.write_problem()
+        if problem:
+            LOG.warning("database %s is read-only or cannot be written (%s): every C-STORE is refused with "
+                        "0xA700 until it can; the server picks it up by itself once the storage is writable",
+                        url, problem)
         LOG.info("codec model %s", describe_model(archive, settings.codec.model))
         count = serve_worker_count(settings, archive.database)
         LOG.info("compression worker threads: %d%s", count,

@@ -9,7 +9,7 @@ from typing import Any, Optional
 import typer
 
 from pacs_cae.cli.app import app
-from pacs_cae.cli.options import CONFIG_OPTION, URL_OPTION, load_or_exit
+from pacs_cae.cli.options import CONFIG_OPTION, URL_OPTION, load_or_exit, require_archive, user_errors
 
 
 @app.command("stats")
@@ -20,19 +20,17 @@ def stats(
 ) -> None:
     """Counts per level, original vs stored bytes and ratios (overall, per codec model, per modality)."""
     from pacs_cae.archive.stats import collect
-    from pacs_cae.store.db import SchemaOutOfDate, ensure_schema
+    from pacs_cae.store.db import ensure_schema
 
     settings = load_or_exit("stats", config, database_url=database_url)
-    try:
+    require_archive("stats", settings)
+    with user_errors("stats"):
         db = ensure_schema(settings)
-    except SchemaOutOfDate as exc:
-        typer.echo(f"pacs-cae stats: {exc}", err=True)
-        raise typer.Exit(1) from None
-    try:
-        with db.session(readonly=True) as session:
-            figures = collect(session)
-    finally:
-        db.dispose()
+        try:
+            with db.session(readonly=True) as session:
+                figures = collect(session)
+        finally:
+            db.dispose()
     if as_json:
         typer.echo(json.dumps(figures, indent=2, sort_keys=True))
     else:
@@ -71,6 +69,10 @@ def _print_tables(s: dict[str, Any]) -> None:
     summary.add_row("pixel ratio (original / pixel blobs)", _ratio(s["pixel_ratio"]))
     summary.add_row("quality-gate fallbacks", str(s["fallbacks"]["quality_gate"]))
     summary.add_row("other fallbacks", str(s["fallbacks"]["total"] - s["fallbacks"]["quality_gate"]))
+    rejected = s["rejected"]
+    summary.add_row("refused or not stored on receipt", str(rejected["total"]))
+    for reason, n in rejected["by_reason"].items():
+        summary.add_row(f"  {reason}", str(n))
     summary.add_row("oldest study", s["oldest_study_date"] or "-")
     summary.add_row("newest study", s["newest_study_date"] or "-")
     console.print(summary)
@@ -79,7 +81,8 @@ def _print_tables(s: dict[str, Any]) -> None:
         table = Table(title=title)
         for name in names:
             table.add_column(name)
-        for column in ("instances", "original", "stored", "pixel blobs", "ratio", "pixel ratio"):
+        # short headers: eight columns fit an 80-column terminal without truncation
+        for column in ("count", "original", "stored", "pixels", "ratio", "px ratio"):
             table.add_column(column, justify="right")
         for row in s["by_" + names[0]]:
             table.add_row(

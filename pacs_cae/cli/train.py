@@ -9,6 +9,7 @@ from typing import Optional
 import typer
 
 from pacs_cae.cli.app import app
+from pacs_cae.cli.options import require_extra
 
 
 @app.command()
@@ -34,6 +35,7 @@ def train(
     seed: int = typer.Option(0),
 ) -> None:
     """Train the paper's CAE on random crops; checkpoints and a CSV log go to RUN_DIR."""
+    require_extra("train", "train", "nibabel", "scipy")
     from rich.console import Console
 
     from pacs_cae.train.data import default_train_paths, default_val_paths

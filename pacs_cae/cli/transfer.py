@@ -7,6 +7,7 @@ writes what a C-GET of the same entities would deliver (CAE instances as their d
 
 from __future__ import annotations
 
+import json
 import logging
 from collections import Counter
 from collections.abc import Iterator
@@ -16,20 +17,20 @@ from typing import Any, Optional
 import typer
 
 from pacs_cae.cli.app import app
-from pacs_cae.cli.options import load_or_exit
+from pacs_cae.cli.options import fail, load_or_exit, require_archive, user_errors
 
 IMPORT_AET = "PACSCAE-IMPORT"
 
 
-def _open(command: str, settings: Any) -> Any:
+def _open(command: str, settings: Any, *, verbose: bool = False) -> Any:
+    """The archive, logging only errors unless ``verbose`` (the summary line says what happened)."""
     from pacs_cae.archive.service import Archive
 
-    logging.basicConfig(level=settings.log_level, format="%(levelname)-7s %(name)s: %(message)s")
-    try:
+    level = settings.log_level if verbose else logging.ERROR
+    logging.basicConfig(level=level, format="%(levelname)-7s %(name)s: %(message)s")
+    logging.getLogger("pydicom").setLevel(level)  # pydicom sets its own WARNING level
+    with user_errors(command):
         return Archive.open(settings)
-    except Exception as exc:  # schema out of date, model missing, database unreachable
-        typer.echo(f"pacs-cae {command}: cannot open the archive: {exc}", err=True)
-        raise typer.Exit(1) from None
 
 
 def iter_files(paths: list[Path]) -> Iterator[Path]:
@@ -48,50 +49,74 @@ def import_files(
     database_url: Optional[str] = typer.Option(None, "--database-url", help="SQLAlchemy URL (database.url)."),
     model: Optional[str] = typer.Option(None, help="Codec model id for new instances (codec.model)."),
     device: Optional[str] = typer.Option(None, help="Codec device: auto, cpu, cuda (codec.device)."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log every stored instance."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
     """Store DICOM files in the archive as if they had arrived by C-STORE."""
     from pydicom import dcmread
     from pydicom.errors import InvalidDicomError
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from pacs_cae.archive.errors import ArchiveError
 
     settings = load_or_exit("import", config, database_url=database_url, model=model, device=device)
-    archive = _open("import", settings)
+    files = list(iter_files(paths))
+    archive = _open("import", settings, verbose=verbose)
     counts: Counter[str] = Counter()
+    problems: list[dict[str, str]] = []
+    columns = (TextColumn("importing"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     try:
-        for path in iter_files(paths):
-            try:
-                ds = dcmread(path)
-            except (InvalidDicomError, OSError, EOFError, ValueError) as exc:
-                counts["skipped"] += 1
-                typer.echo(f"skipped {path}: not a readable DICOM file ({exc})", err=True)
-                continue
-            try:
-                outcome = archive.store(ds, calling_aet=IMPORT_AET)
-            except ArchiveError as exc:
-                counts["failed"] += 1
-                typer.echo(f"failed  {path}: {exc}", err=True)
-                continue
-            counts[outcome.result] += 1
-            counts[outcome.storage] += 1
-            if outcome.compression_rule:
-                counts["queued"] += 1
+        # the bar goes to stderr and only to a terminal: stdout keeps the one summary line for scripts
+        bar = Console(stderr=True)
+        with user_errors("import"), Progress(*columns, console=bar, transient=True,
+                                             disable=as_json or not bar.is_terminal) as progress:
+            task = progress.add_task("import", total=len(files))
+            for path in files:
+                progress.advance(task)
+                try:
+                    ds = dcmread(path)
+                except (InvalidDicomError, OSError, EOFError, ValueError) as exc:
+                    counts["skipped"] += 1
+                    problems.append({"path": str(path), "result": "skipped", "reason": f"not DICOM: {exc}"})
+                    continue
+                try:
+                    outcome = archive.store(ds, calling_aet=IMPORT_AET)
+                except ArchiveError as exc:
+                    counts["failed"] += 1
+                    problems.append({"path": str(path), "result": "failed", "reason": str(exc)})
+                    continue
+                counts[outcome.result] += 1
+                counts[outcome.storage] += 1
+                if outcome.compression_rule:
+                    counts["queued"] += 1
     finally:
         archive.close()
-    stored = counts["stored"] + counts["replaced"]
-    typer.echo(
-        f"imported {stored} instances ({counts['stored']} new, {counts['replaced']} replaced, "
-        f"{counts['kept-first']} already archived and kept); lossless {counts['lossless']} "
-        f"({counts['queued']} queued for compression: `pacs-cae worker`), no pixels {counts['none']}; "
-        f"skipped {counts['skipped']}, failed {counts['failed']}"
-    )
+    summary = {key: counts[key] for key in ("stored", "replaced", "kept-first", "identical", "lossless", "queued",
+                                            "none", "skipped", "failed")}
+    if as_json:
+        typer.echo(json.dumps({**summary, "files": len(files), "problems": problems}, indent=2, sort_keys=True))
+    else:
+        for problem in problems:
+            typer.echo(f"{problem['result']:<7} {problem['path']}: {problem['reason']}", err=True)
+        stored = counts["stored"] + counts["replaced"]
+        typer.echo(
+            f"imported {stored} of {len(files)} files ({counts['stored']} new, {counts['replaced']} replaced, "
+            f"{counts['kept-first'] + counts['identical']} already archived and kept); "
+            f"lossless {counts['lossless']} ({counts['queued']} queued for compression: `pacs-cae worker`), "
+            f"no pixels {counts['none']}; skipped {counts['skipped']}, failed {counts['failed']}"
+        )
     if counts["failed"]:
         raise typer.Exit(1)
 
 
 def _identifiers(archive: Any, study: list[str], patient: list[str], everything: bool) -> Iterator[tuple[str, Any]]:
     """(query model, retrieve identifier) pairs naming what to export."""
+    import warnings
+
     from pydicom.dataset import Dataset
+
+    warnings.filterwarnings("ignore", message="Invalid value for VR")  # a bad UID simply matches nothing
 
     for uid in study:
         ds = Dataset()
@@ -129,6 +154,7 @@ def export_files(
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="TOML configuration file."),
     database_url: Optional[str] = typer.Option(None, "--database-url", help="SQLAlchemy URL (database.url)."),
     device: Optional[str] = typer.Option(None, help="Codec device: auto, cpu, cuda (codec.device)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
     """Write what a C-GET would deliver for the named studies/patients as DICOM Part 10 files."""
     from pydicom.dataset import Dataset
@@ -136,31 +162,47 @@ def export_files(
     from pacs_cae.archive.errors import ArchiveError
 
     if not (study or patient or everything):
-        typer.echo("pacs-cae export: name --study UID, --patient ID or --all", err=True)
-        raise typer.Exit(2)
+        fail("export", "name --study UID, --patient ID or --all", 2)
     settings = load_or_exit("export", config, database_url=database_url, device=device)
+    require_archive("export", settings)
     archive = _open("export", settings)
-    written = failed = 0
+    written: list[str] = []
+    failures: list[dict[str, str]] = []
+    unmatched: list[str] = []
     seen: set[int] = set()
     try:
-        for model, identifier in _identifiers(archive, study, patient, everything):
-            try:
-                refs = [r for r in archive.locate(model, identifier) if r.id not in seen]
-            except ArchiveError as exc:
-                typer.echo(f"pacs-cae export: {exc}", err=True)
-                raise typer.Exit(1) from None
-            seen.update(r.id for r in refs)
-            for ref, result in archive.load(refs):
-                if not isinstance(result, Dataset):
-                    failed += 1
-                    typer.echo(f"failed  {ref.sop_instance_uid}: {result}", err=True)
-                    continue
-                path = export_path(outdir, result)
-                path.parent.mkdir(parents=True, exist_ok=True)
-                result.save_as(path, enforce_file_format=True)
-                written += 1
+        with user_errors("export"):
+            for model, identifier in _identifiers(archive, study, patient, everything):
+                try:
+                    found = archive.locate(model, identifier)
+                except ArchiveError as exc:
+                    fail("export", str(exc))
+                if not found:
+                    level = str(identifier.QueryRetrieveLevel)
+                    unmatched.append(f"{'patient' if level == 'PATIENT' else 'study'} "
+                                     f"{identifier.get('PatientID') or identifier.get('StudyInstanceUID')}")
+                refs = [r for r in found if r.id not in seen]
+                seen.update(r.id for r in refs)
+                for ref, result in archive.load(refs):
+                    if not isinstance(result, Dataset):
+                        failures.append({"sop_instance_uid": ref.sop_instance_uid, "reason": str(result)})
+                        continue
+                    path = export_path(outdir, result)
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    result.save_as(path, enforce_file_format=True)
+                    written.append(str(path))
     finally:
         archive.close()
-    typer.echo(f"exported {written} instances to {outdir}" + (f" ({failed} failed)" if failed else ""))
-    if failed or not written:
+    if as_json:
+        typer.echo(json.dumps({"exported": len(written), "outdir": str(outdir), "failed": failures,
+                               "not_in_archive": unmatched}, indent=2, sort_keys=True))
+    else:
+        for failure in failures:
+            typer.echo(f"failed  {failure['sop_instance_uid']}: {failure['reason']}", err=True)
+        for name in unmatched:
+            typer.echo(f"pacs-cae export: no {name} in the archive", err=True)
+        if not written and not failures and not unmatched:
+            typer.echo("pacs-cae export: the archive holds no studies", err=True)
+        typer.echo(f"exported {len(written)} instances to {outdir}" + (f" ({len(failures)} failed)" if failures else ""))
+    if failures or unmatched or not written:
         raise typer.Exit(1)

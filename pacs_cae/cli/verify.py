@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 
 from pacs_cae.cli.app import app
-from pacs_cae.cli.options import CONFIG_OPTION, URL_OPTION, load_or_exit
+from pacs_cae.cli.options import CONFIG_OPTION, URL_OPTION, load_or_exit, require_archive, user_errors
 
 
 @app.command("verify")
@@ -23,7 +23,10 @@ def verify(
     from pacs_cae.archive.verify import verify as run_verify
 
     settings = load_or_exit("verify", config, database_url=database_url)
-    with Archive.open(settings) as archive:
+    require_archive("verify", settings)
+    # verify only decodes: blobs name their own model, so the configured encoder need not load (a missing
+    # model then shows up as failed instances in the report, not as a traceback).
+    with user_errors("verify"), Archive.open(settings, decode_only=True) as archive:
         report = run_verify(archive)
     if as_json:
         typer.echo(json.dumps(report.as_dict(), indent=2, sort_keys=True))

@@ -1,8 +1,11 @@
 """Which instances go through the learned codec, and why the others do not.
 
 The codec was built for single-frame monochrome MR slices of 8-16 bits; everything else is archived
-losslessly. The decision only reads header attributes and asks pydicom whether it has a decoder for the
-transfer syntax, so it is cheap; a decode that still fails at ingest falls back to lossless as well.
+losslessly. The decision only reads header attributes and the transfer syntax against a fixed list
+(:data:`CODEC_INPUT_SYNTAXES`), never which optional packages happen to be installed, so the same archive
+makes the same decision on every install; the decoders for that list are required dependencies
+(:func:`missing_decoders` names any that are absent). A decode that still fails at ingest falls back to
+lossless with the reason recorded.
 The reason string is recorded with the instance and shown in logs, so it names the attribute that decided.
 """
 
@@ -11,9 +14,10 @@ from __future__ import annotations
 from typing import Protocol, Sequence
 
 from pydicom.dataset import Dataset
-from pydicom.uid import UID
+from pydicom.uid import UID, ExplicitVRBigEndian
 
 from pacs_cae.dicom.metadata import received_transfer_syntax
+from pacs_cae.dicom.transcode import ACCEPTED_TRANSFER_SYNTAXES
 
 ELIGIBLE = "eligible"
 
@@ -28,15 +32,18 @@ class CodecPolicySettings(Protocol):
     min_columns: int
 
 
-def _decodable(transfer_syntax: UID) -> bool:
-    if not transfer_syntax.is_encapsulated:
-        return transfer_syntax.is_transfer_syntax
-    try:
-        from pydicom.pixels import get_decoder
+#: Transfer syntaxes whose pixels may go to the learned codec (pydicom decodes each with a required plugin):
+#: everything the archive accepts, big endian being normalised on storage.
+CODEC_INPUT_SYNTAXES: frozenset[UID] = frozenset(
+    s for s in ACCEPTED_TRANSFER_SYNTAXES if s != ExplicitVRBigEndian)
 
-        return get_decoder(transfer_syntax).is_available
-    except (NotImplementedError, ValueError):
-        return False
+
+def missing_decoders() -> list[str]:
+    """Names of the codec input syntaxes pydicom cannot decode on this install (empty when complete)."""
+    from pydicom.pixels import get_decoder
+
+    return sorted(uid.name for uid in CODEC_INPUT_SYNTAXES
+                  if uid.is_encapsulated and not get_decoder(uid).is_available)
 
 
 def _int(ds: Dataset, keyword: str, default: int | None = None) -> int | None:
@@ -83,9 +90,9 @@ def check_eligibility(ds: Dataset, settings: CodecPolicySettings) -> tuple[bool,
     transfer_syntax = received_transfer_syntax(ds)
     if not transfer_syntax.is_little_endian:
         return False, f"big endian transfer syntax {transfer_syntax} (retired; kept as received)"
-    if not _decodable(transfer_syntax):
-        return False, f"no pydicom decoder available for transfer syntax {transfer_syntax}"
+    if transfer_syntax not in CODEC_INPUT_SYNTAXES:
+        return False, f"transfer syntax {transfer_syntax} is not a codec input syntax"
     return True, ELIGIBLE
 
 
-__all__ = ["ELIGIBLE", "CodecPolicySettings", "check_eligibility"]
+__all__ = ["CODEC_INPUT_SYNTAXES", "ELIGIBLE", "CodecPolicySettings", "check_eligibility", "missing_decoders"]

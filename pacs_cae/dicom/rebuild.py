@@ -8,7 +8,8 @@ C.7.6.1.1.5, C.7.6.1.1.3, C.12.4.1.2):
 * Lossy Image Compression (0028,2110) "01"; Lossy Image Compression Ratio (0028,2112) = uncompressed
   Pixel Data bits / stored blob bits; Lossy Image Compression Method (0028,2114) = :data:`LOSSY_METHOD`.
   If the received image had already been lossy compressed, ratio and method are appended (the values are
-  ordered, one per lossy step).
+  ordered, one per lossy step; both always carry the same number of values, a received ratio without a
+  method gets its syntax's method, e.g. ISO_15444_1, see :func:`pacs_cae.dicom.transcode.aligned_lossy_history`).
 * Image Type value 1 DERIVED; Derivation Description and Derivation Code Sequence (DCM 113040) appended.
 * Source Image Sequence gets an item pointing to the received SOP Class/Instance UID with purpose
   DCM 121320 "Uncompressed predecessor".
@@ -37,6 +38,7 @@ from pydicom.uid import ExplicitVRLittleEndian
 
 from pacs_cae.dicom.metadata import PIXEL_DATA, StoredMetadata, restore_pixel_data
 from pacs_cae.dicom.pixels import frames_to_pixel_data, value_range
+from pacs_cae.dicom.transcode import aligned_lossy_history, declare_received_loss
 from pacs_cae.dicom.uids import derive_lossy_uid
 
 #: Lossy Image Compression Method (0028,2114) value for the learned codec (CS, max 16 characters).
@@ -58,6 +60,8 @@ class LossySource:
     blob_bytes: int
     weights_sha256: str = ""
     lossy_uid: str = "derive"  # derive | keep
+    received_syntax: str = ""  # the transfer syntax the instance arrived in
+    received_pixel_bytes: int = 0  # its Pixel Data length as received (the codestream, if compressed)
 
 
 def _code(value: str, scheme: str, meaning: str) -> Dataset:
@@ -100,9 +104,12 @@ def rebuild_lossless(stored: StoredMetadata, pixel_bytes: bytes | None) -> Datas
 
 def _declare_lossy(ds: Dataset, ratio: float, source: LossySource) -> None:
     ratio_text = f"{ratio:.2f}"
+    if source.received_syntax:
+        declare_received_loss(ds, source.received_syntax, source.received_pixel_bytes)
+    ratios, methods = aligned_lossy_history(ds, source.received_syntax)
     ds.LossyImageCompression = "01"
-    ds.LossyImageCompressionRatio = [*_values(ds, "LossyImageCompressionRatio"), ratio_text]
-    ds.LossyImageCompressionMethod = [*_values(ds, "LossyImageCompressionMethod"), LOSSY_METHOD]
+    ds.LossyImageCompressionRatio = [*ratios, ratio_text]
+    ds.LossyImageCompressionMethod = [*methods, LOSSY_METHOD]
     image_type = _values(ds, "ImageType")
     ds.ImageType = ["DERIVED", *image_type[1:]] if image_type else ["DERIVED", "SECONDARY"]
     weights = f", weights sha256 {source.weights_sha256[:16]}" if source.weights_sha256 else ""
@@ -112,6 +119,30 @@ def _declare_lossy(ds: Dataset, ratio: float, source: LossySource) -> None:
     ds.DerivationDescription = (f"{previous}; {note}" if previous else note)[:_DERIVATION_DESCRIPTION_MAX]
     codes = list(ds.get("DerivationCodeSequence", []) or [])
     ds.DerivationCodeSequence = Sequence([*codes, _code(*LOSSY_COMPRESSION_CODE)])
+
+
+#: What C-FIND answers about an image's loss (the values C-GET delivers).
+LOSSY_KEYS = ("ImageType", "LossyImageCompression", "LossyImageCompressionRatio", "LossyImageCompressionMethod")
+_SIZE_KEYS = ("Rows", "Columns", "SamplesPerPixel", "NumberOfFrames", "BitsAllocated")
+
+
+def delivered_lossy_attributes(stored: Dataset, received_syntax: str, received_pixel_bytes: int,
+                               cae: LossySource | None) -> Dataset:
+    """:data:`LOSSY_KEYS` as a retrieve delivers them (uncompressed): the received values, the loss of a
+    lossy received syntax declared, and the CAE step for a CAE copy (``cae``: its source)."""
+    ds = Dataset()
+    for keyword in (*LOSSY_KEYS, *_SIZE_KEYS):
+        if keyword in stored:
+            ds[keyword] = stored[keyword]
+    if "Rows" in ds and "BitsAllocated" in ds:
+        if cae is not None:
+            _declare_lossy(ds, compression_ratio(ds, cae.blob_bytes), cae)
+        else:
+            declare_received_loss(ds, received_syntax, received_pixel_bytes)
+    for keyword in _SIZE_KEYS:
+        if keyword in ds:
+            del ds[keyword]
+    return ds
 
 
 def _reference_predecessor(ds: Dataset, sop_class: str, sop_instance: str) -> None:
@@ -160,10 +191,12 @@ def rebuild_lossy(stored: StoredMetadata, pixels: np.ndarray, source: LossySourc
 
 __all__ = [
     "LOSSY_COMPRESSION_CODE",
+    "LOSSY_KEYS",
     "LOSSY_METHOD",
-    "LossySource",
     "UNCOMPRESSED_PREDECESSOR_CODE",
+    "LossySource",
     "compression_ratio",
+    "delivered_lossy_attributes",
     "rebuild_lossless",
     "rebuild_lossy",
     "served_sop_instance_uid",

@@ -9,22 +9,7 @@ import logging
 import socket
 from typing import Sequence
 
-from pydicom.uid import (
-    UID,
-    DeflatedExplicitVRLittleEndian,
-    ExplicitVRBigEndian,
-    ExplicitVRLittleEndian,
-    ImplicitVRLittleEndian,
-    JPEG2000,
-    JPEG2000Lossless,
-    JPEGBaseline8Bit,
-    JPEGExtended12Bit,
-    JPEGLossless,
-    JPEGLosslessSV1,
-    JPEGLSLossless,
-    JPEGLSNearLossless,
-    RLELossless,
-)
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE, AllStoragePresentationContexts, evt
 from pynetdicom.events import Event
 from pynetdicom.presentation import PresentationContext, build_context
@@ -39,28 +24,13 @@ from pynetdicom.sop_class import (
 )
 
 from pacs_cae.config import ServerSettings
+from pacs_cae.dicom.transcode import (
+    ACCEPTED_TRANSFER_SYNTAXES,
+    LOSSLESS_ENCODINGS,
+    UNCOMPRESSED_TRANSFER_SYNTAXES,
+)
 
 LOG = logging.getLogger(__name__)
-
-#: Uncompressed syntaxes first: they are what every SCU can read back.
-UNCOMPRESSED_TRANSFER_SYNTAXES: list[UID] = [
-    ExplicitVRLittleEndian,
-    ImplicitVRLittleEndian,
-    DeflatedExplicitVRLittleEndian,
-    ExplicitVRBigEndian,
-]
-#: What a modality may send us on C-STORE (the archive decodes it with pydicom's pixel handlers).
-ACCEPTED_TRANSFER_SYNTAXES: list[UID] = UNCOMPRESSED_TRANSFER_SYNTAXES + [
-    JPEGBaseline8Bit,
-    JPEGExtended12Bit,
-    JPEGLossless,
-    JPEGLosslessSV1,
-    JPEGLSLossless,
-    JPEGLSNearLossless,
-    JPEG2000Lossless,
-    JPEG2000,
-    RLELossless,
-]
 
 FIND_MODELS: dict[str, str] = {
     PatientRootQueryRetrieveInformationModelFind: "P",
@@ -85,13 +55,16 @@ def build_ae(settings: ServerSettings) -> AE:
     (the C-STORE sub-operations then run on the same association).
     """
     ae = AE(ae_title=settings.ae_title)
-    ae.maximum_associations = settings.max_associations
+    # pynetdicom counts connections still negotiating as associations; pacs_cae.net.limits admits
+    # associations itself (established ones only), so pynetdicom's own cap only has to bound the threads.
+    ae.maximum_associations = settings.max_associations + settings.max_pending_connections + 1
+    ae.maximum_pdu_size = settings.max_pdu_size
     # Empty list = any calling AE; otherwise pynetdicom rejects the association ("calling AE not recognised").
     ae.require_calling_aet = list(settings.allowed_calling_aets)
-    ae.require_called_aet = False
-    ae.acse_timeout = 30
-    ae.dimse_timeout = 120
-    ae.network_timeout = 120
+    ae.require_called_aet = not settings.accept_any_called_aet  # else "called AE title not recognised"
+    ae.acse_timeout = settings.association_request_timeout_s  # also the ARTIM timer for the A-ASSOCIATE-RQ
+    ae.dimse_timeout = settings.idle_timeout_s
+    ae.network_timeout = settings.idle_timeout_s
     ae.add_supported_context(Verification, ACCEPTED_TRANSFER_SYNTAXES)
     for cx in AllStoragePresentationContexts:
         ae.add_supported_context(cx.abstract_syntax, ACCEPTED_TRANSFER_SYNTAXES, scu_role=True, scp_role=True)
@@ -116,28 +89,74 @@ def set_tcp_nodelay(event: Event) -> None:
 
 
 def storage_contexts_for(pairs: Sequence[tuple[str, str]]) -> list[PresentationContext]:
-    """Requested contexts for a C-MOVE sub-association that must carry these (SOP class, transfer syntax) pairs.
+    """Requested contexts for a C-MOVE sub-association that must carry these (SOP class, stored syntax) pairs.
 
-    An uncompressed dataset can be sent in any uncompressed syntax the destination picks; a compressed one
-    needs its own syntax, so it gets a context of its own.
+    Per SOP class: one context with the uncompressed syntaxes (anything can be decoded to them), and one
+    per other stored syntax with only that syntax, so a destination that accepts it gets the instance
+    as stored, undecoded (the archive then picks per instance, :func:`pacs_cae.dicom.transcode.choose_syntax`).
     """
     contexts: list[PresentationContext] = []
     seen: set[tuple[str, tuple[str, ...]]] = set()
-    for sop_class, syntax in pairs:
-        if syntax and UID(syntax).is_compressed:
-            syntaxes: tuple[str, ...] = (syntax,)
-        else:
-            syntaxes = (ExplicitVRLittleEndian, ImplicitVRLittleEndian)
-        key = (sop_class, syntaxes)
+    # every SOP class's uncompressed context first: within the limit, each instance then has a way through
+    wanted = [(sop_class, (ExplicitVRLittleEndian, ImplicitVRLittleEndian)) for sop_class, _ in pairs]
+    wanted += [(sop_class, (syntax,)) for sop_class, syntax in pairs if syntax and syntax != ExplicitVRLittleEndian]
+    for key in wanted:
         if key in seen:
             continue
-        seen.add(key)
-        contexts.append(build_context(sop_class, list(syntaxes)))
         if len(contexts) >= MAX_REQUESTED_CONTEXTS:
-            LOG.warning("C-MOVE needs more than %d presentation contexts; the rest will fail",
+            LOG.warning("C-MOVE needs more than %d presentation contexts; instances without one will fail",
                         MAX_REQUESTED_CONTEXTS)
             break
+        seen.add(key)
+        contexts.append(build_context(key[0], list(key[1])))
     return contexts
+
+
+#: Syntaxes the archive can send any stored instance in (uncompressed LE, or encoded without loss).
+RETRIEVE_SYNTAXES: frozenset[str] = frozenset([*UNCOMPRESSED_TRANSFER_SYNTAXES[:3], *LOSSLESS_ENCODINGS])
+
+
+def prefer_requested_retrieve_syntaxes(event: Event) -> None:
+    """EVT_CONN_OPEN handler: on storage contexts a C-GET SCU takes the SCP role for, honour its order.
+
+    pynetdicom accepts the first of *our* syntaxes the peer listed, and our order (uncompressed first) is
+    the safe one for incoming C-STORE. A C-GET SCU that lists RLE, JPEG-LS lossless, JPEG 2000 lossless or
+    Deflated first (DCMTK getscu ``+xr``/``+xt``/``+xv``/``+xd``) wants that syntax; the archive can produce
+    it from any stored instance, so it is accepted. Lossy syntaxes are never moved forward: an instance
+    not stored in them could not be sent. pynetdicom has no per-association negotiation hook, so this
+    wraps the association's ACSE negotiation step (pynetdicom 3.x).
+    """
+    acse = event.assoc.acse
+    negotiate = acse._negotiate_as_acceptor
+
+    def negotiate_with_retrieve_preferences() -> None:
+        try:
+            _reorder_for_retrieve(event.assoc)
+        except Exception as exc:  # noqa: BLE001 - negotiation goes on with the default order
+            LOG.warning("retrieve syntax preferences not applied: %s", exc)
+        negotiate()
+
+    acse._negotiate_as_acceptor = negotiate_with_retrieve_preferences
+
+
+def _reorder_for_retrieve(assoc: object) -> None:
+    requestor, acceptor = assoc.requestor, assoc.acceptor  # type: ignore[attr-defined]
+    scp_roles = {str(uid) for uid, item in requestor.role_selection.items() if item.scp_role}
+    if not scp_roles or requestor.primitive is None:
+        return
+    requested: dict[str, list[str]] = {}
+    for cx in requestor.primitive.presentation_context_definition_list:
+        if str(cx.abstract_syntax) in scp_roles:
+            requested.setdefault(str(cx.abstract_syntax), [str(ts) for ts in cx.transfer_syntax])
+    contexts = []
+    for cx in acceptor.supported_contexts:
+        order = requested.get(str(cx.abstract_syntax))
+        if order:
+            ours = [str(ts) for ts in cx.transfer_syntax]
+            first = [ts for ts in order if ts in RETRIEVE_SYNTAXES and ts in ours]
+            cx.transfer_syntax = [*first, *[ts for ts in ours if ts not in first]]
+        contexts.append(cx)
+    acceptor.supported_contexts = contexts
 
 
 #: The notification handlers every association gets, server side and C-MOVE side.

@@ -7,8 +7,11 @@ transaction holding the instance committed.
 
 from __future__ import annotations
 
+import io
 import logging
-from typing import Any, Iterator, Protocol, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, Protocol
 
 from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian
@@ -16,8 +19,17 @@ from pynetdicom import evt
 from pynetdicom.events import Event
 
 from pacs_cae.archive.errors import ArchiveError, CannotUnderstand
+from pacs_cae.archive.retrieve import for_peer
 from pacs_cae.config import Settings
-from pacs_cae.net.ae import CONNECTION_HANDLERS, FIND_MODELS, GET_MODELS, MOVE_MODELS, storage_contexts_for
+from pacs_cae.dicom.integrity import EncodedDataSet
+from pacs_cae.net.ae import (
+    CONNECTION_HANDLERS,
+    FIND_MODELS,
+    GET_MODELS,
+    MOVE_MODELS,
+    prefer_requested_retrieve_syntaxes,
+    storage_contexts_for,
+)
 from pacs_cae.net.tls import move_tls_args
 
 LOG = logging.getLogger(__name__)
@@ -26,7 +38,6 @@ SUCCESS = 0x0000
 PENDING = 0xFF00
 CANCEL = 0xFE00
 OUT_OF_RESOURCES = 0xA700
-MISMATCH = 0xA900
 CANNOT_UNDERSTAND = 0xC000
 #: C-GET/C-MOVE have no plain A700; A701 is "out of resources: unable to calculate number of matches".
 RETRIEVE_OUT_OF_RESOURCES = 0xA701
@@ -36,7 +47,7 @@ class ArchiveLike(Protocol):
     """What the handlers need from :class:`pacs_cae.archive.Archive` (kept narrow for tests)."""
 
     def store(self, ds: Dataset, calling_aet: str = "", *, affected_sop_class: str | None = None,
-              affected_sop_instance: str | None = None) -> Any: ...
+              affected_sop_instance: str | None = None, encoded: EncodedDataSet | None = None) -> Any: ...
     def find(self, query_model: str, identifier: Dataset) -> Iterator[Dataset]: ...
     def locate(self, query_model: str, identifier: Dataset) -> list[Any]: ...
     def load(self, refs: Sequence[Any]) -> Iterator[tuple[Any, Dataset | ArchiveError]]: ...
@@ -44,6 +55,20 @@ class ArchiveLike(Protocol):
 
 def _calling_aet(event: Event) -> str:
     return str(event.assoc.requestor.ae_title).strip()
+
+
+@contextmanager
+def _encoded(event: Event) -> Iterator[EncodedDataSet | None]:
+    """The request's data set bytes as received (no copy), for the archive's completeness check.
+
+    None for deflated syntaxes: those bytes are compressed, and pydicom inflated them to decode.
+    """
+    stream, syntax = getattr(event.request, "DataSet", None), event.context.transfer_syntax
+    if not isinstance(stream, io.BytesIO) or syntax.is_deflated:
+        yield None
+        return
+    with stream.getbuffer() as view:
+        yield EncodedDataSet(view, syntax.is_implicit_VR, syntax.is_little_endian)
 
 
 def _identifier(event: Event) -> Dataset:
@@ -68,6 +93,23 @@ def _served_syntax(ref: Any) -> str:
     if getattr(ref, "storage", "") == "cae":
         return str(ExplicitVRLittleEndian)
     return str(getattr(ref, "transfer_syntax_uid", "") or "")
+
+
+def accepted_syntaxes(assoc: Any, sop_class: str) -> list[str]:
+    """The transfer syntaxes ``assoc`` accepted for sending ``sop_class`` (our storage SCU role)."""
+    return [str(cx.transfer_syntax[0]) for cx in assoc.accepted_contexts
+            if cx.abstract_syntax == sop_class and cx.as_scu]
+
+
+class SubAssociation:
+    """Captures the C-MOVE sub-association pynetdicom opens, so each instance can be sent in a syntax the
+    destination accepted (EVT_ACCEPTED fires before ``AE.associate`` returns, in the handler's thread)."""
+
+    def __init__(self) -> None:
+        self.assoc: Any = None
+
+    def on_accepted(self, event: Event) -> None:
+        self.assoc = event.assoc
 
 
 def _undeliverable(ref: Any) -> Dataset:
@@ -100,6 +142,7 @@ class ArchiveHandlers:
             (evt.EVT_C_MOVE, self.on_move),
             (evt.EVT_ACCEPTED, self.on_accepted),
             (evt.EVT_REJECTED, self.on_rejected),
+            (evt.EVT_CONN_OPEN, prefer_requested_retrieve_syntaxes),
         ]
         if self.settings.server.tcp_nodelay:
             handlers.extend(CONNECTION_HANDLERS)
@@ -123,27 +166,25 @@ class ArchiveHandlers:
 
     # -- C-STORE ---------------------------------------------------------------------------------------
     def on_store(self, event: Event) -> int:
-        """Archive one instance; 0x0000 only after ``archive.store`` returned (it commits)."""
+        """Archive one instance; 0x0000 only after ``archive.store`` returned (it commits).
+
+        The archive checks the data set (missing UIDs 0xC001 before a mismatch with the request 0xA900, an
+        incomplete stream or Pixel Data 0xC003, ...); a data set pydicom cannot decode at all is 0xC000.
+        """
         request = event.request
         try:
             ds = event.dataset
             ds.file_meta = event.file_meta
-            ds_class = str(ds.get("SOPClassUID", ""))
             ds_instance = str(ds.get("SOPInstanceUID", ""))
         except Exception as exc:
             LOG.error("C-STORE from %s: data set cannot be parsed: %s", _calling_aet(event), exc)
             return CANNOT_UNDERSTAND
-        if ds_class != str(request.AffectedSOPClassUID) or ds_instance != str(request.AffectedSOPInstanceUID):
-            LOG.error(
-                "C-STORE from %s: data set (%s, %s) does not match the request (%s, %s)",
-                _calling_aet(event), ds_class, ds_instance,
-                request.AffectedSOPClassUID, request.AffectedSOPInstanceUID,
-            )
-            return MISMATCH
         try:
-            self.archive.store(ds, calling_aet=_calling_aet(event),
-                               affected_sop_class=str(request.AffectedSOPClassUID),
-                               affected_sop_instance=str(request.AffectedSOPInstanceUID))
+            with _encoded(event) as encoded:
+                outcome = self.archive.store(ds, calling_aet=_calling_aet(event),
+                                             affected_sop_class=str(request.AffectedSOPClassUID),
+                                             affected_sop_instance=str(request.AffectedSOPInstanceUID),
+                                             encoded=encoded)
         except ArchiveError as exc:
             LOG.error("C-STORE %s from %s refused: %s", ds_instance, _calling_aet(event), exc)
             return exc.status
@@ -153,7 +194,7 @@ class ArchiveHandlers:
             LOG.exception("C-STORE %s from %s failed unexpectedly", ds_instance, _calling_aet(event))
             return OUT_OF_RESOURCES
         LOG.debug("C-STORE %s from %s stored", ds_instance, _calling_aet(event))
-        return SUCCESS
+        return int(getattr(outcome, "status", SUCCESS))
 
     # -- C-FIND ----------------------------------------------------------------------------------------
     def on_find(self, event: Event) -> Iterator[tuple[int, Dataset | None]]:
@@ -191,7 +232,7 @@ class ArchiveHandlers:
             return
         LOG.info("C-GET (%s root) from %s: %d instances", model, _calling_aet(event), len(refs))
         yield len(refs)
-        yield from self._deliver(event, refs)
+        yield from self._deliver(event, refs, lambda: event.assoc)
 
     def on_move(self, event: Event) -> Iterator[Any]:
         """Destination from ``[remotes]`` (unknown -> A801), then as C-GET over a new association."""
@@ -212,8 +253,10 @@ class ArchiveHandlers:
         contexts = storage_contexts_for([(str(getattr(r, "sop_class_uid", "")), _served_syntax(r)) for r in refs])
         if contexts:
             options["contexts"] = contexts
+        sub = SubAssociation()
+        options["evt_handlers"] = [(evt.EVT_ACCEPTED, sub.on_accepted)]
         if self.settings.server.tcp_nodelay:
-            options["evt_handlers"] = list(CONNECTION_HANDLERS)
+            options["evt_handlers"] += list(CONNECTION_HANDLERS)
         if remote.tls:  # DICOM TLS to this destination: (client SSLContext, server_hostname)
             options["tls_args"] = move_tls_args(self.settings.server, remote)
         yield remote.host, remote.port, options
@@ -224,10 +267,13 @@ class ArchiveHandlers:
         LOG.info("C-MOVE (%s root) from %s to %s (%s:%d): %d instances", model, _calling_aet(event),
                  destination, remote.host, remote.port, len(refs))
         yield len(refs)
-        yield from self._deliver(event, refs)
+        yield from self._deliver(event, refs, lambda: sub.assoc)
 
-    def _deliver(self, event: Event, refs: Sequence[Any]) -> Iterator[tuple[int, Dataset | None]]:
-        """Pending (status, dataset) pairs; pynetdicom counts outcomes and builds the final response."""
+    def _deliver(self, event: Event, refs: Sequence[Any],
+                 store_assoc: Callable[[], Any]) -> Iterator[tuple[int, Dataset | None]]:
+        """Pending (status, dataset) pairs, each dataset in a syntax ``store_assoc()`` accepted for it;
+        pynetdicom counts outcomes and builds the final response (A702/B000 with the Failed SOP
+        Instance UID List when sub-operations failed)."""
         if not refs:
             return
         for ref, result in self.archive.load(refs):
@@ -235,9 +281,19 @@ class ArchiveHandlers:
                 LOG.info("retrieve cancelled by %s", _calling_aet(event))
                 yield CANCEL, None
                 return
+            if not isinstance(result, Exception):
+                assoc = store_assoc()
+                try:
+                    if assoc is None:
+                        raise ArchiveError(RETRIEVE_OUT_OF_RESOURCES, "no storage association")
+                    result = for_peer(result, accepted_syntaxes(assoc, str(result.SOPClassUID)))
+                except ArchiveError as exc:
+                    result = exc
+                except Exception as exc:  # noqa: BLE001 - one bad instance fails alone, the rest go on
+                    LOG.exception("retrieve: instance %s cannot be converted", _ref_uid(ref))
+                    result = ArchiveError(CANNOT_UNDERSTAND, f"{type(exc).__name__}: {exc}")
             if isinstance(result, Exception):
-                LOG.error("retrieve: instance %s could not be loaded (%s); counted as failed",
-                          _ref_uid(ref), result)
+                LOG.error("retrieve: instance %s not sent (%s); counted as failed", _ref_uid(ref), result)
                 yield PENDING, _undeliverable(ref)
             else:
                 yield PENDING, result

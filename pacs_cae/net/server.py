@@ -12,12 +12,19 @@ import threading
 import time
 from typing import Any, Callable
 
-from pynetdicom.transport import ThreadedAssociationServer
+from pynetdicom.utils import make_target
 
 from pacs_cae.config import Settings
 from pacs_cae.net.ae import build_ae
 from pacs_cae.net.handlers import ArchiveHandlers, ArchiveLike
-from pacs_cae.net.tls import server_context, start_tls_server
+from pacs_cae.net.limits import (
+    LIMIT_HANDLERS,
+    GuardedAssociationServer,
+    GuardedRequestHandler,
+    Limits,
+    close_connection,
+)
+from pacs_cae.net.tls import TlsRequestHandler, server_context
 
 LOG = logging.getLogger(__name__)
 
@@ -36,7 +43,7 @@ class ArchiveServer:
         # DICOM TLS when server.tls_certificate is set (None = plain TCP); built here so a bad certificate
         # fails before we listen.
         self.ssl_context = server_context(settings.server)
-        self._server: ThreadedAssociationServer | None = None
+        self._server: GuardedAssociationServer | None = None
 
     @property
     def address(self) -> tuple[str, int]:
@@ -49,13 +56,19 @@ class ArchiveServer:
     def start(self) -> tuple[str, int]:
         """Listen on the configured address in a background thread; returns the bound address."""
         address = (self.settings.server.host, self.settings.server.port)
-        if self.ssl_context is not None:  # TLS: the handshake runs per connection (see pacs_cae/net/tls.py)
-            server = start_tls_server(self.ae, address, self.ssl_context, self.handlers.bindings())
+        # TLS: the handshake runs per connection, in its own thread (see pacs_cae/net/tls.py)
+        handler = TlsRequestHandler if self.ssl_context is not None else GuardedRequestHandler
+        server = self.ae.make_server(address, ssl_context=self.ssl_context,
+                                     evt_handlers=[*LIMIT_HANDLERS, *self.handlers.bindings()],
+                                     server_class=GuardedAssociationServer, request_handler=handler)
+        assert isinstance(server, GuardedAssociationServer)
+        server.limits = Limits.from_settings(self.settings.server)
+        # What AE.start_server(block=False) does, which cannot take our classes: register, serve in a thread.
+        self.ae._servers.append(server)
+        threading.Thread(target=make_target(server.serve_forever), name="AcceptorServer", daemon=True).start()
+        if self.ssl_context is not None:
             LOG.info("DICOM TLS on; client certificates %s",
                      "required" if self.settings.server.tls_ca_certificates else "not required")
-        else:
-            server = self.ae.start_server(address, block=False, evt_handlers=self.handlers.bindings())
-        assert server is not None  # non-blocking start_server always returns the server
         self._server = server
         return self.address
 
@@ -64,6 +77,9 @@ class ArchiveServer:
         if self._server is None:
             return
         open_assocs = list(self._server.active_associations)
+        for assoc in open_assocs:  # connections that never asked for an association have nothing to finish
+            if not assoc.is_established:
+                close_connection(assoc)
         self._server.shutdown()  # closes the listening socket; accepted associations keep running
         self._server = None
         if open_assocs:
@@ -73,8 +89,10 @@ class ArchiveServer:
             assoc.join(max(0.0, deadline - time.monotonic()))
         for assoc in open_assocs:
             if assoc.is_alive():
-                LOG.warning("aborting association with %s after %.0f s grace", assoc.requestor.ae_title, grace_s)
-                assoc.abort()
+                if assoc.is_established:
+                    LOG.warning("aborting association with %s after %.0f s grace", assoc.requestor.ae_title,
+                                grace_s)
+                close_connection(assoc)
         self.ae.shutdown()
 
 

@@ -13,15 +13,10 @@ from __future__ import annotations
 import logging
 import socket
 import ssl
-import threading
 from typing import Any
 
-from pynetdicom import AE
-from pynetdicom.events import EventHandlerType
-from pynetdicom.transport import RequestHandler, ThreadedAssociationServer
-from pynetdicom.utils import make_target
-
 from pacs_cae.config import ConfigError, Remote, ServerSettings
+from pacs_cae.net.limits import GuardedRequestHandler
 
 LOG = logging.getLogger(__name__)
 
@@ -125,7 +120,7 @@ def move_tls_args(settings: ServerSettings, remote: Remote,
     return (context or client_context(settings)), remote.host
 
 
-class TlsRequestHandler(RequestHandler):
+class TlsRequestHandler(GuardedRequestHandler):
     """pynetdicom's connection handler, with the TLS handshake first, in the connection's own thread.
 
     A peer that fails the handshake (plain TCP, no or an untrusted client certificate, too old a protocol)
@@ -155,18 +150,3 @@ def _handshake(sock: ssl.SSLSocket, peer: Any) -> bool:
     LOG.debug("TLS %s with %s:%s, client certificate %s", sock.version(), peer[0], peer[1],
               subject.get("commonName", "none"))
     return True
-
-
-def start_tls_server(ae: AE, address: tuple[str, int], context: ssl.SSLContext,
-                     evt_handlers: list[EventHandlerType]) -> ThreadedAssociationServer:
-    """``AE.start_server(block=False)`` with :class:`TlsRequestHandler` (start_server cannot take one).
-
-    Mirrors what start_server does: make the server, register it with the AE (``server.shutdown()``
-    unregisters it), serve in a daemon thread.
-    """
-    server = ae.make_server(address, ssl_context=context, evt_handlers=evt_handlers,
-                            server_class=ThreadedAssociationServer, request_handler=TlsRequestHandler)
-    server.daemon_threads = True  # a connection still in its handshake must not hold up shutdown()
-    ae._servers.append(server)  # pynetdicom's own bookkeeping, as in start_server
-    threading.Thread(target=make_target(server.serve_forever), name="TlsAcceptorServer", daemon=True).start()
-    return server

@@ -4,6 +4,7 @@ from pacs_cae.store.db import Database, SchemaOutOfDate, ensure_schema
 from pacs_cae.store.record import InstanceRecord, InvalidRecord
 from pacs_cae.store.repository import (
     QUALITY_GATE_REASON,
+    HierarchyConflict,
     StoredInstance,
     load_instance_rows,
     upsert_instance,
@@ -13,6 +14,7 @@ from pacs_cae.store.schema import CodecModel, Instance, InstanceBlob, Patient, S
 __all__ = [
     "CodecModel",
     "Database",
+    "HierarchyConflict",
     "Instance",
     "InstanceBlob",
     "InstanceRecord",

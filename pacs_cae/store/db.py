@@ -12,7 +12,8 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import create_engine, event
-from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.engine import Connection, Engine, ExceptionContext, make_url
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
 
@@ -23,6 +24,9 @@ if TYPE_CHECKING:
     from pacs_cae.config import Settings
 
 SQLITE_BUSY_TIMEOUT_MS = 60_000
+#: sqlite3 messages after which a pooled connection must not be reused: SQLite opened (or degraded) it
+#: read-only, and a fresh connection is the only way to write again once the storage is writable.
+_SQLITE_REOPEN_ERRORS = ("readonly database", "disk i/o error")
 
 
 class SchemaOutOfDate(RuntimeError):
@@ -106,6 +110,22 @@ class Database:
         """Close pooled connections."""
         self.engine.dispose()
 
+    def write_problem(self) -> str | None:
+        """Why this database cannot take writes right now (None: a write transaction can start).
+
+        Opens a write transaction and rolls it back, which is what SQLite refuses on read-only storage;
+        ``serve`` logs the answer at start so a read-only archive is noticed before the first C-STORE.
+        """
+        try:
+            with self.session() as session:
+                if self.is_sqlite:
+                    session.connection()  # BEGIN IMMEDIATE: takes the write lock
+                    session.connection().exec_driver_sql("PRAGMA user_version = 0")
+                session.rollback()
+        except SQLAlchemyError as exc:
+            return str(getattr(exc, "orig", exc))
+        return None
+
 
 def ensure_schema(settings: Settings, database: Database | None = None) -> Database:
     """What ``serve`` (and the admin commands) call at start-up.
@@ -139,6 +159,16 @@ def _tune_sqlite(engine: Engine) -> None:
     def _on_begin(conn: Connection) -> None:
         readonly = conn.get_execution_options().get("pacs_cae_readonly", False)
         conn.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")
+
+    @event.listens_for(engine, "handle_error")
+    def _on_error(context: ExceptionContext) -> None:
+        # Treated like a lost connection, and every idle connection is closed too: connections of one
+        # process share SQLite's per-file state (the WAL index mapping), so one opened read-only keeps every
+        # new one read-only. The next unit of work reconnects from scratch.
+        message = str(context.original_exception).lower()
+        if any(text in message for text in _SQLITE_REOPEN_ERRORS):
+            context.is_disconnect = True
+            engine.dispose()
 
 
 __all__ = ["Database", "SchemaOutOfDate", "ensure_schema"]

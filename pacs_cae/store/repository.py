@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -20,10 +20,15 @@ from pacs_cae.store.record import InstanceRecord
 from pacs_cae.store.schema import STORAGE_KINDS, CodecModel, Instance, InstanceBlob, Patient, Series, Study, utcnow
 
 DuplicatePolicy = Literal["replace", "keep-first"]
-UpsertResult = Literal["stored", "replaced", "kept-first"]
+#: "stored" new; "replaced" a re-send overwrote it (policy replace); "identical" a byte-identical re-send
+#: (nothing written); "kept-first" a re-send with other content (nothing written, the first copy stays).
+UpsertResult = Literal["stored", "replaced", "identical", "kept-first"]
 
 #: ``fallback_reason`` prefix for slices the quality gate sent to lossless storage (counted by ``stats``).
 QUALITY_GATE_REASON = "quality-gate"
+
+#: Patient attributes a site may add to the identity check (Patient ID and its issuer are always compared).
+IDENTITY_ATTRIBUTES = {"PatientName": "patient_name", "PatientBirthDate": "birth_date", "PatientSex": "sex"}
 
 _MAX_ATTEMPTS = 5
 
@@ -43,29 +48,53 @@ _INSTANCE_FIELDS = (
 )
 
 
+class HierarchyConflict(ValueError):
+    """The instance names a patient, study or series that contradicts what is stored; nothing was written.
+
+    ``reason`` is ``"patient-conflict"`` (the study belongs to another patient identity) or
+    ``"hierarchy-conflict"`` (the series belongs to another study, or the SOP instance to another series).
+    """
+
+    def __init__(self, reason: str, message: str) -> None:
+        self.reason = reason
+        super().__init__(message)
+
+
 def upsert_instance(
     session: Session,
     record: InstanceRecord,
     metadata_blob: bytes,
     pixel_blob: bytes | None,
-    policy: DuplicatePolicy = "replace",
+    policy: DuplicatePolicy = "keep-first",
+    *,
+    content_sha256: str | None = None,
+    identity_attributes: Sequence[str] = (),
 ) -> UpsertResult:
     """Store one instance and its patient/study/series rows; flushes, the caller's unit of work commits.
 
-    A SOP Instance UID already archived is replaced (``"replace"``: new attributes and blobs, same row id) or
-    left alone (``"keep-first"``). Patient, study and series attributes follow the latest instance received
-    (non-empty values only); a study or series that arrives under a different parent is moved there.
+    Ingest never moves or relabels stored data: an instance whose patient identity (Patient ID + issuer, plus
+    ``identity_attributes`` such as ``"PatientName"``) differs from the patient its study is stored under, or
+    whose series/instance sits under another parent, raises :class:`HierarchyConflict`. Stored patient, study
+    and series attributes are only filled where empty, never overwritten.
+
+    A SOP Instance UID already archived is left alone when the re-send is identical (``content_sha256``
+    equal, "identical") or with ``"keep-first"`` ("kept-first"); ``"replace"`` overwrites attributes and
+    blobs in place (same row id, same series).
     """
     if policy not in ("replace", "keep-first"):
         raise ValueError(f"unknown duplicate policy {policy!r}")
+    unknown = set(identity_attributes) - set(IDENTITY_ATTRIBUTES)
+    if unknown:
+        raise ValueError(f"unknown identity attribute(s) {sorted(unknown)}")
     if record.storage not in STORAGE_KINDS:
         raise ValueError(f"unknown storage kind {record.storage!r}")
     if record.storage == "cae" and not record.codec_model_id:
         raise ValueError("a 'cae' instance must name its codec model")
+    fields = tuple(IDENTITY_ATTRIBUTES[a] for a in identity_attributes)
     for attempt in range(1, _MAX_ATTEMPTS + 1):
         try:
             with session.begin_nested():
-                return _upsert(session, record, metadata_blob, pixel_blob, policy)
+                return _upsert(session, record, metadata_blob, pixel_blob, policy, content_sha256, fields)
         except IntegrityError:
             if attempt == _MAX_ATTEMPTS:
                 raise
@@ -73,21 +102,26 @@ def upsert_instance(
 
 
 def _upsert(
-    session: Session, record: InstanceRecord, metadata_blob: bytes, pixel_blob: bytes | None, policy: str
+    session: Session, record: InstanceRecord, metadata_blob: bytes, pixel_blob: bytes | None, policy: str,
+    content_sha256: str | None, identity_fields: tuple[str, ...],
 ) -> UpsertResult:
     existing = session.scalars(
         select(Instance).where(Instance.sop_instance_uid == record.sop_instance_uid).with_for_update()
     ).one_or_none()
-    if existing is not None and policy == "keep-first":
-        return "kept-first"
+    if existing is not None:
+        if content_sha256 is not None and existing.content_sha256 == content_sha256:
+            return "identical"
+        if policy == "keep-first":
+            return "kept-first"
     if record.codec_model_id:
         _ensure_codec_model(session, record)
-    series = _series_for(session, record)
+    series = _series_for(session, record, identity_fields)
     values = {name: getattr(record, name) for name in _INSTANCE_FIELDS}
     values.update(
         stored_pixel_bytes=len(pixel_blob) if pixel_blob is not None else 0,
         metadata_bytes=len(metadata_blob),
         received_at=utcnow(),
+        content_sha256=content_sha256,
     )
     if existing is None:
         instance = Instance(sop_instance_uid=record.sop_instance_uid, series_pk=series.id, **values)
@@ -96,18 +130,19 @@ def _upsert(
         session.add(InstanceBlob(instance_pk=instance.id, metadata_blob=metadata_blob, pixel_blob=pixel_blob))
         session.flush()
         return "stored"
-    old_series_pk = existing.series_pk
+    if existing.series_pk != series.id:
+        raise HierarchyConflict(
+            "hierarchy-conflict",
+            f"SOP instance {record.sop_instance_uid} is stored in another series than {record.series_instance_uid}",
+        )
     for name, value in values.items():
         setattr(existing, name, value)
-    existing.series_pk = series.id
     blob = session.get(InstanceBlob, existing.id)
     if blob is None:
         session.add(InstanceBlob(instance_pk=existing.id, metadata_blob=metadata_blob, pixel_blob=pixel_blob))
     else:
         blob.metadata_blob, blob.pixel_blob = metadata_blob, pixel_blob
     session.flush()
-    if old_series_pk != series.id:
-        _drop_if_empty(session, old_series_pk)
     return "replaced"
 
 
@@ -123,87 +158,86 @@ def _ensure_codec_model(session: Session, record: InstanceRecord) -> None:
         session.flush()
 
 
-def _series_for(session: Session, record: InstanceRecord) -> Series:
-    """Get or create the patient, study and series rows for ``record``, updating their attributes."""
-    patient = session.scalars(
-        select(Patient).where(Patient.patient_id == record.patient_id, Patient.issuer == record.issuer)
-    ).one_or_none()
-    if patient is None:
-        patient = Patient(patient_id=record.patient_id, issuer=record.issuer)
-        session.add(patient)
-    _update(patient, record, _PATIENT_FIELDS)
-    session.flush()
+def _normalised(field_name: str, value: str | None) -> str:
+    """Compare names without case, padding or empty trailing components (``DOE^JOHN^^`` == ``Doe^John``)."""
+    text = (value or "").strip()
+    if field_name == "patient_name":
+        text = text.upper().rstrip("^ ")
+    return text
 
+
+def identity_conflict(patient: Patient, record: InstanceRecord, fields: Sequence[str]) -> str | None:
+    """Why ``record`` is not the stored ``patient`` (None: same patient).
+
+    Patient ID and issuer must be equal. The other ``fields`` conflict only when both sides have a value:
+    a missing value contradicts nothing. Without a Patient ID, name and birth date are all that identify the
+    patient, so they are always compared.
+    """
+    if (patient.patient_id, patient.issuer) != (record.patient_id, record.issuer):
+        return (f"Patient ID {record.patient_id!r} (issuer {record.issuer!r}) differs from the stored "
+                f"{patient.patient_id!r} (issuer {patient.issuer!r})")
+    compared = list(fields)
+    if not record.patient_id:
+        compared += [f for f in ("patient_name", "birth_date") if f not in compared]
+    for name in compared:
+        stored, received = _normalised(name, getattr(patient, name)), _normalised(name, getattr(record, name))
+        if stored and received and stored != received:
+            return f"{name} {getattr(record, name)!r} differs from the stored {getattr(patient, name)!r}"
+    return None
+
+
+def _series_for(session: Session, record: InstanceRecord, identity_fields: tuple[str, ...]) -> Series:
+    """Get or create the patient, study and series rows for ``record``; raise on any contradiction."""
     study = session.scalars(
         select(Study).where(Study.study_instance_uid == record.study_instance_uid)
     ).one_or_none()
-    moved_from_patient = None
-    if study is None:
+    if study is not None:
+        patient = session.get(Patient, study.patient_pk)
+        assert patient is not None  # foreign key
+        conflict = identity_conflict(patient, record, identity_fields)
+        if conflict:
+            raise HierarchyConflict("patient-conflict", f"study {record.study_instance_uid}: {conflict}")
+    else:
+        patient = None
+        if record.patient_id:  # without an ID nobody else is this patient: a new row per study
+            patient = session.scalars(
+                select(Patient).where(Patient.patient_id == record.patient_id, Patient.issuer == record.issuer)
+            ).one_or_none()
+            conflict = identity_conflict(patient, record, identity_fields) if patient is not None else None
+            if conflict:
+                raise HierarchyConflict("patient-conflict", f"new study {record.study_instance_uid}: {conflict}")
+        if patient is None:
+            patient = Patient(patient_id=record.patient_id, issuer=record.issuer)
+            session.add(patient)
+            session.flush()
         study = Study(study_instance_uid=record.study_instance_uid, patient_pk=patient.id)
         session.add(study)
-    elif study.patient_pk != patient.id:
-        moved_from_patient, study.patient_pk = study.patient_pk, patient.id
-    _update(study, record, _STUDY_FIELDS)
+    _fill(patient, record, _PATIENT_FIELDS)
+    _fill(study, record, _STUDY_FIELDS)
     session.flush()
 
     series = session.scalars(
         select(Series).where(Series.series_instance_uid == record.series_instance_uid)
     ).one_or_none()
-    moved_from_study = None
     if series is None:
         series = Series(series_instance_uid=record.series_instance_uid, study_pk=study.id)
         session.add(series)
     elif series.study_pk != study.id:
-        moved_from_study, series.study_pk = series.study_pk, study.id
-    _update(series, record, _SERIES_FIELDS)
+        raise HierarchyConflict(
+            "hierarchy-conflict",
+            f"series {record.series_instance_uid} is stored in another study than {record.study_instance_uid}",
+        )
+    _fill(series, record, _SERIES_FIELDS)
     session.flush()
-
-    if moved_from_study is not None:
-        _drop_study_if_empty(session, moved_from_study)
-    if moved_from_patient is not None:
-        _drop_patient_if_empty(session, moved_from_patient)
     return series
 
 
-def _update(row: object, record: InstanceRecord, fields: Sequence[str]) -> None:
+def _fill(row: object, record: InstanceRecord, fields: Sequence[str]) -> None:
+    """Set attributes the row does not have yet; a stored value is never overwritten by ingest."""
     for name in fields:
         value = getattr(record, name)
-        if value is not None and getattr(row, name) != value:
+        if value is not None and getattr(row, name) is None:
             setattr(row, name, value)
-
-
-def _drop_if_empty(session: Session, series_pk: int) -> None:
-    """Remove a series (and then its study and patient) that a replaced instance left empty."""
-    if session.scalar(select(func.count()).where(Instance.series_pk == series_pk)):
-        return
-    series = session.get(Series, series_pk)
-    if series is None:
-        return
-    study_pk = series.study_pk
-    session.delete(series)
-    session.flush()
-    _drop_study_if_empty(session, study_pk)
-
-
-def _drop_study_if_empty(session: Session, study_pk: int) -> None:
-    if session.scalar(select(func.count()).where(Series.study_pk == study_pk)):
-        return
-    study = session.get(Study, study_pk)
-    if study is None:
-        return
-    patient_pk = study.patient_pk
-    session.delete(study)
-    session.flush()
-    _drop_patient_if_empty(session, patient_pk)
-
-
-def _drop_patient_if_empty(session: Session, patient_pk: int) -> None:
-    if session.scalar(select(func.count()).where(Study.patient_pk == patient_pk)):
-        return
-    patient = session.get(Patient, patient_pk)
-    if patient is not None:
-        session.delete(patient)
-        session.flush()
 
 
 @dataclass(frozen=True)
@@ -277,9 +311,12 @@ def load_instance_rows(session: Session, ids: Sequence[int]) -> list[StoredInsta
 
 __all__ = [
     "DuplicatePolicy",
+    "HierarchyConflict",
+    "IDENTITY_ATTRIBUTES",
     "QUALITY_GATE_REASON",
     "StoredInstance",
     "UpsertResult",
+    "identity_conflict",
     "load_instance_rows",
     "upsert_instance",
 ]

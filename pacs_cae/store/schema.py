@@ -19,7 +19,7 @@ from sqlalchemy import (
     LargeBinary,
     MetaData,
     String,
-    UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -54,12 +54,20 @@ class CodecModel(Base):
     first_used: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
+#: Only patients with a Patient ID are unique by (ID, issuer); each study without one gets its own row.
+_HAS_PATIENT_ID = text("patient_id <> ''")
+
+
 class Patient(Base):
-    """PATIENT level. Identity is (Patient ID, Issuer of Patient ID); an absent issuer is stored as ''."""
+    """PATIENT level. Identity is (Patient ID, Issuer of Patient ID); an absent issuer is stored as ''.
+
+    Patients without a Patient ID are never merged: every such study has a patient row of its own.
+    """
 
     __tablename__ = "patient"
     __table_args__ = (
-        UniqueConstraint("patient_id", "issuer"),
+        Index("ux_patient_patient_id_issuer", "patient_id", "issuer", unique=True,
+              sqlite_where=_HAS_PATIENT_ID, postgresql_where=_HAS_PATIENT_ID),
         Index(None, "patient_name"),
         Index(None, "birth_date"),
     )
@@ -164,6 +172,8 @@ class Instance(Base):
     metadata_bytes: Mapped[int] = mapped_column(BigInteger, default=0)  # len(metadata blob)
     received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     calling_aet: Mapped[str] = mapped_column(String, default="")
+    #: SHA-256 of the received object (metadata blob + Pixel Data): tells an identical re-send from a changed one.
+    content_sha256: Mapped[str | None] = mapped_column(String)
 
     series: Mapped[Series] = relationship(back_populates="instances")
     blob: Mapped[InstanceBlob] = relationship(back_populates="instance", passive_deletes=True)
@@ -184,6 +194,20 @@ class InstanceBlob(Base):
     pixel_blob: Mapped[bytes | None] = mapped_column("pixels", LargeBinary)
 
     instance: Mapped[Instance] = relationship(back_populates="blob")
+
+
+class IngestRejection(Base):
+    """How many received instances were refused (or not stored, e.g. a changed re-send), by reason.
+
+    One row per reason, so the table stays small however many are refused; the log has each occurrence.
+    """
+
+    __tablename__ = "ingest_rejection"
+
+    reason: Mapped[str] = mapped_column(String, primary_key=True)
+    count: Mapped[int] = mapped_column(BigInteger, default=0)
+    last_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    last_detail: Mapped[str] = mapped_column(String, default="")
 
 
 JOB_STATES = ("pending", "running", "done", "failed")
@@ -219,15 +243,16 @@ class CompressionJob(Base):
 
 
 __all__ = [
+    "NAMING_CONVENTION",
+    "STORAGE_KINDS",
     "Base",
     "CodecModel",
     "CompressionJob",
+    "IngestRejection",
     "JOB_STATES",
     "Instance",
     "InstanceBlob",
-    "NAMING_CONVENTION",
     "Patient",
-    "STORAGE_KINDS",
     "Series",
     "Study",
     "utcnow",

@@ -52,7 +52,7 @@ def registry(models_dir: Path) -> CodecRegistry:
 def make_settings(models_dir: Path, database_url: str) -> Callable[..., Settings]:
     """``make_settings(**codec_overrides, duplicate_policy=...)`` -> Settings on this test's database."""
 
-    def _make(duplicate_policy: str = "replace", **codec: object) -> Settings:
+    def _make(duplicate_policy: str = "keep-first", **codec: object) -> Settings:
         values: dict[str, object] = {"model": TEST_MODEL, "device": "cpu", "models_dir": str(models_dir),
                                      "gate": False, "batch_wait_ms": 0.5,
                                      # phantoms compress far beyond 24:1; tests of the lossy path lift the

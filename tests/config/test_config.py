@@ -32,7 +32,7 @@ def test_defaults_run_with_nothing_configured():
     assert (s.server.ae_title, s.server.port, s.server.host) == ("PACSCAE", 11112, "0.0.0.0")
     assert s.database.url == "sqlite:///pacs-cae-data/archive.db"
     assert (s.codec.model, s.codec.device, s.codec.lossy_uid) == ("cae-paper", "auto", "derive")
-    assert s.server.duplicate_policy == "replace" and s.server.tcp_nodelay is True
+    assert s.server.duplicate_policy == "keep-first" and s.server.tcp_nodelay is True
     assert s.codec.modalities == ["MR"] and s.codec.min_psnr_db == 50.0 and s.codec.max_abs_error is None
     assert s.codec.max_compression_ratio == 24.0
     assert s.remotes == {} and s.data_dir == "pacs-cae-data" and s.log_level == "INFO"

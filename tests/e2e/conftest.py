@@ -33,6 +33,21 @@ from tests.e2e.server_process import (  # noqa: E402
 )
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "syntax_sweep: every usable pydicom test file through the archive "
+                            "(run with `pytest -m syntax_sweep tests/e2e`)")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The full sweep runs only when asked for with ``-m syntax_sweep`` (deselected, not skipped, otherwise)."""
+    if "syntax_sweep" in (config.option.markexpr or ""):
+        return
+    kept = [item for item in items if item.get_closest_marker("syntax_sweep") is None]
+    if len(kept) != len(items):
+        config.hook.pytest_deselected(items=[i for i in items if i not in kept])
+        items[:] = kept
+
+
 @pytest.fixture(scope="module")
 def scenario(module_database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
     """Start `pacs-cae serve`, C-STORE the test objects with storescu, hand over; SIGTERM at the end."""

@@ -94,11 +94,16 @@ class ServerProcess:
         return int(self.proc.returncode)
 
 
-def start_server(workdir: Path, config: Path, port: int, *, timeout: float = 180) -> ServerProcess:
-    """Start the server and wait until a DCMTK echoscu gets an answer (or the process dies)."""
+def start_server(workdir: Path, config: Path, port: int, *, timeout: float = 180,
+                 user: int | None = None) -> ServerProcess:
+    """Start the server and wait until a DCMTK echoscu gets an answer (or the process dies).
+
+    ``user``: run it as this uid (and gid), e.g. so that file permissions apply to it when tests run as root.
+    """
     log_path = workdir / "serve.log"
     log = log_path.open("wb")
-    proc = subprocess.Popen([*pacs_cae_command(), "serve", "--config", str(config)], cwd=workdir,
+    as_user = [] if user is None else ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups"]
+    proc = subprocess.Popen([*as_user, *pacs_cae_command(), "serve", "--config", str(config)], cwd=workdir,
                             stdout=log, stderr=subprocess.STDOUT, env=clean_environment())
     log.close()
     server = ServerProcess(proc, port, config, log_path, workdir)

@@ -26,6 +26,7 @@ from pynetdicom.sop_class import (
 )
 
 from pacs_cae.archive.errors import ArchiveError, OutOfResources
+from pacs_cae.archive.ingest import validate
 from pacs_cae.config import Remote, Settings
 from pacs_cae.net.handlers import ArchiveHandlers
 from pacs_cae.net.server import ArchiveServer
@@ -38,7 +39,7 @@ def _mr(uid: str | None = None) -> Dataset:
     ds.SOPClassUID = MRImageStorage
     ds.SOPInstanceUID = uid or generate_uid()
     ds.PatientID = "P1"
-    ds.StudyInstanceUID = "1.2.3"
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = "1.2.3", "1.2.3.4"
     return ds
 
 
@@ -59,9 +60,11 @@ class FakeArchive:
         self.fail_store: Exception | None = None
         self.broken: set[str] = set()
 
-    def store(self, ds: Dataset, calling_aet: str = "", **affected: str | None) -> None:
+    def store(self, ds: Dataset, calling_aet: str = "", *, affected_sop_class: str | None = None,
+              affected_sop_instance: str | None = None, encoded: object = None) -> None:
         if self.fail_store is not None:
             raise self.fail_store
+        validate(ds, affected_sop_class, affected_sop_instance)  # the archive's own check, as in Archive.store
         self.stored[ds.SOPInstanceUID] = ds
 
     def find(self, query_model: str, identifier: Dataset) -> Iterator[Dataset]:
@@ -140,7 +143,8 @@ def test_store_mismatched_sop_class_or_instance_is_a900() -> None:
     def event(affected_class: str, affected_instance: str) -> SimpleNamespace:
         request = SimpleNamespace(AffectedSOPClassUID=affected_class, AffectedSOPInstanceUID=affected_instance)
         return SimpleNamespace(request=request, dataset=ds, file_meta=ds.file_meta,
-                               assoc=SimpleNamespace(requestor=requestor))
+                               assoc=SimpleNamespace(requestor=requestor),
+                               context=SimpleNamespace(transfer_syntax=ExplicitVRLittleEndian))
 
     assert handlers.on_store(event(CTImageStorage, ds.SOPInstanceUID)) == 0xA900
     assert handlers.on_store(event(MRImageStorage, generate_uid())) == 0xA900
@@ -154,7 +158,7 @@ def test_find_yields_one_pending_per_match(served) -> None:
     for uid in [generate_uid() for _ in range(3)]:
         archive.stored[uid] = _mr(uid)
     ae = _scu(PatientRootQueryRetrieveInformationModelFind)
-    assoc = ae.associate("127.0.0.1", port)
+    assoc = ae.associate("127.0.0.1", port, ae_title="PACSCAE")
     try:
         query = Dataset()
         query.QueryRetrieveLevel = "IMAGE"
@@ -178,7 +182,7 @@ def test_get_counts_a_broken_instance_as_failed(served) -> None:
         return 0x0000
 
     ae = _scu(StudyRootQueryRetrieveInformationModelGet, MRImageStorage)
-    assoc = ae.associate("127.0.0.1", port, ext_neg=[build_role(MRImageStorage, scp_role=True)],
+    assoc = ae.associate("127.0.0.1", port, ae_title="PACSCAE", ext_neg=[build_role(MRImageStorage, scp_role=True)],
                          evt_handlers=[(evt.EVT_C_STORE, on_store)])
     try:
         query = Dataset()
@@ -200,7 +204,7 @@ def test_move_to_unknown_destination_is_a801(served) -> None:
     uid = generate_uid()
     archive.stored[uid] = _mr(uid)
     ae = _scu(StudyRootQueryRetrieveInformationModelMove)
-    assoc = ae.associate("127.0.0.1", port)
+    assoc = ae.associate("127.0.0.1", port, ae_title="PACSCAE")
     try:
         query = Dataset()
         query.QueryRetrieveLevel = "STUDY"
@@ -230,7 +234,7 @@ def test_move_to_configured_remote_delivers(served) -> None:
     settings.remotes["DEST"] = Remote("127.0.0.1", dest_port)
     try:
         ae = _scu(StudyRootQueryRetrieveInformationModelMove)
-        assoc = ae.associate("127.0.0.1", port)
+        assoc = ae.associate("127.0.0.1", port, ae_title="PACSCAE")
         query = Dataset()
         query.QueryRetrieveLevel = "STUDY"
         query.StudyInstanceUID = "1.2.3"
@@ -250,9 +254,9 @@ def test_calling_aet_not_allowed_is_rejected() -> None:
     server = ArchiveServer(settings, FakeArchive())
     _, port = server.start()
     try:
-        stranger = _scu(Verification, calling="STRANGER").associate("127.0.0.1", port)
+        stranger = _scu(Verification, calling="STRANGER").associate("127.0.0.1", port, ae_title="PACSCAE")
         assert stranger.is_rejected
-        friend = _scu(Verification, calling="FRIEND").associate("127.0.0.1", port)
+        friend = _scu(Verification, calling="FRIEND").associate("127.0.0.1", port, ae_title="PACSCAE")
         assert friend.is_established
         friend.release()
     finally:
@@ -265,7 +269,7 @@ def test_accepted_socket_has_tcp_nodelay() -> None:
     server = ArchiveServer(settings, FakeArchive())
     _, port = server.start()
     try:
-        assoc = _scu(Verification).associate("127.0.0.1", port)
+        assoc = _scu(Verification).associate("127.0.0.1", port, ae_title="PACSCAE")
         assert assoc.is_established
         accepted = server._server.active_associations
         assert accepted, "the server should hold the association"
@@ -284,13 +288,13 @@ def test_stop_lets_an_open_association_finish() -> None:
     settings.server.host, settings.server.port = "127.0.0.1", 0
     server = ArchiveServer(settings, FakeArchive())
     _, port = server.start()
-    assoc = _scu(Verification).associate("127.0.0.1", port)
+    assoc = _scu(Verification).associate("127.0.0.1", port, ae_title="PACSCAE")
     assert assoc.is_established
     stopper = threading.Thread(target=server.stop, kwargs={"grace_s": 20})
     stopper.start()
 
     def accepts() -> bool:
-        probe = _scu(Verification).associate("127.0.0.1", port)
+        probe = _scu(Verification).associate("127.0.0.1", port, ae_title="PACSCAE")
         if probe.is_established:
             probe.release()
             return True
@@ -320,7 +324,7 @@ def test_find_honours_c_cancel(served) -> None:
 
     archive.find = find  # type: ignore[method-assign]
     ae = _scu(PatientRootQueryRetrieveInformationModelFind)
-    assoc = ae.associate("127.0.0.1", port)
+    assoc = ae.associate("127.0.0.1", port, ae_title="PACSCAE")
     try:
         query = Dataset()
         query.QueryRetrieveLevel = "IMAGE"
@@ -349,7 +353,7 @@ def test_move_all_refused_by_destination_is_a702(served) -> None:
                                     evt_handlers=[(evt.EVT_C_STORE, lambda event: 0xA700)])
     settings.remotes["FULLDISK"] = Remote("127.0.0.1", dest_port)
     try:
-        assoc = _scu(StudyRootQueryRetrieveInformationModelMove).associate("127.0.0.1", port)
+        assoc = _scu(StudyRootQueryRetrieveInformationModelMove).associate("127.0.0.1", port, ae_title="PACSCAE")
         query = Dataset()
         query.QueryRetrieveLevel = "STUDY"
         query.StudyInstanceUID = "1.2.3"

@@ -159,7 +159,7 @@ def _echo(port: int, tls_args: tuple[ssl.SSLContext, str] | None) -> bool:
     ae = AE(ae_title="TLSSCU")
     ae.add_requested_context(Verification)
     ae.connection_timeout = ae.acse_timeout = 5
-    assoc = ae.associate("127.0.0.1", port, tls_args=tls_args)
+    assoc = ae.associate("127.0.0.1", port, ae_title="PACSCAE", tls_args=tls_args)
     if not assoc.is_established:
         return False
     status = assoc.send_c_echo()
@@ -246,7 +246,7 @@ def test_c_move_opens_the_sub_association_with_tls_when_the_remote_says_so(pki: 
         ae = AE(ae_title="MOVESCU")
         ae.add_requested_context(StudyRootQueryRetrieveInformationModelMove)
         client = _client_ctx(pki.ca.cert, pki.client.cert, pki.client.key)
-        assoc = ae.associate("127.0.0.1", port, tls_args=(client, "localhost"))
+        assoc = ae.associate("127.0.0.1", port, ae_title="PACSCAE", tls_args=(client, "localhost"))
         assert assoc.is_established
         query = Dataset()
         query.QueryRetrieveLevel, query.StudyInstanceUID = "STUDY", "1.2.3"

@@ -107,9 +107,14 @@ def test_image_level_matching(query, keys, expected):
     assert _values(_image(query, **keys), "SOPInstanceUID") == expected
 
 
-def test_image_level_needs_series_uid(query):
+def test_image_level_without_series_uid_spans_the_study(query):
+    """Study Root IMAGE level with no SeriesInstanceUID (Orthanc's query UI sends it): every instance of the
+    study, not A900; the study key is still required."""
+    responses = query("S", "IMAGE", StudyInstanceUID="1.2.3.1", SeriesInstanceUID="", SOPInstanceUID="")
+    assert _values(responses, "SOPInstanceUID") == sorted(
+        [derived("1.2.3.1.1.1"), derived("1.2.3.1.1.2"), "1.2.3.1.1.3", "1.2.3.1.2.1"])
     with pytest.raises(QueryError):
-        query("S", "IMAGE", StudyInstanceUID="1.2.3.1", SOPInstanceUID="")
+        query("S", "IMAGE", SOPInstanceUID="")
 
 
 def test_image_level_one_response_per_instance(query):

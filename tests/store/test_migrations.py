@@ -14,6 +14,7 @@ from pacs_cae.store.migrate import head_revision
 from pacs_cae.store.schema import Base
 
 TABLES = {"codec_model", "patient", "study", "series", "instance", "instance_blob", "compression_job",
+          "ingest_rejection",
           "alembic_version"}
 
 
@@ -140,3 +141,22 @@ def test_session_commits_or_rolls_back(database):
             raise RuntimeError("boom")
     with database.session(readonly=True) as session:
         assert [p.patient_id for p in session.query(Patient).all()] == ["A"]
+
+
+def test_0002_keeps_existing_rows_and_lets_patients_without_an_id_stay_apart(database_url):
+    db = Database(database_url)
+    try:
+        db.upgrade("0001")
+        with db.engine.begin() as conn:
+            conn.execute(text("INSERT INTO patient (patient_id, issuer, patient_name, created) "
+                              "VALUES ('P', '', 'Kept^Name', CURRENT_TIMESTAMP)"))
+        db.upgrade()
+        with db.engine.begin() as conn:
+            assert conn.execute(text("SELECT patient_name FROM patient")).scalar() == "Kept^Name"
+            for name in ("A^A", "B^B"):  # two patients without an ID: allowed now
+                conn.execute(text("INSERT INTO patient (patient_id, issuer, patient_name, created) "
+                                  "VALUES ('', '', :n, CURRENT_TIMESTAMP)"), {"n": name})
+        with pytest.raises(IntegrityError), db.engine.begin() as conn:  # a Patient ID is still unique
+            conn.execute(text("INSERT INTO patient (patient_id, issuer, created) VALUES ('P', '', CURRENT_TIMESTAMP)"))
+    finally:
+        db.dispose()

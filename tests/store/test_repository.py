@@ -10,6 +10,7 @@ from sqlalchemy import func, select
 
 from pacs_cae.store import (
     CodecModel,
+    HierarchyConflict,
     Instance,
     InstanceBlob,
     InstanceRecord,
@@ -100,24 +101,101 @@ def test_keep_first_policy_leaves_the_first(database):
     assert count(database, Instance) == 1 and inst.instance_number == 1 and blob.metadata_blob == b"meta"
 
 
-def test_resend_under_another_series_moves_it_and_drops_the_empty_hierarchy(database):
+def hierarchy(db) -> list[tuple[str, str, str, str]]:
+    """(patient ID, study UID, series UID, SOP instance UID) of every stored instance."""
+    with db.session(readonly=True) as session:
+        return sorted(tuple(row) for row in session.execute(
+            select(Patient.patient_id, Study.study_instance_uid, Series.series_instance_uid,
+                   Instance.sop_instance_uid)
+            .join(Study, Study.patient_pk == Patient.id).join(Series, Series.study_pk == Study.id)
+            .join(Instance, Instance.series_pk == Series.id)
+        ).all())
+
+
+def test_resend_under_another_series_is_refused_and_moves_nothing(database):
     store(database, dataset("1.9.1.1.1", patient="OLD", study="1.9.1", series="1.9.1.1"))
-    assert store(database, dataset("1.9.1.1.1", patient="NEW", study="1.9.2", series="1.9.2.1")) == "replaced"
+    before = hierarchy(database)
+    with pytest.raises(HierarchyConflict) as refused:
+        store(database, dataset("1.9.1.1.1", patient="OLD", study="1.9.2", series="1.9.2.1"))
+    assert refused.value.reason == "hierarchy-conflict"
+    assert hierarchy(database) == before
+    assert count(database, Study) == 1 and count(database, Series) == 1
+
+
+def test_instance_naming_a_study_of_another_patient_is_refused(database):
+    """One instance with another Patient ID must never re-parent the stored study (issue 9, item 1)."""
+    store(database, dataset("1.9.1.1.1", patient="CRASHCT"))
+    store(database, dataset("1.9.1.1.2", patient="CRASHCT"))
+    before = hierarchy(database)
+    for policy in ("replace", "keep-first"):
+        with pytest.raises(HierarchyConflict) as refused:
+            store(database, dataset("1.9.1.1.3", patient="OTHER"), policy=policy)
+        assert refused.value.reason == "patient-conflict"
+        with pytest.raises(HierarchyConflict):  # a re-send of a stored UID under the other patient, too
+            store(database, dataset("1.9.1.1.1", patient="OTHER"), policy="replace")
+    with pytest.raises(HierarchyConflict):
+        store(database, dataset("1.9.1.1.4", patient="CRASHCT", IssuerOfPatientID="OTHER-HOSPITAL"))
+    assert hierarchy(database) == before
+    assert count(database, Patient) == 1
+
+
+def test_configured_identity_attributes_are_compared(database):
+    store(database, dataset("1.9.1.1.1", PatientBirthDate="19700101"))
+    other_name = dataset("1.9.1.1.2", PatientName="Someone^Else")
+    store(database, other_name)  # by default Patient ID + issuer decide
+    with pytest.raises(HierarchyConflict, match="patient_name"), database.session() as session:
+        upsert_instance(session, InstanceRecord.from_dataset(dataset("1.9.1.1.3", PatientName="Someone^Else")),
+                        b"m", b"p", identity_attributes=["PatientName"])
+    same = dataset("1.9.1.1.4", PatientName="TEST^PATIENT^^")  # case and empty components do not matter
+    with database.session() as session:
+        assert upsert_instance(session, InstanceRecord.from_dataset(same), b"m", b"p",
+                               identity_attributes=["PatientName", "PatientBirthDate"]) == "stored"
+    with pytest.raises(HierarchyConflict, match="birth_date"), database.session() as session:  # a new study too
+        upsert_instance(session, InstanceRecord.from_dataset(
+            dataset("1.9.2.1.1", study="1.9.2", series="1.9.2.1", PatientBirthDate="19800101")),
+            b"m", b"p", identity_attributes=["PatientBirthDate"])
+
+
+def test_patients_without_an_id_are_never_merged(database):
+    """Two studies with an empty Patient ID keep two patient rows and both names (issue 9, item 2)."""
+    store(database, dataset("1.9.1.1.1", patient="", study="1.9.1", series="1.9.1.1", PatientName="ALICE^A"))
+    store(database, dataset("1.9.2.1.1", patient="", study="1.9.2", series="1.9.2.1", PatientName="BOB^B"))
+    store(database, dataset("1.9.1.1.2", patient="", study="1.9.1", series="1.9.1.1", PatientName="ALICE^A"))
+    with pytest.raises(HierarchyConflict):  # without an ID the name identifies the patient of the study
+        store(database, dataset("1.9.1.1.3", patient="", study="1.9.1", series="1.9.1.1", PatientName="EVE^E"))
     with database.session(readonly=True) as session:
-        assert session.scalars(select(Patient.patient_id)).all() == ["NEW"]
-        assert session.scalars(select(Study.study_instance_uid)).all() == ["1.9.2"]
-        assert session.scalars(select(Series.series_instance_uid)).all() == ["1.9.2.1"]
+        rows = session.execute(select(Patient.patient_name, Study.study_instance_uid)
+                               .join(Study, Study.patient_pk == Patient.id)).all()
+    assert sorted(tuple(r) for r in rows) == [("ALICE^A", "1.9.1"), ("BOB^B", "1.9.2")]
 
 
-def test_latest_instance_updates_study_attributes(database):
+def test_stored_attributes_are_filled_never_overwritten(database):
     store(database, dataset("1.9.1.1.1", StudyDescription="first"))
-    store(database, dataset("1.9.1.1.2", StudyDescription="corrected", PatientName="Fixed^Name"))
+    store(database, dataset("1.9.1.1.2", StudyDescription="changed", PatientName="Changed^Name"))
     third = dataset("1.9.1.1.3")
     del third.PatientName
     store(database, third)  # absent values do not erase
+    first = dataset("1.9.2.1.1", study="1.9.2", series="1.9.2.1")
+    store(database, first)
+    store(database, dataset("1.9.2.1.2", study="1.9.2", series="1.9.2.1", PatientSex="F"))  # an empty field fills
     with database.session(readonly=True) as session:
-        assert session.scalars(select(Study.study_description)).one() == "corrected"
-        assert session.scalars(select(Patient.patient_name)).one() == "Fixed^Name"
+        assert session.scalars(select(Study.study_description)).all() == ["first", None]
+        assert session.scalars(select(Patient.patient_name)).one() == "Test^Patient"
+        assert session.scalars(select(Patient.sex)).one() == "F"
+
+
+def test_identical_resend_is_recognised_whatever_the_policy(database):
+    def put(content: str, policy: str) -> str:
+        with database.session() as session:
+            return upsert_instance(session, InstanceRecord.from_dataset(dataset("1.9.1.1.1")), b"m", b"p",
+                                   policy, content_sha256=content)  # type: ignore[arg-type]
+
+    assert put("aa", "keep-first") == "stored"
+    assert put("aa", "keep-first") == "identical"
+    assert put("aa", "replace") == "identical"
+    assert put("bb", "keep-first") == "kept-first"
+    assert put("bb", "replace") == "replaced"
+    assert put("bb", "keep-first") == "identical"
 
 
 def test_codec_model_row_is_recorded_once(database):

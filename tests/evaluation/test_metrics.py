@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from pacs_cae.train.metrics import background_mask, bits_per_pixel, mse, psnr_from_mse, slice_metrics
+from pacs_cae.evaluation.metrics import background_mask, bits_per_pixel, mse, psnr_from_mse, slice_metrics
 
 
 def test_mse_and_psnr_use_the_original_slice_range() -> None:
@@ -54,7 +54,7 @@ def test_psnr_edge_cases() -> None:
 
 
 def test_summary_averages_finite_psnr_and_totals_bytes() -> None:
-    from pacs_cae.train.evaluate import CodecResult
+    from pacs_cae.evaluation.evaluate import CodecResult
 
     def row(psnr: float, mse_: float, size: int) -> dict:
         return {
@@ -77,3 +77,16 @@ def test_summary_averages_finite_psnr_and_totals_bytes() -> None:
     assert s["ratio_float32"] == pytest.approx(48 * 4 / 16) and s["encode_ms"] == pytest.approx(1.0)
     exact = CodecResult("y", "Y", True, [row(math.inf, 0.0, 8)] * 2).summary()
     assert math.isinf(exact["psnr_db"]) and exact["exact_slices"] == 2
+
+
+def test_the_quality_gate_measures_the_same_psnr_as_evaluate() -> None:
+    """The archive's gate (archive.ingest.measure) and evaluate's metrics are two codes for one definition."""
+    from pacs_cae.archive.floors import measure
+
+    rng = np.random.default_rng(5)
+    for trial in range(20):
+        original = rng.integers(0, 4096, (37, 29)).astype(np.uint16)
+        decoded = np.clip(original + rng.normal(0, 1 + 40 * trial, original.shape), 0, 4095).astype(np.uint16)
+        row = slice_metrics(original, decoded, 100, 16)
+        gate_psnr, gate_max = measure(original, decoded)
+        assert gate_psnr == pytest.approx(row["psnr_db"], abs=1e-9) and gate_max == row["max_abs_error"]

@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from pacs_cae.cli import app
-from pacs_cae.train.baselines import standard_codecs
+from pacs_cae.evaluation.baselines import standard_codecs
 
 
 def _run(*args: str) -> dict:
@@ -122,8 +122,8 @@ def test_reproduce_command_leaves_out_defaults_only(
     nifti_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from pacs_cae.codec.weights import default_models_dir
+    from pacs_cae.evaluation.report import reproduce_command
     from pacs_cae.train import data
-    from pacs_cae.train.report import reproduce_command
 
     # the default held-out volume comes from nilearn (train extra); any file shows the rule
     default = tmp_path / "held-out.nii.gz"
@@ -141,3 +141,22 @@ def test_reproduce_command_leaves_out_defaults_only(
         explicit
         == f"pacs-cae evaluate {nifti_path} --model m --models-dir {tmp_path} --slices 0 --size 0 --bits 16"
     )
+
+
+def test_evaluate_study_needs_an_existing_archive(tmp_path: Path, models_dir: Path, model_id: str) -> None:
+    """A read-only command: a missing SQLite archive is an error, never a new empty archive."""
+    url = f"sqlite:///{tmp_path / 'nothing.db'}"
+    result = CliRunner().invoke(app, ["evaluate", "--study", "1.2.3", "--database-url", url, "--model", model_id,
+                                      "--models-dir", str(models_dir)])
+    assert result.exit_code == 2 and not (tmp_path / "nothing.db").exists()
+    expected = f"pacs-cae evaluate: no archive database at {tmp_path / 'nothing.db'} (database.url = {url})"
+    assert result.stderr.strip().splitlines() == [expected]
+
+
+def test_evaluate_study_unreachable_database_is_one_line(models_dir: Path, model_id: str) -> None:
+    url = "postgresql+psycopg://nobody@127.0.0.1:1/none"
+    result = CliRunner().invoke(app, ["evaluate", "--study", "1.2.3", "--database-url", url, "--model", model_id,
+                                      "--models-dir", str(models_dir)])
+    assert result.exit_code == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("pacs-cae evaluate: cannot read the archive:")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pacs_cae.train.baselines import standard_codecs
+from pacs_cae.evaluation.baselines import standard_codecs
 
 CODECS = standard_codecs()
 
