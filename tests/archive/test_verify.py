@@ -74,8 +74,7 @@ def test_verify_with_missing_weights_reports_instead_of_crashing(
     open_archive: Callable[..., Archive], database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     archive = open_archive()
-    for ds in make_mr_series(2, rows=64, cols=64):
-        archive.store(ds)
+    store_and_compress(archive, *make_mr_series(2, rows=64, cols=64))  # CAE blobs, whose weights then go missing
     empty_models = tmp_path / "no-models"
     empty_models.mkdir()
     result = CliRunner().invoke(app, ["verify", "--database-url", database_url, "--json"],
