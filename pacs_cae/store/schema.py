@@ -243,13 +243,13 @@ class CompressionJob(Base):
 
 
 __all__ = [
+    "JOB_STATES",
     "NAMING_CONVENTION",
     "STORAGE_KINDS",
     "Base",
     "CodecModel",
     "CompressionJob",
     "IngestRejection",
-    "JOB_STATES",
     "Instance",
     "InstanceBlob",
     "Patient",
