@@ -108,9 +108,18 @@ class WorkerThreads:
             thread.join(timeout)
 
 
+def _any_model(settings: Settings) -> bool:
+    """Whether any compression rule names a learned codec (``codec.model = "none"``: no job is ever made)."""
+    from pacs_cae.archive.compression_rules import NO_MODEL
+
+    models = [rule.model or settings.codec.model for rule in settings.compression.effective_rules(settings.codec)]
+    return any(m.strip().lower() not in NO_MODEL for m in models)
+
+
 def serve_worker_count(settings: Settings, database: Database) -> int:
-    """``compression.serve_workers``, defaulting to 1 on SQLite (embedded) and 0 on a server database."""
-    if not settings.compression.enabled:
+    """``compression.serve_workers``, defaulting to 1 on SQLite (embedded) and 0 on a server database; 0 when
+    compression is off or no rule has a model to compress with."""
+    if not settings.compression.enabled or not _any_model(settings):
         return 0
     configured = settings.compression.serve_workers
     return (1 if database.is_sqlite else 0) if configured is None else configured
