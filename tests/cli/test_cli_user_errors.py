@@ -69,7 +69,8 @@ def test_import_summary_export_unknown_and_json(tmp_path: Path, database_url: st
 
     again = cli(tmp_path, "import", str(tmp_path / "in"), *args, "--json")
     summary = json.loads(again.stdout)
-    assert summary["replaced"] == len(files) and summary["files"] == len(files) and summary["failed"] == 0
+    # keep-first (the default): a byte-identical re-send is success and writes nothing
+    assert summary["identical"] == len(files) and summary["files"] == len(files) and summary["failed"] == 0
 
     args = ["--database-url", database_url]
     unknown = cli(tmp_path, "export", str(tmp_path / "out"), "--study", "1.2.3.999", *args)
