@@ -13,17 +13,29 @@ the end); and what `pacs-cae stats` says each configuration stored.
 DCMTK runs with TCP_NODELAY=1 (Debian's build otherwise leaves Nagle on); the server sets it on its sockets.
 Reuses the end-to-end harness (tests/e2e) and the phantom factories (tests/archive), so the benchmark and
 the tests exercise the same path.
+
+Deferred compression (issue 12; ``--associations 1,4``, ``--orthanc auto``): C-STORE answers once the lossless
+copy and its job committed, so every configuration's C-STORE is the fast path; for codec configurations the
+backlog is then drained in this process by one worker (the table's "drain slices/s", next to the codec's own
+batched encode rate on the same slices), and C-FIND/C-GET/C-MOVE run on the compressed series. With N
+associations, C-STORE splits the files over N parallel storescu and each retrieve runs N times in parallel.
+When Debian's Orthanc 1.10 is installed (``/usr/sbin/Orthanc``) it runs the same operations, started here on
+loopback with TCP_NODELAY=1 and its own configuration and storage in a temporary directory, stopped by pid; the
+ratio table is then against Orthanc.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable
 
@@ -67,13 +79,14 @@ def memory_mb(pid: int) -> dict[str, float]:
 
 
 def run_one(work: Path, files: list[str], study: str, series_uid: str, codec: dict,
-            url: str | None) -> tuple[dict, dict, dict]:
+            url: str | None, associations: int = 1) -> tuple[dict, dict, dict]:
     """Seconds per operation, the stats figures and the server's memory (MB), for one fresh server."""
     work.mkdir(parents=True)
     port, move_port = free_port(), free_port()
     url = url or f"sqlite:///{work / 'archive.db'}"
     config = write_config(work / "bench.toml", data_dir=work / "data", port=port, database_url=url,
-                          codec=codec, remotes={"BENCHSCP": move_port})
+                          codec=codec, remotes={"BENCHSCP": move_port},
+                          compression={"serve_workers": 0})  # the drain below is the only worker
     if not url.startswith("sqlite"):
         subprocess.run([*pacs_cae_command(), "db", "upgrade", "--config", str(config)], check=True, cwd=work)
     n = len(files)
@@ -83,7 +96,16 @@ def run_one(work: Path, files: list[str], study: str, series_uid: str, codec: di
     try:
         base, where = ["-aec", "PACSCAE", "-aet", "BENCHSCU"], ["127.0.0.1", str(port)]
         study_keys = dcmtk.keys({"QueryRetrieveLevel": "STUDY", "StudyInstanceUID": study})
+        if associations > 1:
+            drain = (lambda: seconds.update(_drain(config, n))) if codec.get("model") != "none" else None
+            seconds.update(_parallel_operations(work, files, (study, series_uid), associations, port, "PACSCAE",
+                                                move_port, after_store=drain))
+            now = memory_mb(server.proc.pid)
+            memory.update(peak=now["peak"], end=now["rss"])
+            return seconds, _stats(config, work), memory
         seconds["C-STORE"] = _timed(lambda: dcmtk.run("storescu", [*base, *where, *files], timeout=3600))
+        if codec.get("model") != "none":
+            seconds.update(_drain(config, n))
         found: list = []
         seconds["C-FIND"] = _timed(lambda: found.extend(dcmtk.find(
             port, "S", {"QueryRetrieveLevel": "IMAGE", "StudyInstanceUID": study, "SeriesInstanceUID": series_uid,
@@ -104,13 +126,171 @@ def run_one(work: Path, files: list[str], study: str, series_uid: str, codec: di
             scp.terminate()
             scp.wait(10)
         assert len(list((work / "move").iterdir())) == n
-        stats = subprocess.run([*pacs_cae_command(), "stats", "--json", "--config", str(config)], cwd=work,
-                               capture_output=True, text=True, check=True, env=clean_environment())
+        stats = _stats(config, work)
         now = memory_mb(server.proc.pid)
         memory.update(peak=now["peak"], end=now["rss"])
     finally:
         server.stop(signal.SIGTERM)
-    return seconds, json.loads(stats.stdout), memory
+    return seconds, stats, memory
+
+
+# ---- issue 12: parallel associations, backlog drain, Orthanc side by side ---------------------------------
+# (kept apart from the single-association code above, so other columns can be added there independently)
+
+ORTHANC = "/usr/sbin/Orthanc"
+
+
+def _stats(config: Path, work: Path) -> dict:
+    """What `pacs-cae stats --json` says about the benchmarked archive."""
+    proc = subprocess.run([*pacs_cae_command(), "stats", "--json", "--config", str(config)], cwd=work,
+                          capture_output=True, text=True, check=True, env=clean_environment())
+    return json.loads(proc.stdout)
+
+
+def _drain(config: Path, n: int) -> dict[str, float]:
+    """Seconds one in-process worker takes to empty the backlog (model loaded before the clock starts)."""
+    from pacs_cae.archive.service import Archive
+    from pacs_cae.config import load_settings
+
+    with Archive.open(load_settings(config)) as archive:
+        start = time.perf_counter()
+        report = archive.compress_pending(ignore_delay=True)
+        elapsed = time.perf_counter() - start
+    assert report.instances == n, f"drain handled {report.instances} of {n} slices"
+    return {"drain": elapsed}
+
+
+def encode_rate(series: list, model: str, device: str, batch_size: int) -> float:
+    """The codec's own batched encode rate on the benchmark's slices (slices/s): the drain's reference."""
+    from pacs_cae.codec import CodecRegistry
+
+    codec = CodecRegistry(None, device, max_batch=batch_size).get(model)
+    slices = [ds.pixel_array for ds in series]
+    codec.encode(slices[:batch_size], bits_stored=12)  # warm-up
+    return len(slices) / _timed(lambda: codec.encode(slices, bits_stored=12))
+
+
+def _parallel(commands: list[list[str]], timeout: float = 3600) -> float:
+    """Run DCMTK command lines at once; seconds until the last one exits (each must succeed)."""
+    def one(cmd: list[str]) -> subprocess.CompletedProcess[str]:
+        return dcmtk.run(cmd[0], cmd[1:], timeout=timeout)
+
+    start = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=len(commands)) as pool:
+        list(pool.map(one, commands))
+    return time.perf_counter() - start
+
+
+def _parallel_operations(work: Path, files: list[str], uids: tuple[str, str], associations: int, port: int,
+                         aet: str, move_port: int, after_store: Callable[[], object] | None = None
+                         ) -> dict[str, float]:
+    """C-STORE split over N associations, then N concurrent C-FIND, C-GET and C-MOVE of the whole study."""
+    study, series_uid = uids
+    n, where = len(files), ["127.0.0.1", str(port)]
+    base = ["-aec", aet, "-aet", "BENCHSCU"]
+    study_keys = dcmtk.keys({"QueryRetrieveLevel": "STUDY", "StudyInstanceUID": study})
+    parts = [files[i::associations] for i in range(associations)]
+    seconds = {"C-STORE": _parallel([["storescu", *base, *where, *part] for part in parts])}
+    if after_store is not None:
+        after_store()
+    image_keys = dcmtk.keys({"QueryRetrieveLevel": "IMAGE", "StudyInstanceUID": study,
+                             "SeriesInstanceUID": series_uid, "SOPInstanceUID": ""})
+    finds = [["findscu", *base, "-S", "-X", "-od", str(work / f"find{i}"), *image_keys, *where]
+             for i in range(associations)]
+    for i in range(associations):
+        (work / f"find{i}").mkdir(parents=True, exist_ok=True)
+        (work / f"get{i}").mkdir(parents=True, exist_ok=True)
+    seconds["C-FIND"] = _parallel(finds)
+    assert all(len(list((work / f"find{i}").glob("rsp*.dcm"))) == n for i in range(associations))
+    seconds["C-GET"] = _parallel([["getscu", *base, "-S", "-od", str(work / f"get{i}"), *study_keys, *where]
+                                  for i in range(associations)])
+    assert all(len(list((work / f"get{i}").iterdir())) == n for i in range(associations))
+    move_dir = work / "move-parallel"
+    move_dir.mkdir()
+    scp = subprocess.Popen([str(dcmtk.tool("storescp")), "-aet", "BENCHSCP", "+uf", "-od", str(move_dir),
+                            str(move_port)], env=dcmtk.environment())
+    try:
+        time.sleep(0.5)
+        seconds["C-MOVE"] = _parallel([["movescu", *base, "-S", "-aem", "BENCHSCP", *study_keys, *where]
+                                       for _ in range(associations)])
+    finally:
+        scp.terminate()
+        scp.wait(10)
+    assert len(list(move_dir.iterdir())) == n * associations
+    return seconds
+
+
+def _orthanc_config(work: Path, port: int, move_port: int) -> Path:
+    config = {
+        "Name": "bench", "StorageDirectory": str(work / "storage"), "IndexDirectory": str(work / "index"),
+        "DicomAet": "ORTHANC", "DicomPort": port, "HttpServerEnabled": False, "HttpPort": free_port(),
+        "RemoteAccessAllowed": False, "DicomCheckCalledAet": False, "DicomAlwaysAllowStore": True,
+        "DicomAlwaysAllowEcho": True, "DicomAlwaysAllowFind": True, "DicomAlwaysAllowGet": True,
+        "DicomAlwaysAllowMove": True, "DicomCheckModalityHost": False, "StorageCompression": False,
+        "SyncStorageArea": True, "Plugins": [],
+        "DicomModalities": {"BENCHSCP": ["BENCHSCP", "127.0.0.1", move_port],
+                            "BENCHSCU": ["BENCHSCU", "127.0.0.1", 104]},
+    }
+    path = work / "orthanc.json"
+    path.write_text(json.dumps(config, indent=2))
+    return path
+
+
+def run_orthanc(work: Path, files: list[str], uids: tuple[str, str], associations: int) -> tuple[dict, int]:
+    """The same operations against a fresh Orthanc; (seconds, stored bytes on disk)."""
+    work.mkdir(parents=True)
+    port, move_port = free_port(), free_port()
+    config = _orthanc_config(work, port, move_port)
+    env = dict(os.environ, TCP_NODELAY="1")
+    log = (work / "orthanc.log").open("wb")
+    proc = subprocess.Popen([ORTHANC, str(config)], cwd=work, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        while dcmtk.run("echoscu", ["-aec", "ORTHANC", "-to", "5", "127.0.0.1", str(port)], check=False,
+                        timeout=30).returncode != 0:
+            assert proc.poll() is None and time.monotonic() < deadline, (work / "orthanc.log").read_text()
+            time.sleep(0.3)
+        seconds = _parallel_operations(work, files, uids, associations, port, "ORTHANC", move_port)
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGTERM)  # stopped by its pid
+        proc.wait(60)
+        log.close()
+    stored = sum(p.stat().st_size for p in (work / "storage").rglob("*") if p.is_file())
+    return seconds, stored
+
+
+def print_issue12_tables(n: int, rows: dict[tuple[str, int], dict], stats: dict[tuple[str, int], dict],
+                         orthanc: dict[int, tuple[dict, int]], encode_per_s: float | None) -> None:
+    """Images/s per operation and association count, ratios against Orthanc (else lossless), drain rates."""
+    reference_name = "Orthanc" if orthanc else "lossless"
+    print(f"\nimages/s by associations; x = pacs-cae images/s / {reference_name} images/s in this run "
+          "(retrieves: each association fetches the whole study)")
+    print(f"{'system':<10} {'assoc':>5} " + " ".join(f"{op + ' img/s':>13} {'x':>5}" for op in OPERATIONS))
+    table = dict(rows)
+    for assoc, (seconds, _) in orthanc.items():
+        table[("Orthanc", assoc)] = seconds
+    for (name, assoc), seconds in sorted(table.items(), key=lambda kv: (kv[0][1], kv[0][0] != "Orthanc")):
+        ref = orthanc[assoc][0] if orthanc else table[("lossless", assoc)]
+        cells = []
+        for op in OPERATIONS:
+            images = n if op == "C-STORE" else n * assoc
+            cells.append(f"{images / seconds[op]:>13.1f} {ref[op] / seconds[op]:>5.2f}")
+        print(f"{name:<10} {assoc:>5} " + " ".join(cells))
+    print(f"\n{'system':<10} {'assoc':>5} {'drain slices/s':>15} {'encode slices/s':>16} {'drain/encode':>13} "
+          f"{'stored B/slice':>15} {'stored as':<24}")
+    for (name, assoc), seconds in sorted(rows.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+        s = stats[(name, assoc)]
+        drain = n / seconds["drain"] if "drain" in seconds else None
+        ratio = f"{drain / encode_per_s:>13.2f}" if drain and encode_per_s else f"{'-':>13}"
+        storage = ", ".join(f"{g['storage']}:{g['instances']}" for g in s["by_storage"])
+        print(f"{name:<10} {assoc:>5} {(f'{drain:.1f}' if drain else '-'):>15} "
+              f"{(f'{encode_per_s:.1f}' if encode_per_s and drain else '-'):>16} {ratio} "
+              f"{s['stored_pixel_bytes'] / n:>15.0f} {storage:<24}")
+    for assoc, (_, stored) in orthanc.items():
+        print(f"{'Orthanc':<10} {assoc:>5} {'-':>15} {'-':>16} {'-':>13} {stored / n:>15.0f} files on disk")
+
+
 
 
 def main() -> int:
@@ -125,7 +305,12 @@ def main() -> int:
     parser.add_argument("--database-url", default=None, help="default: SQLite in a temporary directory")
     parser.add_argument("--volume", type=Path, default=None,
                         help="a NIfTI brain volume: slices resampled to 512x512 12-bit instead of the phantom")
+    parser.add_argument("--associations", default="1",
+                        help="comma-separated association counts for the issue-12 table, e.g. 1,4")
+    parser.add_argument("--orthanc", choices=("auto", "off"), default="auto",
+                        help=f"run Orthanc ({ORTHANC}) side by side when installed")
     args = parser.parse_args()
+    counts = sorted({int(a) for a in args.associations.split(",") if a})
     names = ["lossless"] + [c for c in args.configs.split(",") if c and c != "lossless"]
 
     series = make_mr_series(args.slices, 512, 512, 12, patient_id="BENCH", patient_name="Bench^Mark")
@@ -150,6 +335,22 @@ def main() -> int:
             codec = codec_config(name, args.model, args.device, args.min_psnr_db)
             results[name] = run_one(Path(tmp) / name.replace("+", "-"), files, str(series[0].StudyInstanceUID),
                                     str(series[0].SeriesInstanceUID), codec, args.database_url)
+        # issue 12: more associations, Orthanc side by side, the codec's batched encode rate
+        rows = {(name, 1): seconds for name, (seconds, _, _) in results.items()}
+        stats_by = {(name, 1): stats for name, (_, stats, _) in results.items()}
+        for assoc in (a for a in counts if a > 1):
+            for name in names:
+                codec = codec_config(name, args.model, args.device, args.min_psnr_db)
+                rows[(name, assoc)], stats_by[(name, assoc)], _ = run_one(
+                    Path(tmp) / f"{name.replace('+', '-')}-x{assoc}", files, str(series[0].StudyInstanceUID),
+                    str(series[0].SeriesInstanceUID), codec, args.database_url, associations=assoc)
+        orthanc: dict[int, tuple[dict, int]] = {}
+        if args.orthanc == "auto" and shutil.which(ORTHANC):
+            for assoc in counts:
+                orthanc[assoc] = run_orthanc(Path(tmp) / f"orthanc-x{assoc}", files, (
+                    str(series[0].StudyInstanceUID), str(series[0].SeriesInstanceUID)), assoc)
+        encode_per_s = (encode_rate(series, args.model, args.device, 8) if len(names) > 1 else None)
+
 
     n = len(series)
     db = (args.database_url or "sqlite").split(":")[0]
@@ -170,6 +371,7 @@ def main() -> int:
         storage = ", ".join(f"{g['storage']}:{g['instances']}" for g in stats["by_storage"])
         print(f"{name:<10} {storage:<28} {stats['original_bytes'] / 1e6:>11.2f} "
               f"{stats['stored_bytes'] / 1e6:>10.2f} {stats['ratio'] or 0:>7.2f}")
+    print_issue12_tables(n, rows, stats_by, orthanc, encode_per_s)
     return 0
 
 

@@ -103,6 +103,45 @@ class CodecSettings:
 
 
 @dataclass
+class CompressionRule:
+    """One archive compression rule (like dcm4chee's): which instances, which codec, which floors.
+
+    Rules are tried in order; the first whose conditions all hold decides. An empty list matches anything.
+    Floors here can only tighten the ``[codec]`` floors, never loosen them.
+    """
+
+    name: str = "default"
+    modalities: list[str] = field(default_factory=lambda: ["MR"])
+    sop_classes: list[str] = field(default_factory=list)
+    body_parts: list[str] = field(default_factory=list)
+    calling_aets: list[str] = field(default_factory=list)
+    after_days: float = 0.0  # compress only once the study (StudyDate, else receipt) is this many days old
+    compress: bool = True  # false: instances this rule matches stay lossless
+    model: str = ""  # "" = codec.model
+    min_psnr_db: float | None = None
+    max_abs_error: float | None = None
+    max_compression_ratio: float | None = None
+
+
+@dataclass
+class CompressionSettings:
+    """Deferred compression: C-STORE keeps a lossless copy and a job; workers compress per series later."""
+
+    enabled: bool = True
+    delay_s: float = 60.0  # seconds after a series' latest instance before its job is due
+    serve_workers: int | None = None  # worker threads inside `serve`; None = 1 on SQLite, 0 on PostgreSQL
+    lease_s: float = 600.0  # a claimed job not finished by then is reclaimed by another worker
+    poll_s: float = 2.0
+    max_attempts: int = 3  # a job that failed (or was abandoned) this often is marked failed
+    series_per_claim: int = 4  # series claimed together so one batch can span series
+    rules: list[CompressionRule] = field(default_factory=list)  # empty = [one rule from codec.modalities]
+
+    def effective_rules(self, codec: CodecSettings) -> list[CompressionRule]:
+        """The configured rules, or the default one: ``codec.modalities`` with the ``[codec]`` model."""
+        return self.rules or [CompressionRule(name="default", modalities=list(codec.modalities))]
+
+
+@dataclass
 class Remote:
     """A C-MOVE destination, keyed by its AE title in :attr:`Settings.remotes`."""
 
@@ -118,12 +157,14 @@ class Settings:
     server: ServerSettings = field(default_factory=ServerSettings)
     database: DatabaseSettings = field(default_factory=DatabaseSettings)
     codec: CodecSettings = field(default_factory=CodecSettings)
+    compression: CompressionSettings = field(default_factory=CompressionSettings)
     remotes: dict[str, Remote] = field(default_factory=dict)
     data_dir: str = DEFAULT_DATA_DIR
     log_level: str = "INFO"
 
 
-_SECTIONS: dict[str, type] = {"server": ServerSettings, "database": DatabaseSettings, "codec": CodecSettings}
+_SECTIONS: dict[str, type] = {"server": ServerSettings, "database": DatabaseSettings, "codec": CodecSettings,
+                              "compression": CompressionSettings}
 _TOP_LEVEL = ("data_dir", "log_level")
 
 
@@ -278,6 +319,8 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{key}: expected a list, got {value!r}")
         return [_coerce(v, item_type, key) for v in value]
+    if dataclasses.is_dataclass(hint) and isinstance(hint, type):
+        return _coerce_table(value, hint, key)
     if hint is bool:
         if isinstance(value, bool):
             return value
@@ -305,6 +348,19 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
             raise ConfigError(f"{key}: expected a string, got {value!r}")
         return str(value)
     return value
+
+
+def _coerce_table(value: Any, cls: type, key: str) -> Any:
+    """A TOML table (e.g. one ``[[compression.rules]]``) as the dataclass ``cls``, unknown keys rejected."""
+    if isinstance(value, cls):
+        return value
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{key}: expected a table, got {value!r}")
+    hints = typing.get_type_hints(cls)
+    unknown = set(value) - set(hints)
+    if unknown:
+        raise ConfigError(f"{key}: unknown key(s): {', '.join(sorted(unknown))}")
+    return cls(**{name: _coerce(v, hints[name], f"{key}.{name}") for name, v in value.items()})
 
 
 def _validate(s: Settings) -> None:
@@ -348,8 +404,22 @@ def _validate(s: Settings) -> None:
         checks.append((not tls_file or Path(tls_file).is_file(), f"server.{key}: no such file {tls_file!r}"))
     for remote_aet, remote in s.remotes.items():
         checks.append((0 < remote.port < 65536, f"remotes.{remote_aet}.port must be 1..65535"))
+    c = s.compression
+    checks += [
+        (c.delay_s >= 0, "compression.delay_s must be >= 0"),
+        (c.serve_workers is None or c.serve_workers >= 0, "compression.serve_workers must be >= 0"),
+        (c.lease_s > 0, "compression.lease_s must be > 0"),
+        (c.poll_s > 0, "compression.poll_s must be > 0"),
+        (c.max_attempts >= 1, "compression.max_attempts must be >= 1"),
+        (c.series_per_claim >= 1, "compression.series_per_claim must be >= 1"),
+    ]
+    names = [rule.name for rule in c.rules]
+    checks.append((len(names) == len(set(names)), "compression.rules: rule names must be unique"))
+    checks += [(rule.after_days >= 0, f"compression.rules.{rule.name}.after_days must be >= 0") for rule in c.rules]
     for ok, message in checks:
         if not ok:
             raise ConfigError(message)
+    for rule in c.rules:
+        rule.modalities = [m.upper() for m in rule.modalities]
     s.log_level = s.log_level.upper()
     s.codec.modalities = [m.upper() for m in s.codec.modalities]

@@ -116,6 +116,13 @@ def module_database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest
 
 
 @pytest.fixture
+def postgresql_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """An empty PostgreSQL schema, for tests only PostgreSQL can run (many processes on one database)."""
+    with _empty_database(request, "postgresql", tmp_path) as url:
+        yield url
+
+
+@pytest.fixture
 def database(database_url: str) -> Iterator[object]:
     """A :class:`pacs_cae.store.Database` on ``database_url`` with the schema at the Alembic head."""
     from pacs_cae.store.db import Database

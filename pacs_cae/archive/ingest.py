@@ -1,21 +1,16 @@
-"""Store one received dataset: validate, choose the pixel path, measure, commit.
+"""Store one received dataset: validate, keep it losslessly, enqueue its compression, commit.
 
-Order matters for durability and for the network layer: everything that can fail because of the data
-(validation, metadata serialisation, codec, quality gate) happens before the database transaction; the
-transaction writes the index rows, the metadata blob and the pixel blob together, and only after it
-committed does :func:`ingest` return a :class:`StoreOutcome` (C-STORE answers 0x0000 on that).
+This is the C-STORE fast path (issue 12): nothing here waits for the learned codec. Everything that can fail
+because of the data (validation, metadata serialisation, the lossless encoding) happens before the database
+transaction; the transaction writes the index rows, the metadata blob, the lossless pixel blob and, when a
+``[[compression.rules]]`` rule selects the instance, its series' compression job
+(:mod:`pacs_cae.store.jobs`) together. Only after it committed does :func:`ingest` return a
+:class:`StoreOutcome` (C-STORE answers 0x0000 on that). Workers (:mod:`pacs_cae.archive.compression`) later
+replace the lossless blobs of a whole series by learned-codec blobs when every slice meets the floors.
 
-Pixel paths:
+Pixel paths at ingest:
 
-* ``cae`` - eligible by :mod:`pacs_cae.dicom.policy`, encoded by the learned codec, and (with
-  ``codec.gate``) decoded again and measured: PSNR with R = max - min of the original slice, and the
-  maximum absolute error. A slice below ``codec.min_psnr_db`` or above ``codec.max_abs_error`` is stored
-  losslessly instead, with ``fallback_reason`` "quality-gate: ..." and a warning log line; so is a slice
-  whose blob is compressed further than ``codec.max_compression_ratio`` against its BitsAllocated storage
-  (checked whether or not the gate decodes: it needs no decode).
-  With ``codec.require_gain`` the CAE blob is kept only when it is smaller than the slice's lossless
-  encoding (fallback_reason "no-gain: ..."): a lossy copy that saves no space is never stored.
-* ``lossless`` - everything else with Pixel Data, byte-exact (:mod:`pacs_cae.codec.lossless`).
+* ``lossless`` - everything with Pixel Data, byte-exact (:mod:`pacs_cae.codec.lossless`).
 * ``none`` - objects without Pixel Data (SR, presentation states, ...): the metadata blob is the object.
 """
 
@@ -23,28 +18,27 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import math
 from dataclasses import dataclass
-from typing import Any, Protocol, Sequence
+from typing import Any
 
-import numpy as np
 from pydicom.dataset import Dataset
+from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
 
+from pacs_cae.archive.compression_rules import due_at, eligible, select_rule
 from pacs_cae.archive.errors import ArchiveError, CannotUnderstand, DataSetMismatch, OutOfResources
 from pacs_cae.codec.lossless import PixelLayout, encode_lossless
 from pacs_cae.config import Settings
 from pacs_cae.dicom.integrity import EncodedDataSet, encoding_problem, pixel_data_problem
 from pacs_cae.dicom.metadata import encode_metadata, received_transfer_syntax
-from pacs_cae.dicom.pixels import extract_frames
-from pacs_cae.dicom.policy import check_eligibility
-from pacs_cae.dicom.rebuild import served_sop_instance_uid
 from pacs_cae.dicom.transcode import TranscodeError, to_little_endian
-from pacs_cae.dicom.uids import derive_lossy_uid
+from pacs_cae.store import jobs
 from pacs_cae.store.db import Database
 from pacs_cae.store.record import InstanceRecord, InvalidRecord
 from pacs_cae.store.rejections import count_rejection
-from pacs_cae.store.repository import QUALITY_GATE_REASON, HierarchyConflict, upsert_instance
+from pacs_cae.store.repository import HierarchyConflict, upsert_instance
+from pacs_cae.store.schema import Series, utcnow
 
 LOG = logging.getLogger(__name__)
 
@@ -70,20 +64,7 @@ REJECTION_REASONS = {
 }
 KEPT_FIRST_REASON = "duplicate-kept-first"
 
-#: ``fallback_reason`` prefix when the CAE blob is not smaller than the lossless encoding (codec.require_gain).
-NO_GAIN_REASON = "no-gain"
-
 REQUIRED_UIDS = ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID")
-
-
-class Encoder(Protocol):
-    """What ingest needs from a ``Codec`` or ``BatchingCodec``."""
-
-    model_id: str
-    weights_sha256: str
-
-    def encode(self, slices: Sequence[np.ndarray], *, bits_stored: Any = None) -> list[bytes]: ...
-    def decode(self, blobs: Sequence[bytes]) -> list[np.ndarray]: ...
 
 
 @dataclass(frozen=True)
@@ -101,55 +82,13 @@ class StoreOutcome:
 
     sop_instance_uid: str
     sop_class_uid: str
-    served_sop_instance_uid: str  # the UID C-FIND answers and C-GET/C-MOVE deliver
-    storage: str  # "cae" | "lossless" | "none"
+    served_sop_instance_uid: str  # the UID C-FIND answers and C-GET/C-MOVE deliver (until compressed)
+    storage: str  # "lossless" | "none" (a worker may later make a "lossless" instance "cae")
     result: str  # "stored" | "replaced" | "identical" | "kept-first" (the last two wrote nothing)
-    codec_model_id: str | None
-    fallback_reason: str | None
-    psnr_db: float | None  # measured by the quality gate (cae path with the gate on)
-    max_abs_error: float | None
+    compression_rule: str | None  # the rule whose job will compress the series; None: stays lossless
     original_pixel_bytes: int
     stored_pixel_bytes: int
     metadata_bytes: int
-
-
-@dataclass(frozen=True)
-class GateResult:
-    """The quality gate's measurement; ``reason`` is None when the slice passes."""
-
-    psnr_db: float
-    max_abs_error: float
-    reason: str | None
-
-
-def measure(original: np.ndarray, decoded: np.ndarray) -> tuple[float, float]:
-    """(PSNR dB with R = max - min of the original, max absolute error); PSNR is inf when exact."""
-    a = np.asarray(original, dtype=np.float64)
-    b = np.asarray(decoded, dtype=np.float64)
-    if a.shape != b.shape:
-        raise ValueError(f"decoded shape {b.shape} differs from the original {a.shape}")
-    diff = a - b
-    mse = float(np.mean(diff * diff))
-    max_err = float(np.max(np.abs(diff))) if diff.size else 0.0
-    if mse == 0.0:
-        return math.inf, max_err
-    value_range = float(a.max() - a.min())
-    if value_range == 0.0:
-        return -math.inf, max_err
-    return 10.0 * math.log10(value_range * value_range / mse), max_err
-
-
-def quality_gate(original: np.ndarray, decoded: np.ndarray, min_psnr_db: float | None,
-                 max_abs_error: float | None) -> GateResult:
-    """Compare a decoded slice with the original against the configured floor."""
-    psnr, max_err = measure(original, decoded)
-    reasons = []
-    if min_psnr_db is not None and psnr < min_psnr_db:
-        reasons.append(f"PSNR {psnr:.2f} dB < min_psnr_db {min_psnr_db:g}")
-    if max_abs_error is not None and max_err > max_abs_error:
-        reasons.append(f"max abs error {max_err:g} > max_abs_error {max_abs_error:g}")
-    reason = f"{QUALITY_GATE_REASON}: " + "; ".join(reasons) if reasons else None
-    return GateResult(psnr, max_err, reason)
 
 
 def validate(ds: Dataset, affected_sop_class: str | None = None,
@@ -196,88 +135,11 @@ def _layout(ds: Dataset) -> PixelLayout | None:
         return None
 
 
-def _architecture(encoder: Any) -> str:
-    codec = getattr(encoder, "codec", encoder)
-    card = getattr(codec, "card", None)
-    return str(getattr(card, "architecture", "") or "")
-
-
-@dataclass(frozen=True)
-class _Pixels:
-    storage: str
-    blob: bytes | None
-    fallback_reason: str | None = None
-    psnr_db: float | None = None
-    max_abs_error: float | None = None
-
-
-def _cae_path(ds: Dataset, settings: Settings, encoder: Encoder) -> _Pixels | str:
-    """The CAE blob, or a fallback reason string when the slice must go lossless."""
-    codec = settings.codec
-    try:
-        pixels = extract_frames(ds)
-        frame = pixels.frames[0]
-        blob = encoder.encode([frame], bits_stored=pixels.bits_stored)[0]
-    except Exception as exc:  # pixel decode or codec failure: archive losslessly, never refuse the data
-        return f"codec-error: {type(exc).__name__}: {exc}"
-    ratio_reason = _ratio_floor(frame.size * _bytes_per_sample(ds), len(blob), codec.max_compression_ratio)
-    if ratio_reason:
-        return ratio_reason
-    if not codec.gate or (codec.min_psnr_db is None and codec.max_abs_error is None):
-        return _Pixels("cae", blob)
-    try:
-        decoded = encoder.decode([blob])[0]
-        gate = quality_gate(frame, decoded, codec.min_psnr_db, codec.max_abs_error)
-    except Exception as exc:
-        return f"{QUALITY_GATE_REASON}: verification decode failed: {type(exc).__name__}: {exc}"
-    if gate.reason:
-        return gate.reason
-    return _Pixels("cae", blob, psnr_db=gate.psnr_db, max_abs_error=gate.max_abs_error)
-
-
-def _bytes_per_sample(ds: Dataset) -> int:
-    return max(1, (int(ds.get("BitsAllocated", 16) or 16) + 7) // 8)
-
-
-def _ratio_floor(original_bytes: int, blob_bytes: int, max_ratio: float | None) -> str | None:
-    """The fallback reason when a lossy blob is compressed beyond ``max_ratio``:1, else None.
-
-    Why a ceiling on compression: diagnostic acceptability of lossy MR has been validated up to a ratio
-    (CAR: 24:1), not beyond, whatever a PSNR says about an average.
-    """
-    if max_ratio is None or blob_bytes <= 0:
-        return None
-    ratio = original_bytes / blob_bytes
-    if ratio > max_ratio:
-        return f"{QUALITY_GATE_REASON}: compression ratio {ratio:.1f}:1 > max_compression_ratio {max_ratio:g}:1"
-    return None
-
-
-def _choose_pixels(ds: Dataset, settings: Settings, encoder: Encoder | None) -> _Pixels:
+def _pixel_blob(ds: Dataset, settings: Settings) -> tuple[str, bytes | None]:
+    """``("none", None)`` for objects without Pixel Data, else ``("lossless", exact blob)``."""
     if "PixelData" not in ds:
-        return _Pixels("none", None)
-    eligible, why = check_eligibility(ds, settings.codec)
-    fallback = None
-    if eligible and encoder is None:
-        eligible, why = False, "no codec model loaded"
-    lossless: bytes | None = None
-    if eligible:
-        assert encoder is not None
-        chosen = _cae_path(ds, settings, encoder)
-        if isinstance(chosen, _Pixels) and settings.codec.require_gain:
-            # A lossy copy that saves nothing is all loss: keep the exact pixels instead.
-            lossless = _lossless_blob(ds, settings)
-            if chosen.blob is not None and len(chosen.blob) >= len(lossless):
-                chosen = f"{NO_GAIN_REASON}: CAE blob {len(chosen.blob)} bytes >= lossless {len(lossless)} bytes"
-        if isinstance(chosen, _Pixels):
-            return chosen
-        fallback = chosen
-        LOG.warning("instance %s stored losslessly instead of by the CAE: %s", ds.SOPInstanceUID, fallback)
-    else:
-        LOG.debug("instance %s stored losslessly: %s", ds.SOPInstanceUID, why)
-    if lossless is None:
-        lossless = _lossless_blob(ds, settings)
-    return _Pixels("lossless", lossless, fallback_reason=fallback)
+        return "none", None
+    return "lossless", _lossless_blob(ds, settings)
 
 
 def _lossless_blob(ds: Dataset, settings: Settings) -> bytes:
@@ -299,15 +161,15 @@ def content_digest(metadata_blob: bytes, ds: Dataset) -> str:
     return digest.hexdigest()
 
 
-def ingest(ds: Dataset, *, settings: Settings, database: Database, encoder: Encoder | None,
-           calling_aet: str = "", affected_sop_class: str | None = None,
-           affected_sop_instance: str | None = None, encoded: EncodedDataSet | None = None) -> StoreOutcome:
+def ingest(ds: Dataset, *, settings: Settings, database: Database, calling_aet: str = "",
+           affected_sop_class: str | None = None, affected_sop_instance: str | None = None,
+           encoded: EncodedDataSet | None = None) -> StoreOutcome:
     """Archive ``ds``; returns only after the transaction holding it committed (raises ArchiveError).
 
     Every refusal for the data's sake is logged by the caller and counted here (``pacs-cae stats``).
     """
     try:
-        outcome = _ingest(ds, settings=settings, database=database, encoder=encoder, calling_aet=calling_aet,
+        outcome = _ingest(ds, settings=settings, database=database, calling_aet=calling_aet,
                           affected_sop_class=affected_sop_class, affected_sop_instance=affected_sop_instance,
                           encoded=encoded)
     except ArchiveError as exc:
@@ -322,8 +184,7 @@ def ingest(ds: Dataset, *, settings: Settings, database: Database, encoder: Enco
     return outcome
 
 
-def _ingest(ds: Dataset, *, settings: Settings, database: Database, encoder: Encoder | None,
-            calling_aet: str, affected_sop_class: str | None, affected_sop_instance: str | None,
+def _ingest(ds: Dataset, *, settings: Settings, database: Database, calling_aet: str, affected_sop_class: str | None, affected_sop_instance: str | None,
             encoded: EncodedDataSet | None) -> StoreOutcome:
     validate(ds, affected_sop_class, affected_sop_instance, encoded)
     try:
@@ -336,41 +197,32 @@ def _ingest(ds: Dataset, *, settings: Settings, database: Database, encoder: Enc
     except Exception as exc:
         raise CannotUnderstand(f"data set cannot be encoded: {exc}", STATUS_UNENCODABLE) from exc
     try:
-        pixels = _choose_pixels(ds, settings, encoder)
+        storage, pixel_blob = _pixel_blob(ds, settings)
         original_bytes = len(ds.PixelData) if "PixelData" in ds else 0
     except Exception as exc:
         raise CannotUnderstand(f"Pixel Data cannot be read: {exc}", STATUS_UNENCODABLE) from exc
 
     sop_instance = str(ds.SOPInstanceUID).strip()
-    storage: dict[str, Any] = {
-        "storage": pixels.storage,
-        "fallback_reason": pixels.fallback_reason,
-        "original_pixel_bytes": original_bytes,
-        "calling_aet": calling_aet,
-    }
-    served = sop_instance
-    if pixels.storage == "cae":
-        assert encoder is not None
-        storage.update(
-            derived_sop_instance_uid=str(derive_lossy_uid(sop_instance, encoder.model_id)),
-            codec_model_id=encoder.model_id,
-            codec_sha256=encoder.weights_sha256,
-            codec_architecture=_architecture(encoder),
-        )
-        served = served_sop_instance_uid(sop_instance, encoder.model_id, settings.codec.lossy_uid)
     try:
-        record = InstanceRecord.from_dataset(ds, **storage)
+        record = InstanceRecord.from_dataset(ds, storage=storage, original_pixel_bytes=original_bytes,
+                                             calling_aet=calling_aet)
     except InvalidRecord as exc:
         raise CannotUnderstand(str(exc), STATUS_MISSING_ATTRIBUTE) from exc
+    rule = select_rule(settings, record)
+    if rule is not None and not eligible(ds, settings.codec)[0]:
+        rule = None  # the codec cannot take these pixels: no job (a worker would keep them lossless anyway)
 
     try:
         with database.session() as session:
             result = upsert_instance(
-                session, record, metadata_blob, pixels.blob,
+                session, record, metadata_blob, pixel_blob,
                 duplicate_policy(settings, calling_aet),  # type: ignore[arg-type]
                 content_sha256=content_digest(metadata_blob, ds),
                 identity_attributes=settings.server.patient_identity_attributes,
             )
+            if rule is not None and result in ("stored", "replaced"):  # nothing written: nothing to compress
+                _enqueue(session, record, rule.name, due_at(rule, settings.compression, record.study_date,
+                                                            utcnow()))
     except HierarchyConflict as exc:
         status = STATUS_PATIENT_CONFLICT if exc.reason == "patient-conflict" else STATUS_HIERARCHY_CONFLICT
         raise CannotUnderstand(f"{exc.reason}: {exc}", status) from exc
@@ -382,23 +234,24 @@ def _ingest(ds: Dataset, *, settings: Settings, database: Database, encoder: Enc
         raise OutOfResources(str(exc)) from exc
 
     LOG.info("stored %s (%s, %s) from %r as %s%s", sop_instance, record.modality or "-", result,
-             calling_aet, pixels.storage,
-             f" [{pixels.fallback_reason}]" if pixels.fallback_reason else "")
+             calling_aet, storage, f", compression rule {rule.name!r}" if rule else "")
     return StoreOutcome(
         sop_instance_uid=sop_instance,
         sop_class_uid=record.sop_class_uid,
-        served_sop_instance_uid=served,
-        storage=pixels.storage,
+        served_sop_instance_uid=sop_instance,
+        storage=storage,
         result=result,
-        codec_model_id=record.codec_model_id,
-        fallback_reason=pixels.fallback_reason,
-        psnr_db=pixels.psnr_db,
-        max_abs_error=pixels.max_abs_error,
+        compression_rule=rule.name if rule and result in ("stored", "replaced") else None,
         original_pixel_bytes=original_bytes,
-        stored_pixel_bytes=len(pixels.blob) if pixels.blob is not None else 0,
+        stored_pixel_bytes=len(pixel_blob) if pixel_blob is not None else 0,
         metadata_bytes=len(metadata_blob),
     )
 
 
-__all__ = ["EncodedDataSet", "Encoder", "GateResult", "StoreOutcome", "ingest", "measure", "quality_gate",
-           "validate"]
+def _enqueue(session: Session, record: InstanceRecord, rule: str, due: Any) -> None:
+    series_pk = session.scalar(select(Series.id).where(Series.series_instance_uid == record.series_instance_uid))
+    assert series_pk is not None  # upsert_instance just wrote it, in this transaction
+    jobs.enqueue(session, series_pk, rule, due)
+
+
+__all__ = ["EncodedDataSet", "StoreOutcome", "ingest", "validate"]

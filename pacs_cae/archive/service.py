@@ -17,6 +17,8 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from pacs_cae.archive import query, stats
 from pacs_cae.archive import retrieve as _retrieve
+from pacs_cae.archive.compression import RunReport
+from pacs_cae.archive.compression_rules import NO_MODEL
 from pacs_cae.archive.errors import ArchiveError, OutOfResources
 from pacs_cae.archive.ingest import EncodedDataSet, StoreOutcome, ingest
 from pacs_cae.archive.query import InstanceRef
@@ -26,8 +28,6 @@ from pacs_cae.store.db import Database, ensure_schema
 
 LOG = logging.getLogger(__name__)
 
-#: ``codec.model`` values that mean "no learned codec: archive everything losslessly".
-NO_MODEL = ("", "none", "lossless")
 
 
 class ArchiveCodecs:
@@ -63,6 +63,12 @@ class ArchiveCodecs:
     def model_id(self) -> str | None:
         """The model new slices are encoded with (None: lossless only)."""
         return None if self.encoder is None else self.encoder.model_id
+
+    def encoder_for(self, model: str) -> BatchingCodec | Codec | None:
+        """The encoder of a compression rule's model: "" (or the configured one) is :attr:`encoder`."""
+        if not model or (self.encoder is not None and model == self.encoder.model_id):
+            return self.encoder
+        return None if model.strip().lower() in NO_MODEL else self.registry.get(model)
 
     def decode(self, blobs: Sequence[bytes]) -> list[np.ndarray]:
         """Decode CAE blobs of any model in input order."""
@@ -121,13 +127,23 @@ class Archive:
     # -- use cases -------------------------------------------------------------------------------------
     def store(self, ds: Dataset, calling_aet: str = "", *, affected_sop_class: str | None = None,
               affected_sop_instance: str | None = None, encoded: EncodedDataSet | None = None) -> StoreOutcome:
-        """Archive one instance; returns after commit, raises :class:`ArchiveError` with the status.
+        """Archive one instance losslessly (and its compression job); returns after commit.
 
-        ``encoded`` (the bytes as received) lets ingest refuse a stream that ends inside an element.
+        Raises :class:`ArchiveError` with the status. The learned codec runs later, in a worker. ``encoded``
+        (the bytes as received) lets ingest refuse a stream that ends inside an element.
         """
-        return ingest(ds, settings=self.settings, database=self.database, encoder=self.codecs.encoder,
-                      calling_aet=calling_aet, affected_sop_class=affected_sop_class,
-                      affected_sop_instance=affected_sop_instance, encoded=encoded)
+        return ingest(ds, settings=self.settings, database=self.database, calling_aet=calling_aet,
+                      affected_sop_class=affected_sop_class, affected_sop_instance=affected_sop_instance,
+                      encoded=encoded)
+
+    def compress_pending(self, *, ignore_delay: bool = True) -> RunReport:
+        """Run one compression worker in this thread until no due job is left (tests, ``worker --drain``)."""
+        import threading
+
+        from pacs_cae.archive.workers import CompressionWorker
+
+        return CompressionWorker(self.database, self.settings, self.codecs).run(
+            threading.Event(), drain=True, ignore_delay=ignore_delay)
 
     def find(self, query_model: str, identifier: Dataset) -> Iterator[Dataset]:
         """C-FIND matches at the identifier's Query/Retrieve Level (``query_model`` "P" or "S").
@@ -164,4 +180,4 @@ class Archive:
             return stats.collect(session)
 
 
-__all__ = ["Archive", "ArchiveCodecs", "NO_MODEL"]
+__all__ = ["NO_MODEL", "Archive", "ArchiveCodecs"]

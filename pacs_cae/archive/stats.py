@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
+from pacs_cae.store import jobs
 from pacs_cae.store.rejections import rejection_counts
 from pacs_cae.store.repository import QUALITY_GATE_REASON
 from pacs_cae.store.schema import Instance, Patient, Series, Study
@@ -41,6 +42,7 @@ def collect(session: Session) -> dict[str, Any]:
             ("modality",), (Series.modality,),
         ),
         "fallbacks": _fallbacks(session),
+        "compression": jobs.backlog(session),  # the deferred-compression backlog (pacs_cae/store/jobs.py)
         "rejected": _rejected(session),
     }
     oldest, newest = session.execute(select(func.min(Study.study_date), func.max(Study.study_date))).one()

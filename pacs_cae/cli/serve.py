@@ -77,6 +77,7 @@ def check_tls_or_exit(settings: Any) -> None:
 def run(settings: Any) -> int:
     """Open the archive, serve until signalled, close the archive; the process exit code."""
     from pacs_cae.archive.service import Archive
+    from pacs_cae.archive.workers import WorkerThreads, serve_worker_count
     from pacs_cae.net.server import serve_until_signalled
 
     url = safe_url(settings.database.url)
@@ -89,6 +90,7 @@ def run(settings: Any) -> int:
         else:
             LOG.error("cannot open the archive on %s: %s", url, exc, exc_info=settings.log_level == "DEBUG")
         return 2
+    workers = None
     try:
         LOG.info("database %s", url)
         problem = archive.database.write_problem()
@@ -97,6 +99,10 @@ def run(settings: Any) -> int:
                         "0xA700 until it can; the server picks it up by itself once the storage is writable",
                         url, problem)
         LOG.info("codec model %s", describe_model(archive, settings.codec.model))
+        count = serve_worker_count(settings, archive.database)
+        LOG.info("compression worker threads: %d%s", count,
+                 "" if count else " (run `pacs-cae worker` processes to compress)")
+        workers = WorkerThreads(archive.database, settings, archive.codecs, count)
 
         def ready(address: tuple[str, int]) -> None:
             LOG.info("%s listening on %s:%d", settings.server.ae_title, *address)
@@ -106,6 +112,8 @@ def run(settings: Any) -> int:
         LOG.error("cannot listen on %s:%d: %s", settings.server.host, settings.server.port, exc)
         return 1
     finally:
+        if workers is not None:
+            workers.stop()
         archive.close()
     LOG.info("stopped")
     return 0

@@ -76,6 +76,7 @@ def _print_tables(s: dict[str, Any]) -> None:
     summary.add_row("oldest study", s["oldest_study_date"] or "-")
     summary.add_row("newest study", s["newest_study_date"] or "-")
     console.print(summary)
+    _print_backlog(console, s["compression"])
     for title, names in (("by storage / codec model", ("storage", "model")), ("by modality", ("modality",))):
         table = Table(title=title)
         for name in names:
@@ -90,3 +91,24 @@ def _print_tables(s: dict[str, Any]) -> None:
                 _size(row["stored_pixel_bytes"]), _ratio(row["ratio"]), _ratio(row["pixel_ratio"]),
             )
         console.print(table)
+
+
+def _print_backlog(console: Any, c: dict[str, Any]) -> None:
+    """The deferred-compression backlog: jobs by state, what awaits the codec, what it saved so far."""
+    from rich.table import Table
+
+    table = Table(title="compression backlog (series jobs)", show_header=False)
+    table.add_column("", style="bold")
+    table.add_column("", justify="right")
+    table.add_row("pending (due now)", f"{c['pending']} ({c['due']})")
+    table.add_row("running", str(c["running"]))
+    table.add_row("failed", str(c["failed"]))
+    table.add_row("done", str(c["done"]))
+    table.add_row("instances awaiting compression", str(c["instances_awaiting"]))
+    table.add_row("bytes awaiting compression", _size(c["bytes_awaiting"]))
+    table.add_row("instances compressed so far", str(c["instances_compressed"]))
+    table.add_row("saved so far (lossless - lossy)", _size(c["saved_bytes"]))
+    console.print(table)
+    for job in c["failed_jobs"]:
+        console.print(f"failed job {job['id']} (rule {job['rule']!r}): {job['reason']}  "
+                      "- retry with `pacs-cae jobs retry`")

@@ -88,12 +88,12 @@ def import_files(
                     continue
                 counts[outcome.result] += 1
                 counts[outcome.storage] += 1
-                if outcome.fallback_reason:
-                    counts["fallback"] += 1
+                if outcome.compression_rule:
+                    counts["queued"] += 1
     finally:
         archive.close()
-    summary = {key: counts[key] for key in ("stored", "replaced", "kept-first", "identical", "cae", "lossless",
-                                            "none", "fallback", "skipped", "failed")}
+    summary = {key: counts[key] for key in ("stored", "replaced", "kept-first", "identical", "lossless", "queued",
+                                            "none", "skipped", "failed")}
     if as_json:
         typer.echo(json.dumps({**summary, "files": len(files), "problems": problems}, indent=2, sort_keys=True))
     else:
@@ -102,8 +102,8 @@ def import_files(
         stored = counts["stored"] + counts["replaced"]
         typer.echo(
             f"imported {stored} of {len(files)} files ({counts['stored']} new, {counts['replaced']} replaced, "
-            f"{counts['kept-first'] + counts['identical']} already archived and kept); cae {counts['cae']}, "
-            f"lossless {counts['lossless']} (quality-gate/codec fallbacks {counts['fallback']}), "
+            f"{counts['kept-first'] + counts['identical']} already archived and kept); "
+            f"lossless {counts['lossless']} ({counts['queued']} queued for compression: `pacs-cae worker`), "
             f"no pixels {counts['none']}; skipped {counts['skipped']}, failed {counts['failed']}"
         )
     if counts["failed"]:

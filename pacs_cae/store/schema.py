@@ -210,11 +210,45 @@ class IngestRejection(Base):
     last_detail: Mapped[str] = mapped_column(String, default="")
 
 
+JOB_STATES = ("pending", "running", "done", "failed")
+
+
+class CompressionJob(Base):
+    """Deferred compression of one series (pacs_cae/store/jobs.py; revision 0003).
+
+    Ingest bumps ``generation`` whenever an instance of the series is stored; a worker that finishes a run
+    it claimed at an older generation leaves the job ``pending`` so the newer instances get their turn.
+    ``decision`` is the series-level outcome ("lossy" or "lossless") that later arrivals follow.
+    """
+
+    __tablename__ = "compression_job"
+    __table_args__ = (Index(None, "state", "not_before"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    series_pk: Mapped[int] = mapped_column(ForeignKey("series.id", ondelete="CASCADE"), unique=True)
+    state: Mapped[str] = mapped_column(String, default="pending")
+    rule: Mapped[str] = mapped_column(String, default="")
+    not_before: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    generation: Mapped[int] = mapped_column(Integer, default=1)
+    claimed_generation: Mapped[int | None] = mapped_column(Integer)
+    lease_owner: Mapped[str | None] = mapped_column(String)
+    lease_expires: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    decision: Mapped[str | None] = mapped_column(String)
+    last_error: Mapped[str | None] = mapped_column(String)
+    compressed_instances: Mapped[int] = mapped_column(Integer, default=0)  # swapped to lossy, all runs
+    saved_bytes: Mapped[int] = mapped_column(BigInteger, default=0)  # lossless blob bytes - lossy blob bytes
+    created: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
 __all__ = [
+    "JOB_STATES",
     "NAMING_CONVENTION",
     "STORAGE_KINDS",
     "Base",
     "CodecModel",
+    "CompressionJob",
     "IngestRejection",
     "Instance",
     "InstanceBlob",

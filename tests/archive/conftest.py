@@ -18,7 +18,7 @@ if str(_ROOT) not in sys.path:
 from pacs_cae.archive.service import Archive, ArchiveCodecs
 from pacs_cae.codec import BatchingCodec, CodecRegistry
 from pacs_cae.codec.weights import initial_model, save_model
-from pacs_cae.config import CodecSettings, DatabaseSettings, Settings
+from pacs_cae.config import CodecSettings, CompressionSettings, DatabaseSettings, Settings
 from pacs_cae.store.db import Database
 from tests.archive.helpers import TEST_MODEL, ZERO_MODEL  # noqa: E402
 
@@ -59,7 +59,8 @@ def make_settings(models_dir: Path, database_url: str) -> Callable[..., Settings
                                      # ratio ceiling (test_ingest_retrieve covers it)
                                      "max_compression_ratio": None}
         values.update(codec)
-        settings = Settings(database=DatabaseSettings(url=database_url), codec=CodecSettings(**values))
+        settings = Settings(database=DatabaseSettings(url=database_url), codec=CodecSettings(**values),
+                            compression=CompressionSettings(delay_s=0.0, poll_s=0.05))
         settings.server.duplicate_policy = duplicate_policy
         return settings
 

@@ -10,6 +10,7 @@ from pydicom.dataset import Dataset
 from sqlalchemy import select
 
 from pacs_cae.archive.service import Archive
+from pacs_cae.dicom.rebuild import served_sop_instance_uid
 from pacs_cae.store.schema import Instance
 
 TEST_MODEL = "cae-paper-init"  # the shipped untrained checkpoint
@@ -50,3 +51,35 @@ def part10(ds: Dataset) -> bytes:
 def reread(ds: Dataset) -> Dataset:
     """``ds`` written as a Part 10 file and read back (what a receiver sees)."""
     return dcmread(io.BytesIO(part10(ds)))
+
+
+@dataclass(frozen=True)
+class Stored:
+    """How an instance is stored once the compression backlog was drained (C-STORE fast path + worker)."""
+
+    sop_instance_uid: str
+    result: str  # what the store answered: "stored" | "replaced" | "kept-first"
+    storage: str
+    fallback_reason: str | None
+    codec_model_id: str | None
+    original_pixel_bytes: int
+    stored_pixel_bytes: int
+    served_sop_instance_uid: str
+
+
+def store_and_compress(archive: Archive, *datasets: Dataset, **store_kwargs: object) -> list[Stored]:
+    """Store ``datasets``, run a worker until no due job is left, and read back how each is stored."""
+    outcomes = [archive.store(ds, **store_kwargs) for ds in datasets]  # type: ignore[arg-type]
+    archive.compress_pending()
+    uids = [o.sop_instance_uid for o in outcomes]
+    with archive.database.session(readonly=True) as session:
+        rows = {r.sop_instance_uid: r for r in session.scalars(select(Instance)
+                                                               .where(Instance.sop_instance_uid.in_(uids)))}
+    out = []
+    for outcome in outcomes:
+        row = rows[outcome.sop_instance_uid]
+        served = (served_sop_instance_uid(row.sop_instance_uid, row.codec_model_id, archive.settings.codec.lossy_uid)
+                  if row.storage == "cae" and row.codec_model_id else row.sop_instance_uid)
+        out.append(Stored(row.sop_instance_uid, outcome.result, row.storage, row.fallback_reason,
+                          row.codec_model_id, row.original_pixel_bytes, row.stored_pixel_bytes, served))
+    return out

@@ -159,7 +159,7 @@ def test_rebuild_clips_to_bits_stored_and_checks_shape() -> None:
 
 # -- quality gate measurement --------------------------------------------------------------------------------
 def test_gate_psnr_uses_the_original_slice_range() -> None:
-    from pacs_cae.archive.ingest import measure, quality_gate
+    from pacs_cae.archive.floors import measure, quality_gate
 
     original = np.array([[0, 1000], [2000, 4000]], dtype=np.uint16)
     decoded = original.astype(np.int64) + np.array([[10, -10], [10, -10]])

@@ -15,7 +15,7 @@ from pacs_cae.archive.service import Archive
 from pacs_cae.cli import app
 from pacs_cae.dicom.uids import derive_lossy_uid
 from tests.archive.factories import make_mr_series, make_rgb, make_sr
-from tests.archive.helpers import TEST_MODEL, reread
+from tests.archive.helpers import TEST_MODEL, reread, store_and_compress
 
 
 def _identifier(level: str, **keys: str) -> Dataset:
@@ -30,8 +30,7 @@ def test_find_and_locate_use_the_uid_retrieve_delivers(open_archive) -> None:
     archive: Archive = open_archive()
     series = [reread(ds) for ds in make_mr_series(2, 64, 64)]
     sr = reread(make_sr(study_uid=series[0].StudyInstanceUID))
-    for ds in [*series, sr]:
-        archive.store(ds)
+    store_and_compress(archive, *series, sr)
     study = series[0].StudyInstanceUID
 
     matches = list(archive.find("S", _identifier("IMAGE", StudyInstanceUID=study,
@@ -64,7 +63,9 @@ def test_concurrent_stores_share_the_batching_codec(open_archive) -> None:
     with ThreadPoolExecutor(max_workers=3) as pool:
         outcomes = list(pool.map(archive.store, slices))
     assert sorted(o.result for o in outcomes) == ["stored"] * 6
-    assert all(o.storage == "cae" for o in outcomes)
+    assert all(o.storage == "lossless" and o.compression_rule == "default" for o in outcomes)
+    report = archive.compress_pending()
+    assert (report.jobs, report.compressed) == (1, 6)  # one series, one job, every slice
     refs = archive.locate("S", _identifier("STUDY", StudyInstanceUID=slices[0].StudyInstanceUID))
     loaded = list(archive.load(refs))
     assert len(loaded) == 6 and all(isinstance(ds, Dataset) for _, ds in loaded)
@@ -95,8 +96,11 @@ def test_import_then_export_cli(tmp_path: Path, config_file: Path) -> None:
     runner = CliRunner()
     result = runner.invoke(app, ["import", str(source), "--config", str(config_file)])
     assert result.exit_code == 0, result.output
-    assert "imported 4 of 5 files" in result.output and "cae 2, lossless 1" in result.output
+    assert "imported 4 of 5 files" in result.output and "lossless 3 (2 queued for compression" in result.output
     assert "skipped 1" in result.output
+    drained = runner.invoke(app, ["worker", "--drain", "--now", "--config", str(config_file)])
+    assert drained.exit_code == 0, drained.output
+    assert "2 slice(s) stored lossy" in drained.output
 
     again = runner.invoke(app, ["import", str(source / "mr"), "--config", str(config_file)])
     assert again.exit_code == 0 and "2 already archived and kept" in again.output  # identical: kept first
@@ -132,12 +136,12 @@ def test_archive_open_migrates_sqlite_loads_the_model_and_closes(tmp_path: Path,
 
     with Archive.open(settings(TEST_MODEL)) as archive:
         assert archive.codecs.model_id == TEST_MODEL
-        assert archive.store(reread(make_mr_series(1, 64, 64)[0])).storage == "cae"
+        assert store_and_compress(archive, reread(make_mr_series(1, 64, 64)[0]))[0].storage == "cae"
     with pytest.raises(UnknownModelError):
         Archive.open(settings("no-such-model"))
     with Archive.open(settings("none")) as archive:  # lossless-only, and old CAE blobs still decode
         assert archive.codecs.encoder is None
-        assert archive.store(reread(make_mr_series(1, 64, 64)[0])).storage == "lossless"
+        assert store_and_compress(archive, reread(make_mr_series(1, 64, 64)[0]))[0].storage == "lossless"
         refs = archive.locate("P", _identifier("PATIENT", PatientID="PCAE0001"))
         loaded = [ds for _, ds in archive.load(refs)]
         assert len(loaded) == 2 and all(isinstance(ds, Dataset) for ds in loaded)

@@ -14,7 +14,7 @@ from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, RLELossl
 from sqlalchemy import func, select
 
 from pacs_cae.archive.errors import ArchiveError, CannotUnderstand, DataSetMismatch, OutOfResources
-from pacs_cae.archive.ingest import measure
+from pacs_cae.archive.floors import measure
 from pacs_cae.archive.service import Archive, ArchiveCodecs
 from pacs_cae.dicom.rebuild import LOSSY_METHOD
 from pacs_cae.dicom.uids import derive_lossy_uid
@@ -28,7 +28,7 @@ from tests.archive.factories import (
     make_sr,
     set_pixels,
 )
-from tests.archive.helpers import TEST_MODEL, ZERO_MODEL, load_one, part10, refs_for, reread
+from tests.archive.helpers import TEST_MODEL, ZERO_MODEL, load_one, part10, refs_for, reread, store_and_compress
 
 #: Attributes a CAE-reconstructed instance is allowed (required) to change.
 LOSSY_CHANGES = {
@@ -50,7 +50,7 @@ def _from_file(ds: Dataset, transfer_syntax: str | None = None) -> Dataset:
 def test_mr_series_512_is_stored_by_the_cae_and_served_as_a_declared_lossy_copy(open_archive) -> None:
     archive: Archive = open_archive()
     series = [_from_file(ds) for ds in make_mr_series(2, 512, 512, bits_stored=12)]
-    outcomes = [archive.store(ds, calling_aet="MODALITY") for ds in series]
+    outcomes = store_and_compress(archive, *series, calling_aet="MODALITY")
     assert [o.storage for o in outcomes] == ["cae", "cae"]
     assert all(o.result == "stored" and o.codec_model_id == TEST_MODEL for o in outcomes)
     assert all(o.stored_pixel_bytes < o.original_pixel_bytes for o in outcomes)
@@ -105,7 +105,7 @@ def test_lossless_objects_come_back_byte_for_byte(open_archive, make, transfer_s
     # MR slices in other transfer syntaxes are kept out of the codec by the modality setting
     archive: Archive = open_archive(modalities=["CT"] if transfer_syntax else ["MR"])
     original = _from_file(make(), transfer_syntax)
-    outcome = archive.store(original)
+    (outcome,) = store_and_compress(archive, original)
     assert outcome.storage == ("none" if "PixelData" not in original else "lossless")
     assert outcome.fallback_reason is None and outcome.served_sop_instance_uid == original.SOPInstanceUID
     served = load_one(archive, original.SOPInstanceUID)
@@ -134,7 +134,7 @@ def test_signed_16_bit_slice_round_trips_in_its_own_range(open_archive) -> None:
     archive: Archive = open_archive()
     original = _from_file(make_mr_series(1, 128, 96, bits_stored=16, signed=True)[0])
     assert original.pixel_array.min() < 0
-    assert archive.store(original).storage == "cae"
+    assert store_and_compress(archive, original)[0].storage == "cae"
     served = reread(load_one(archive, original.SOPInstanceUID))
     assert served.PixelRepresentation == 1 and served.BitsStored == 16
     assert served.pixel_array.dtype == np.int16 and served.pixel_array.shape == (128, 96)
@@ -143,7 +143,7 @@ def test_signed_16_bit_slice_round_trips_in_its_own_range(open_archive) -> None:
 def test_eligible_compressed_input_is_served_uncompressed(open_archive) -> None:
     archive: Archive = open_archive()
     original = _from_file(make_mr_series(1, 64, 64)[0], RLELossless)
-    assert archive.store(original).storage == "cae"
+    assert store_and_compress(archive, original)[0].storage == "cae"
     served = reread(load_one(archive, original.SOPInstanceUID))
     assert served.file_meta.TransferSyntaxUID == ExplicitVRLittleEndian
     assert served.pixel_array.shape == (64, 64) and served.LossyImageCompression == "01"
@@ -153,7 +153,7 @@ def test_eligible_compressed_input_is_served_uncompressed(open_archive) -> None:
 def test_odd_size_inside_the_policy_is_padded_and_cropped(open_archive) -> None:
     archive: Archive = open_archive()
     original = _from_file(make_odd_size(300, 300))
-    assert archive.store(original).storage == "cae"
+    assert store_and_compress(archive, original)[0].storage == "cae"
     served = reread(load_one(archive, original.SOPInstanceUID))
     assert served.pixel_array.shape == (300, 300)
 
@@ -161,7 +161,7 @@ def test_odd_size_inside_the_policy_is_padded_and_cropped(open_archive) -> None:
 def test_quality_gate_with_a_bad_model_stores_every_slice_losslessly(open_archive) -> None:
     archive: Archive = open_archive(model=ZERO_MODEL, gate=True, min_psnr_db=30.0)
     series = [_from_file(ds) for ds in make_mr_series(3, 64, 64)]
-    outcomes = [archive.store(ds) for ds in series]
+    outcomes = store_and_compress(archive, *series)
     assert [o.storage for o in outcomes] == ["lossless"] * 3
     assert all(o.fallback_reason.startswith("quality-gate: PSNR") for o in outcomes)
     with archive.database.session(readonly=True) as session:
@@ -174,7 +174,7 @@ def test_quality_gate_with_a_bad_model_stores_every_slice_losslessly(open_archiv
 
 def test_quality_gate_max_abs_error_floor(open_archive) -> None:
     archive: Archive = open_archive(gate=True, min_psnr_db=None, max_abs_error=0.0)
-    outcome = archive.store(_from_file(make_mr_series(1, 64, 64)[0]))
+    (outcome,) = store_and_compress(archive, _from_file(make_mr_series(1, 64, 64)[0]))
     assert outcome.storage == "lossless" and "max abs error" in outcome.fallback_reason
 
 
@@ -182,7 +182,7 @@ def test_compression_ratio_ceiling_stores_losslessly_without_a_decode(open_archi
     # The all-zero model codes a 64x64 slice to ~75:1: beyond the default 24:1 ceiling, with the gate off.
     archive: Archive = open_archive(model=ZERO_MODEL, gate=False, max_compression_ratio=24.0)
     original = _from_file(make_mr_series(1, 64, 64)[0])
-    outcome = archive.store(original)
+    (outcome,) = store_and_compress(archive, original)
     assert outcome.storage == "lossless"
     assert outcome.fallback_reason.startswith("quality-gate: compression ratio")
     assert "> max_compression_ratio 24:1" in outcome.fallback_reason
@@ -192,13 +192,16 @@ def test_compression_ratio_ceiling_stores_losslessly_without_a_decode(open_archi
 
 def test_compression_ratio_ceiling_admits_a_blob_under_it(open_archive) -> None:
     archive: Archive = open_archive(model=ZERO_MODEL, gate=False, max_compression_ratio=1000.0)
-    assert archive.store(_from_file(make_mr_series(1, 64, 64)[0])).storage == "cae"
+    assert store_and_compress(archive, _from_file(make_mr_series(1, 64, 64)[0]))[0].storage == "cae"
 
 
-def test_quality_gate_passing_slice_is_kept_with_its_measurement(open_archive) -> None:
-    archive: Archive = open_archive(gate=True, min_psnr_db=-100.0)
-    outcome = archive.store(_from_file(make_mr_series(1, 64, 64)[0]))
-    assert outcome.storage == "cae" and outcome.psnr_db is not None and outcome.fallback_reason is None
+def test_quality_gate_passing_slice_is_stored_lossy_within_the_floor(open_archive) -> None:
+    archive: Archive = open_archive(gate=True, min_psnr_db=-100.0, max_abs_error=4095.0)
+    original = _from_file(make_mr_series(1, 64, 64)[0])
+    (outcome,) = store_and_compress(archive, original)
+    assert outcome.storage == "cae" and outcome.fallback_reason is None
+    served = reread(load_one(archive, original.SOPInstanceUID))
+    assert measure(original.pixel_array, served.pixel_array)[1] <= 4095.0
 
 
 def _nearly_empty_slice() -> Dataset:
@@ -213,7 +216,7 @@ def _nearly_empty_slice() -> Dataset:
 def test_require_gain_stores_losslessly_when_the_cae_saves_nothing(open_archive) -> None:
     archive: Archive = open_archive(require_gain=True)
     original = _nearly_empty_slice()
-    outcome = archive.store(original)
+    (outcome,) = store_and_compress(archive, original)
     assert outcome.storage == "lossless" and outcome.fallback_reason.startswith("no-gain: CAE blob")
     served = load_one(archive, original.SOPInstanceUID)
     assert served == original and "LossyImageCompression" not in served
@@ -222,14 +225,14 @@ def test_require_gain_stores_losslessly_when_the_cae_saves_nothing(open_archive)
 
 def test_require_gain_off_keeps_the_cae_blob(open_archive) -> None:
     archive: Archive = open_archive(require_gain=False)
-    assert archive.store(_nearly_empty_slice()).storage == "cae"
+    assert store_and_compress(archive, _nearly_empty_slice())[0].storage == "cae"
 
 
 def test_keep_uid_serves_the_original_uid(open_archive) -> None:
     archive: Archive = open_archive(lossy_uid="keep")
     original = _from_file(make_mr_series(1, 64, 64)[0])
-    outcome = archive.store(original)
-    assert outcome.served_sop_instance_uid == original.SOPInstanceUID
+    (outcome,) = store_and_compress(archive, original)
+    assert outcome.storage == "cae" and outcome.served_sop_instance_uid == original.SOPInstanceUID
     served = load_one(archive, original.SOPInstanceUID)
     assert served.SOPInstanceUID == original.SOPInstanceUID and served.LossyImageCompression == "01"
     assert "SourceImageSequence" not in served
@@ -295,8 +298,7 @@ def test_database_failure_is_out_of_resources(make_settings, registry, tmp_path)
 def test_damaged_blob_is_a_per_instance_error(open_archive) -> None:
     archive: Archive = open_archive()
     good, bad = (_from_file(ds) for ds in make_mr_series(2, 64, 64))
-    archive.store(good)
-    archive.store(bad)
+    assert [o.storage for o in store_and_compress(archive, good, bad)] == ["cae", "cae"]
     with archive.database.session() as session:
         row = session.scalars(select(Instance).where(Instance.sop_instance_uid == bad.SOPInstanceUID)).one()
         row.blob.pixel_blob = row.blob.pixel_blob[:40]
@@ -312,6 +314,6 @@ def test_without_a_codec_everything_is_lossless(make_settings, registry, databas
     database.upgrade()
     archive = Archive(settings, database, ArchiveCodecs(registry, None))
     original = _from_file(make_mr_series(1, 64, 64)[0])
-    assert archive.store(original).storage == "lossless"
+    assert store_and_compress(archive, original)[0].storage == "lossless"
     assert load_one(archive, original.SOPInstanceUID) == original
     database.dispose()

@@ -14,7 +14,7 @@ from pacs_cae.archive.service import Archive
 from pacs_cae.cli import app
 from pacs_cae.store.schema import Instance, InstanceBlob
 from tests.archive.factories import make_mr_series, make_sr
-from tests.archive.helpers import TEST_MODEL
+from tests.archive.helpers import TEST_MODEL, store_and_compress
 
 
 def _verify(database_url: str, models_dir: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[int, dict]:
@@ -30,8 +30,7 @@ def test_verify_passes_then_catches_a_damaged_blob(
 ) -> None:
     archive = open_archive()
     series = make_mr_series(2, rows=64, cols=64)
-    for ds in [*series, make_sr()]:
-        archive.store(ds)
+    store_and_compress(archive, *series, make_sr())
     damaged_uid = series[1].SOPInstanceUID
 
     code, report = _verify(database_url, models_dir, monkeypatch)
@@ -75,8 +74,7 @@ def test_verify_with_missing_weights_reports_instead_of_crashing(
     open_archive: Callable[..., Archive], database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     archive = open_archive()
-    for ds in make_mr_series(2, rows=64, cols=64):
-        archive.store(ds)
+    store_and_compress(archive, *make_mr_series(2, rows=64, cols=64))  # CAE blobs, whose weights then go missing
     empty_models = tmp_path / "no-models"
     empty_models.mkdir()
     result = CliRunner().invoke(app, ["verify", "--database-url", database_url, "--json"],

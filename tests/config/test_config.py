@@ -128,14 +128,15 @@ def test_bad_environment_value_is_reported(monkeypatch):
 def test_shipped_example_config_loads_and_documents_every_key():
     import dataclasses
 
-    from pacs_cae.config import CodecSettings, DatabaseSettings, ServerSettings
+    from pacs_cae.config import CodecSettings, CompressionSettings, DatabaseSettings, ServerSettings
 
     example = REPO / "deploy" / "pacs-cae.toml"
     s = load_settings(example)
     assert s.server.ae_title == "PACSCAE" and "STORESCP" in s.remotes
     text = example.read_text()
     docs = (REPO / "docs" / "configuration.md").read_text()
-    for section, cls in (("server", ServerSettings), ("database", DatabaseSettings), ("codec", CodecSettings)):
+    for section, cls in (("server", ServerSettings), ("database", DatabaseSettings), ("codec", CodecSettings),
+                         ("compression", CompressionSettings)):
         for f in dataclasses.fields(cls):
             assert f"{f.name} =" in text, f"deploy/pacs-cae.toml lacks {section}.{f.name}"
             assert f"PACS_CAE_{section.upper()}_{f.name.upper()}" in docs, f"docs lack {section}.{f.name}"

@@ -25,6 +25,7 @@ from tests.e2e import dcmtk  # noqa: E402
 from tests.e2e.scenario import MOVE_AET, MR_SLICES, Scenario, codec_under_test, write_datasets  # noqa: E402
 from tests.e2e.server_process import (  # noqa: E402
     clean_environment,
+    drain,
     free_port,
     pacs_cae_command,
     start_server,
@@ -59,6 +60,7 @@ def scenario(module_database_url: str, tmp_path_factory: pytest.TempPathFactory)
     config = write_config(
         work / "pacs-cae.toml", data_dir=work / "data", port=port, database_url=module_database_url,
         codec={"model": model_id, "device": "cpu", "min_psnr_db": floor, "max_compression_ratio": "none"}, remotes={MOVE_AET: move_port},
+        compression={"delay_s": 0, "poll_s": 0.2},
     )
     mr = make_mr_series(MR_SLICES, 512, 512, 12, patient_id="PCAE-A", patient_name="Alpha^Phantom")
     shared = {"patient_id": "PCAE-A", "patient_name": "Alpha^Phantom", "study_uid": str(mr[0].StudyInstanceUID)}
@@ -80,6 +82,9 @@ def scenario(module_database_url: str, tmp_path_factory: pytest.TempPathFactory)
     try:
         store = dcmtk.run("storescu", ["-aec", "PACSCAE", "-aet", "E2ESCU", "127.0.0.1", str(port),
                                        *map(str, files)], check=False, timeout=300)
+        # C-STORE kept everything losslessly; the codec runs in workers (serve's thread on SQLite, and this)
+        drained = drain(config, work)
+        assert drained.returncode == 0, drained.stdout + drained.stderr
         yield Scenario(server, work, module_database_url, model_id, floor, move_port, mr, small, odd, rgb, sr, store,
                        refused)
     finally:

@@ -36,13 +36,15 @@ def _toml_value(value: Any) -> str:
 
 
 def write_config(path: Path, *, data_dir: Path, port: int, database_url: str, codec: dict[str, Any],
-                 remotes: dict[str, int], server: dict[str, Any] | None = None) -> Path:
+                 remotes: dict[str, int], server: dict[str, Any] | None = None,
+                 compression: dict[str, Any] | None = None) -> Path:
     """A TOML file in the documented format (deploy/pacs-cae.toml)."""
     lines = [f"data_dir = {_toml_value(str(data_dir))}", 'log_level = "INFO"', "", "[server]",
              f"ae_title = {_toml_value(AE_TITLE)}", 'host = "127.0.0.1"', f"port = {port}"]
     lines += [f"{k} = {_toml_value(v)}" for k, v in (server or {}).items()]
     lines += ["", "[database]", f"url = {_toml_value(database_url)}", "", "[codec]"]
     lines += [f"{k} = {_toml_value(v)}" for k, v in codec.items()]
+    lines += ["", "[compression]"] + [f"{k} = {_toml_value(v)}" for k, v in (compression or {}).items()]
     lines += ["", "[remotes]"]
     lines += [f'{aet} = {{ host = "127.0.0.1", port = {p} }}' for aet, p in remotes.items()]
     path.write_text("\n".join(lines) + "\n")
@@ -114,6 +116,12 @@ def start_server(workdir: Path, config: Path, port: int, *, timeout: float = 180
         time.sleep(0.3)
     server.stop(signal.SIGKILL)
     raise AssertionError(f"pacs-cae serve did not answer C-ECHO within {timeout:.0f} s:\n{server.log()}")
+
+
+def drain(config: Path, workdir: Path, *, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    """``pacs-cae worker --drain --now``: compress everything stored so far (the deferred codec path)."""
+    return subprocess.run([*pacs_cae_command(), "worker", "--drain", "--now", "--config", str(config)],
+                          cwd=workdir, capture_output=True, text=True, timeout=timeout, env=clean_environment())
 
 
 def echo(port: int) -> subprocess.CompletedProcess[str]:

@@ -21,6 +21,7 @@ from tests.e2e import dcmtk
 from tests.e2e.scenario import UNTRAINED_FLOOR_DB, write_datasets
 from tests.e2e.server_process import (
     clean_environment,
+    drain,
     free_port,
     pacs_cae_command,
     start_server,
@@ -55,6 +56,8 @@ def stored(module_database_url: str, tmp_path_factory: pytest.TempPathFactory) -
     try:
         dcmtk.run("storescu", ["-aec", "PACSCAE", "-aet", "E2ESCU", "127.0.0.1", str(port), *map(str, files)],
                   timeout=300)
+        drained = drain(config, work)  # C-STORE kept everything losslessly; the worker makes the CAE copies
+        assert drained.returncode == 0, drained.stdout + drained.stderr
         yield config, lossy, lossless
     finally:
         server.stop(signal.SIGTERM)

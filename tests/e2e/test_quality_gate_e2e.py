@@ -1,6 +1,7 @@
 """The quality gate through the real path: a server running a deliberately bad (all-zero) model.
 
-Every eligible slice is encoded, decoded, found below the floor and archived losslessly instead: getscu
+C-STORE keeps every slice losslessly; `pacs-cae worker --drain` then encodes every eligible slice, decodes it,
+finds it below the floor and keeps the series losslessly: getscu
 returns the original instances byte for byte (original UIDs, no lossy marking), `pacs-cae stats --json`
 counts the fallbacks, and the server log names the reason.
 """
@@ -20,7 +21,14 @@ from tests.archive.factories import make_mr_series
 from tests.e2e import dcmtk
 from tests.e2e.compare import check_lossless
 from tests.e2e.scenario import codec_under_test, write_datasets
-from tests.e2e.server_process import clean_environment, free_port, pacs_cae_command, start_server, write_config
+from tests.e2e.server_process import (
+    clean_environment,
+    drain,
+    free_port,
+    pacs_cae_command,
+    start_server,
+    write_config,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -39,7 +47,8 @@ def _store_and_get_back_exact(tmp_path: Path, database_url: str, codec: dict[str
     """Serve with ``codec``, storescu ``series``, getscu it: every instance back exact. Returns (log, stats)."""
     port = free_port()
     config = write_config(tmp_path / "gate.toml", data_dir=tmp_path / "data", port=port,
-                          database_url=database_url, codec=codec, remotes={})
+                          database_url=database_url, codec=codec, remotes={},
+                          compression={"serve_workers": 0})  # the `pacs-cae worker --drain` below compresses
     if not database_url.startswith("sqlite"):
         subprocess.run([*pacs_cae_command(), "db", "upgrade", "--config", str(config)], check=True,
                        capture_output=True, env=clean_environment())
@@ -47,6 +56,8 @@ def _store_and_get_back_exact(tmp_path: Path, database_url: str, codec: dict[str
     server = start_server(tmp_path, config, port)
     try:
         dcmtk.run("storescu", ["-aec", "PACSCAE", "-aet", "E2ESCU", "127.0.0.1", str(port), *map(str, files)])
+        drained = drain(config, tmp_path)
+        assert drained.returncode == 0, drained.stdout + drained.stderr
         out = tmp_path / "get"
         out.mkdir()
         dcmtk.run("getscu", ["-aec", "PACSCAE", "-aet", "E2ESCU", "-S", "-od", str(out), *dcmtk.keys(
@@ -61,7 +72,7 @@ def _store_and_get_back_exact(tmp_path: Path, database_url: str, codec: dict[str
             text=True, env=clean_environment()).stdout)
     finally:
         assert server.stop(signal.SIGTERM) == 0, server.log()
-    return server.log(), stats
+    return server.log() + drained.stderr, stats
 
 
 def test_bad_model_falls_back_to_lossless_end_to_end(module_database_url: str, tmp_path: Path) -> None:

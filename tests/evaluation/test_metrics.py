@@ -81,7 +81,7 @@ def test_summary_averages_finite_psnr_and_totals_bytes() -> None:
 
 def test_the_quality_gate_measures_the_same_psnr_as_evaluate() -> None:
     """The archive's gate (archive.ingest.measure) and evaluate's metrics are two codes for one definition."""
-    from pacs_cae.archive.ingest import measure
+    from pacs_cae.archive.floors import measure
 
     rng = np.random.default_rng(5)
     for trial in range(20):

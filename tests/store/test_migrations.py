@@ -13,7 +13,8 @@ from pacs_cae.store import Database, SchemaOutOfDate, ensure_schema
 from pacs_cae.store.migrate import head_revision
 from pacs_cae.store.schema import Base
 
-TABLES = {"codec_model", "patient", "study", "series", "instance", "instance_blob", "ingest_rejection",
+TABLES = {"codec_model", "patient", "study", "series", "instance", "instance_blob", "compression_job",
+          "ingest_rejection",
           "alembic_version"}
 
 
