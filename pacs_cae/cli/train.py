@@ -113,7 +113,7 @@ def _train_rd(sources: Optional[list[Path]], val: Optional[list[Path]], run_dir:
     """``--arch mshp``: rate-distortion training on realistic MR crops (``pacs_cae.train.rd_loop``)."""
     from rich.console import Console
 
-    from pacs_cae.train.rd_data import RD_TRAIN_FILES, RD_VAL_FILES, rd_train_volumes, rd_val_volumes
+    from pacs_cae.train.rd_data import RD_TRAIN_FILES, RD_VAL_NAMES, rd_train_volumes, rd_val_volumes
     from pacs_cae.train.rd_loop import RDTrainConfig, train_rd
     from pacs_cae.train.sources import load_sources
 
@@ -131,8 +131,8 @@ def _train_rd(sources: Optional[list[Path]], val: Optional[list[Path]], run_dir:
         crop=crop, target=size, lr=lr or base.lr, device=device, threads=threads,
         val_every=val_every or base.val_every, val_slices=val_slices or base.val_slices,
         checkpoint_minutes=checkpoint_minutes or base.checkpoint_minutes, max_minutes=max_minutes, seed=seed,
-        train_names=[str(p) for p in sources] if sources else [*RD_TRAIN_FILES, "nilearn MNI152 2009a (+2)"],
-        val_names=[str(p) for p in val] if val else list(RD_VAL_FILES),
+        train_names=[str(p) for p in sources] if sources else [*RD_TRAIN_FILES, "nilearn MNI152 2009a T1, T2-like"],
+        val_names=[str(p) for p in val] if val else list(RD_VAL_NAMES),
     )
     console = Console(stderr=True)
     console.print(f"training mshp on {[v.name for v in train_volumes]}, validating on "

@@ -31,7 +31,7 @@ import contextlib
 import threading
 from collections import defaultdict
 from pathlib import Path
-from typing import Iterator, Literal, Sequence
+from typing import TYPE_CHECKING, Iterator, Literal, Sequence
 
 import brotli
 import numpy as np
@@ -43,7 +43,10 @@ from .device import resolve_device
 from .errors import CorruptBlobError, ModelMismatchError
 from .model import DOWNSCALE, ConvAutoencoder
 from .quant import dequantize, quantize
-from .weights import ModelCard, load_model
+from .weights import ModelCard, load_checked, load_model, read_card
+
+if TYPE_CHECKING:
+    from .rd.codec import RDCodec
 
 Mode = Literal["auto", "fp32", "channels_last", "bf16", "fp64"]
 MODES: tuple[str, ...] = ("fp32", "channels_last", "bf16", "fp64")
@@ -83,11 +86,8 @@ class Codec:
         self.brotli_quality = brotli_quality
         self.max_batch = max_batch
         self.card = card
-        self._dtype = torch.float64 if self.mode == "fp64" else torch.float32
-        self._memory_format = (
-            torch.contiguous_format if self.mode in ("fp32", "fp64") else torch.channels_last
-        )
-        self.model = network.to(self.device, self._dtype).to(memory_format=self._memory_format).eval()
+        self.model = network.to(self.device, mode_dtype(self.mode)).to(
+            memory_format=mode_memory_format(self.mode)).eval()
         convs = [m for m in network.encoder.modules() if isinstance(m, torch.nn.Conv2d)]
         self._latent_channels = convs[-1].out_channels
         self._lock = threading.Lock()
@@ -190,14 +190,25 @@ class Codec:
                 yield members[start : start + self.max_batch]
 
     def _run(self, module: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
-        x = x.to(self.device, self._dtype).contiguous(memory_format=self._memory_format)
-        autocast = (
-            torch.autocast(self.device.type, dtype=torch.bfloat16)
-            if self.mode == "bf16"
-            else contextlib.nullcontext()
-        )
-        with self._lock, torch.inference_mode(), autocast:
-            return module(x).float()
+        with self._lock:
+            return run_in_mode(module, x, self.device, self.mode)
+
+
+def mode_dtype(mode: Mode) -> torch.dtype:
+    return torch.float64 if mode == "fp64" else torch.float32
+
+
+def mode_memory_format(mode: Mode) -> torch.memory_format:
+    return torch.contiguous_format if mode in ("fp32", "fp64") else torch.channels_last
+
+
+def run_in_mode(module: torch.nn.Module, x: torch.Tensor, device: torch.device, mode: Mode,
+                *args: torch.Tensor) -> torch.Tensor:
+    """``module(x, *args)`` in the execution mode (dtype, layout, bf16 autocast), returned as float32."""
+    x = x.to(device, mode_dtype(mode)).contiguous(memory_format=mode_memory_format(mode))
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if mode == "bf16" else contextlib.nullcontext()
+    with torch.inference_mode(), autocast:
+        return module(x, *args).float()
 
 
 def cpu_has_native_bf16() -> bool:
@@ -234,12 +245,18 @@ def load_codec(
     mode: Mode = DEFAULT_MODE,
     brotli_quality: int = DEFAULT_BROTLI_QUALITY,
     max_batch: int = DEFAULT_MAX_BATCH,
-) -> Codec:
-    """Load ``<models_dir>/<model>/`` (or the model directory ``model`` points at) into a ``Codec``.
+) -> Codec | RDCodec:
+    """Load ``<models_dir>/<model>/`` (or the model directory ``model`` points at) into its codec: a ``Codec``
+    for the paper's CAE, an ``RDCodec`` (``codec.rd``) for the rate-distortion family.
 
     Raises ``UnknownModelError`` (naming the id and the directory searched) when the model is absent and
     ``WeightsIntegrityError`` when the weights do not match their card's sha256.
     """
+    if read_card(model, models_dir).architecture == "mshp":  # the rate-distortion family (codec.rd)
+        from .rd.codec import rd_codec_from_tensors
+
+        tensors, rd_card = load_checked(model, models_dir)
+        return rd_codec_from_tensors(tensors, rd_card, device=device, mode=mode, max_batch=max_batch)
     network, card = load_model(model, models_dir)
     return Codec(
         network,

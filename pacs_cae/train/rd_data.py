@@ -2,7 +2,9 @@
 
 Volumes: the mricron-data intensity templates (Colin27 ``ch2``/``ch2bet``/``ch2better``, INIA19 macaque T1) and
 nilearn's MNI152 2009a T1 plus two synthetic contrasts mixed from its grey/white-matter maps (T2-like, PD-like).
-Held out for validation: the JHU T1 template ``jhu189``. Label atlases are not images and are not used. No
+Held out for validation (checkpoint choice only): the PD-like contrast, so the validation slices share anatomy
+with the MNI152 training volumes but not contrast; ``jhu189`` and the label atlases are parcellations, not images,
+and are not used. No
 clinical DICOM is used here: real clinical MR found in packages is for evaluation only.
 
 Each sample: a plane (all three orientations), a non-empty slice, a small rotation and flip; either the native
@@ -24,9 +26,9 @@ from pacs_cae.train.slices import center_to, fit_to, non_empty_indices, normaliz
 from pacs_cae.train.sources import Volume, load_nifti, mni152_template_path
 
 RD_TRAIN_FILES = ("ch2.nii.gz", "ch2bet.nii.gz", "ch2better.nii.gz", "inia19-t1-brain.nii.gz")
-RD_VAL_FILES = ("jhu189.nii.gz",)
 #: Tissue intensities (grey, white, CSF) of the synthetic contrasts mixed from the MNI152 tissue maps.
 SYNTHETIC_CONTRASTS = {"mni152-t2like": (0.55, 0.35, 1.0), "mni152-pdlike": (0.85, 0.7, 0.95)}
+RD_VAL_NAMES = ("mni152-pdlike",)
 
 
 def _mricron(names: tuple[str, ...]) -> list[Volume]:
@@ -52,11 +54,11 @@ def mni152_volumes() -> list[Volume]:
 
 
 def rd_train_volumes() -> list[Volume]:
-    return _mricron(RD_TRAIN_FILES) + mni152_volumes()
+    return _mricron(RD_TRAIN_FILES) + [v for v in mni152_volumes() if v.name not in RD_VAL_NAMES]
 
 
 def rd_val_volumes() -> list[Volume]:
-    return _mricron(RD_VAL_FILES)
+    return [v for v in mni152_volumes() if v.name in RD_VAL_NAMES]
 
 
 @dataclass
@@ -96,15 +98,12 @@ class RealisticCropSampler:
             img = ndimage.rotate(img, angle, reshape=False, order=1, mode="nearest")
         if rng.random() < 0.5:
             img = img[:, ::-1]
-        noise_first = rng.random() < 0.5
-        if noise_first:
-            img = realistic_slice(img, rng)
-        if rng.random() < self.native_fraction:
-            img = center_to(img, max(self.crop, *img.shape))
+        if rng.random() < self.native_fraction:  # native voxel grid, noise per voxel
+            img = realistic_slice(center_to(img, max(self.crop, *img.shape)), rng)
+        elif rng.random() < 0.5:  # noise, then the scanner's interpolation to the matrix (correlated noise)
+            img = fit_to(realistic_slice(img, rng), self.target, scale=rng.uniform(*self.zoom_range))
         else:
-            img = fit_to(img, self.target, scale=rng.uniform(*self.zoom_range))
-        if not noise_first:
-            img = realistic_slice(img, rng)
+            img = realistic_slice(fit_to(img, self.target, scale=rng.uniform(*self.zoom_range)), rng)
         return normalize(img)
 
     def crop_of(self, img: np.ndarray) -> np.ndarray:

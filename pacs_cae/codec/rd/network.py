@@ -38,6 +38,12 @@ class RDConfig:
         return len(self.lambdas)
 
 
+def entropy_parameters(h_s: nn.Module, z_hat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Quantized z -> (means, scales) of y; scales >= SCALE_MIN. The codec runs this with a float64 copy."""
+    means, raw = h_s(z_hat).chunk(2, dim=1)
+    return means, SCALE_MIN + nn.functional.softplus(raw)
+
+
 def _ste_round(x: torch.Tensor) -> torch.Tensor:
     """Round forward, identity backward."""
     return x + (torch.round(x) - x).detach()
@@ -86,9 +92,7 @@ class MeanScaleHyperprior(nn.Module):
         return self.g_s(y) + 0.5
 
     def entropy_parameters(self, z_hat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Quantized z -> (means, scales) of y; scales >= SCALE_MIN."""
-        means, raw = self.h_s(z_hat).chunk(2, dim=1)
-        return means, SCALE_MIN + nn.functional.softplus(raw)
+        return entropy_parameters(self.h_s, z_hat)
 
     # ---------------------------------------------------------------- training
     def forward(self, x: torch.Tensor, quality_index: torch.Tensor) -> dict[str, torch.Tensor]:
