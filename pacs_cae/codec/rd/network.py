@@ -2,7 +2,8 @@
 
 Sizes for a 512x512 slice: ``y`` is (M, 32, 32) (stride 16), ``z`` is (N, 8, 8) (stride 64), so inputs are
 padded to a multiple of :data:`DOWNSCALE`. Kernels are 3x3 at the two highest resolutions and 5x5 below,
-which keeps a 512x512 slice at ~1.5 GMAC per transform -- fast on two CPU cores.
+which keeps a 512x512 slice at ~1.5 GMAC per transform -- fast on two CPU cores; ``h_s`` (run in float64 by
+the codec) is ~24 MMAC.
 
 One network serves every operating point: quality ``q`` selects a learned per-channel gain that scales ``y``
 before rounding (finer steps for higher quality) and its inverse gain after, and training samples ``q`` (and
@@ -66,8 +67,9 @@ class MeanScaleHyperprior(nn.Module):
         self.h_a = nn.Sequential(
             conv(m, n, 3, 1), nn.ReLU(), conv(n, n, 5), nn.ReLU(), conv(n, n, 5)
         )
+        # small on purpose: the codec runs h_s in float64 (exact decoding), where convolutions are slow
         self.h_s = nn.Sequential(
-            deconv(n, n, 5), nn.ReLU(), deconv(n, n * 3 // 2, 5), nn.ReLU(), conv(n * 3 // 2, 2 * m, 3, 1)
+            deconv(n, n, 3), nn.ReLU(), deconv(n, n, 3), nn.ReLU(), conv(n, 2 * m, 1, 1)
         )
         self.z_prior = FactorizedPrior(n)
         # log-gains, initialised to the high-rate optimum gain ~ sqrt(lambda) relative to the middle level
