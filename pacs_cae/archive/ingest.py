@@ -58,7 +58,7 @@ class Encoder(Protocol):
     model_id: str
     weights_sha256: str
 
-    def encode(self, slices: Sequence[np.ndarray], *, bits_stored: Any = None) -> list[bytes]: ...
+    def encode(self, slices: Sequence[np.ndarray], *, bits_stored: Any = None, quality: Any = None) -> list[bytes]: ...
     def decode(self, blobs: Sequence[bytes]) -> list[np.ndarray]: ...
 
 
@@ -178,7 +178,8 @@ def _cae_path(ds: Dataset, settings: Settings, encoder: Encoder) -> _Pixels | st
     try:
         pixels = extract_frames(ds)
         frame = pixels.frames[0]
-        blob = encoder.encode([frame], bits_stored=pixels.bits_stored)[0]
+        options = {} if codec.quality is None else {"quality": codec.quality}
+        blob = encoder.encode([frame], bits_stored=pixels.bits_stored, **options)[0]
     except Exception as exc:  # pixel decode or codec failure: archive losslessly, never refuse the data
         return f"codec-error: {type(exc).__name__}: {exc}"
     if not codec.gate or (codec.min_psnr_db is None and codec.max_abs_error is None):

@@ -31,7 +31,7 @@ import contextlib
 import threading
 from collections import defaultdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator, Literal, Sequence
+from typing import TYPE_CHECKING, Iterable, Iterator, Literal, Sequence
 
 import brotli
 import numpy as np
@@ -40,7 +40,7 @@ import torch
 from ..dicom.pixels import NormalizedSlice, normalize_slice, restore_slice
 from .container import BlobHeader, codes_from_payload, codes_to_payload_order, pack_blob, unpack_blob
 from .device import resolve_device
-from .errors import CorruptBlobError, ModelMismatchError
+from .errors import CodecError, CorruptBlobError, ModelMismatchError
 from .model import DOWNSCALE, ConvAutoencoder
 from .quant import dequantize, quantize
 from .weights import ModelCard, load_checked, load_model, read_card
@@ -96,14 +96,24 @@ class Codec:
         return f"Codec({self.model_id!r}, device={self.device}, mode={self.mode!r})"
 
     # ------------------------------------------------------------------ encode
+    #: Operating points a ``quality`` can pick; ``None``: the paper's CAE has exactly one.
+    qualities: int | None = None
+
     def encode(
-        self, slices: Sequence[np.ndarray], *, bits_stored: int | Sequence[int | None] | None = None
+        self,
+        slices: Sequence[np.ndarray],
+        *,
+        bits_stored: int | Sequence[int | None] | None = None,
+        quality: int | Sequence[int | None] | None = None,
     ) -> list[bytes]:
         """Encode 2-D integer slices (any size) into self-describing blobs, in input order.
 
         ``bits_stored`` bounds the values on decode (default: the dtype's full width); one value for all
-        slices or one per slice.
+        slices or one per slice. ``quality`` must be ``None``: this model has a single operating point.
         """
+        if any(q is not None for q in _per_item(quality, len(slices))):
+            raise CodecError(f"model {self.model_id!r} has a single operating point: quality does not apply "
+                             "(variable-rate models: the mshp family)")
         bits = _per_item(bits_stored, len(slices))
         prepared = [normalize_slice(s, b, DOWNSCALE) for s, b in zip(slices, bits)]
         blobs: list[bytes] = [b""] * len(prepared)
@@ -181,13 +191,7 @@ class Codec:
 
     # ------------------------------------------------------------------ helpers
     def _batches(self, shapes: Iterator[tuple[int, ...]]) -> Iterator[list[int]]:
-        """Indices grouped by equal shape (tensors must stack), in chunks of ``max_batch``."""
-        groups: dict[tuple[int, ...], list[int]] = defaultdict(list)
-        for i, shape in enumerate(shapes):
-            groups[tuple(shape)].append(i)
-        for members in groups.values():
-            for start in range(0, len(members), self.max_batch):
-                yield members[start : start + self.max_batch]
+        return batches_by_shape(shapes, self.max_batch)
 
     def _run(self, module: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
         with self._lock:
@@ -211,6 +215,16 @@ def run_in_mode(module: torch.nn.Module, x: torch.Tensor, device: torch.device, 
         return module(x, *args).float()
 
 
+def batches_by_shape(shapes: Iterable[tuple[int, ...]], max_batch: int) -> Iterator[list[int]]:
+    """Indices grouped by equal shape (tensors must stack), in chunks of ``max_batch``."""
+    groups: dict[tuple[int, ...], list[int]] = defaultdict(list)
+    for i, shape in enumerate(shapes):
+        groups[tuple(shape)].append(i)
+    for members in groups.values():
+        for start in range(0, len(members), max_batch):
+            yield members[start : start + max_batch]
+
+
 def cpu_has_native_bf16() -> bool:
     """True when oneDNN runs bfloat16 natively here (AVX512-BF16 / AMX); emulated bf16 is slower than fp32."""
     try:
@@ -229,11 +243,12 @@ def resolve_mode(mode: Mode, device: torch.device) -> Mode:
 
 
 def _per_item(value: int | Sequence[int | None] | None, count: int) -> list[int | None]:
+    """One value (or None) for every slice, from one value or a per-slice sequence."""
     if value is None or isinstance(value, (int, np.integer)):
         return [None if value is None else int(value)] * count
     values = list(value)
     if len(values) != count:
-        raise ValueError(f"bits_stored has {len(values)} entries for {count} slices")
+        raise ValueError(f"got {len(values)} per-slice values for {count} slices")
     return values
 
 

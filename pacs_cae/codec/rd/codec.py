@@ -16,8 +16,7 @@ from __future__ import annotations
 
 import copy
 import threading
-from collections import defaultdict
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -25,8 +24,8 @@ import torch
 from ...dicom.pixels import NormalizedSlice, normalize_slice, restore_slice
 from ..container import RDBlobHeader, pack_rd_blob, unpack_rd_blob
 from ..device import resolve_device
-from ..engine import DEFAULT_MAX_BATCH, DEFAULT_MODE, MODES, Mode, _per_item, mode_dtype, mode_memory_format
-from ..engine import resolve_mode, run_in_mode
+from ..engine import DEFAULT_MAX_BATCH, DEFAULT_MODE, MODES, Mode, _per_item, batches_by_shape, mode_dtype
+from ..engine import mode_memory_format, resolve_mode, run_in_mode
 from ..errors import CodecError, CorruptBlobError, ModelMismatchError
 from ..weights import ModelCard
 from .coder import TableCoder, new_coder
@@ -103,7 +102,7 @@ class RDCodec:
         levels = [self.check_quality(q) for q in _per_item(quality, len(slices))]
         prepared = [normalize_slice(s, b, DOWNSCALE) for s, b in zip(slices, bits)]
         blobs: list[bytes] = [b""] * len(prepared)
-        for indices in self._batches(p.data.shape for p in prepared):
+        for indices in batches_by_shape((p.data.shape for p in prepared), self.max_batch):
             x = torch.from_numpy(np.stack([prepared[i].data for i in indices])[:, None])
             q = torch.tensor([levels[i] - 1 for i in indices])
             with self._lock:
@@ -121,7 +120,7 @@ class RDCodec:
         """
         parsed = [self._decode_latent(blob) for blob in blobs]
         out: list[np.ndarray] = [np.empty(0)] * len(parsed)
-        for indices in self._batches(p[1].shape for p in parsed):
+        for indices in batches_by_shape((p[1].shape for p in parsed), self.max_batch):
             y_hat = torch.cat([parsed[i][1] for i in indices])
             q = torch.tensor([parsed[i][0].quality - 1 for i in indices], device=self.device)
             with self._lock:
@@ -190,17 +189,6 @@ class RDCodec:
             raise CorruptBlobError("entropy-coded stream does not end where its header says")
         y_hat = torch.from_numpy(y_flat.reshape(means.shape) + means)  # float64; cast by the mode
         return header, y_hat
-
-    # ------------------------------------------------------------------ helpers
-    def _batches(self, shapes: Iterator[tuple[int, ...]]) -> Iterator[list[int]]:
-        """Indices grouped by equal shape (tensors must stack), in chunks of ``max_batch``."""
-        groups: dict[tuple[int, ...], list[int]] = defaultdict(list)
-        for i, shape in enumerate(shapes):
-            groups[tuple(shape)].append(i)
-        for members in groups.values():
-            for start in range(0, len(members), self.max_batch):
-                yield members[start : start + self.max_batch]
-
 
 def _channel_rows(shape: tuple[int, ...]) -> np.ndarray:
     """Flat table row (= channel) of each element of a (1, C, H, W) array."""
