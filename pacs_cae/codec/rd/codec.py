@@ -8,8 +8,10 @@ Exactness across machines and modes: the main transforms (``g_a``, ``h_a``, ``g_
 (fp32 / channels_last / bf16 / fp64, see ``engine``), but everything that decides a probability -- ``h_s``, the
 scales and their table index, the means -- runs in float64 on the CPU, one slice at a time, on integer inputs,
 and the probabilities themselves are integer tables from the weights file (``tables``). So a blob encoded in any
-mode decodes in any other to the same latent symbols; the pixels then differ only as the synthesis transform's
-arithmetic does (none between fp32 and channels_last here; bf16 is coarser -- see ``docs/codec.md``).
+mode decodes in any other mode and thread count to the bit-identical latent (symbols and float64 means). The
+pixels then differ only as the synthesis transform's float arithmetic does: between float32 modes and thread
+counts a rare pixel by one stored level (a value that lands on a rounding boundary), with bf16 more (it caps the
+reconstruction, so ``auto`` never picks it for this family) -- measured in ``tests/codec/test_rd_codec.py``.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import numpy as np
 import torch
 
 from ...dicom.pixels import NormalizedSlice, normalize_slice, restore_slice
-from ..container import RDBlobHeader, pack_rd_blob, unpack_rd_blob
+from ..container import RDBlobHeader, pack_rd_blob, read_header, unpack_rd_blob
 from ..device import resolve_device
 from ..engine import DEFAULT_MAX_BATCH, DEFAULT_MODE, MODES, Mode, _per_item, batches_by_shape, mode_dtype
 from ..engine import mode_memory_format, resolve_mode, run_in_mode
@@ -169,9 +171,10 @@ class RDCodec:
         return pack_rd_blob(header, coder.get_compressed(), np.concatenate([z_over, y_over]))
 
     def _decode_latent(self, blob: bytes) -> tuple[RDBlobHeader, torch.Tensor]:
+        first = read_header(blob)  # any container version: a foreign blob is a model mismatch, not damage
+        if first.model_id != self.model_id or first.weights_sha256 != self.weights_sha256:
+            raise ModelMismatchError(first.model_id, first.weights_sha256, self.model_id, self.weights_sha256)
         header, words, overflow = unpack_rd_blob(blob)
-        if header.model_id != self.model_id or header.weights_sha256 != self.weights_sha256:
-            raise ModelMismatchError(header.model_id, header.weights_sha256, self.model_id, self.weights_sha256)
         ph, pw = header.padded_shape
         m, n = self.model.config.latent_channels, self.model.config.channels
         if (header.y_shape != (m, ph // Y_STRIDE, pw // Y_STRIDE) or header.z_shape != (n, ph // DOWNSCALE,
