@@ -133,7 +133,7 @@ def realistic_val_slices(volumes: list[Volume], count: int, target: int, seed: i
     per = max(1, count // max(1, len(volumes)))
     for vol in volumes:
         idx = non_empty_indices(vol.data, 2)
-        for z in [idx[int(round(i))] for i in np.linspace(len(idx) * 0.2, len(idx) * 0.8, per)]:
+        for z in [idx[round(i)] for i in np.linspace(len(idx) * 0.2, len(idx) * 0.8, per)]:
             img = fit_to(np.rot90(vol.data[:, :, z]).astype(np.float32), target)
             out.append(normalize(realistic_slice(img, rng)))
     return np.stack(out)[:, None].astype(np.float32)

@@ -10,7 +10,6 @@ from __future__ import annotations
 from dataclasses import asdict
 from pathlib import Path
 
-
 from pacs_cae.codec.rd.codec import ARCHITECTURE, entropy_tensors
 from pacs_cae.codec.rd.network import MeanScaleHyperprior, RDConfig
 from pacs_cae.codec.weights import ModelCard, save_model

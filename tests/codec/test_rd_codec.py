@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator
+import itertools
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -70,8 +71,8 @@ def test_every_quality_round_trips_with_rising_rate_and_psnr(rd: RDCodec) -> Non
         bpp.append(8 * len(blob) / slice_.size)
         db.append(psnr_db(slice_, out))
     assert rd.qualities >= 6
-    assert all(b2 > b1 for b1, b2 in zip(bpp, bpp[1:])), bpp
-    assert all(d2 > d1 for d1, d2 in zip(db, db[1:])), db
+    assert all(b2 > b1 for b1, b2 in itertools.pairwise(bpp)), bpp
+    assert all(d2 > d1 for d1, d2 in itertools.pairwise(db)), db
 
 
 def test_default_quality_is_the_cards(rd: RDCodec) -> None:

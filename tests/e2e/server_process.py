@@ -11,7 +11,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from tests.e2e import dcmtk
 
@@ -92,11 +92,12 @@ class ServerProcess:
         return int(self.proc.returncode)
 
 
-def start_server(workdir: Path, config: Path, port: int, *, timeout: float = 180) -> ServerProcess:
-    """Start the server and wait until a DCMTK echoscu gets an answer (or the process dies)."""
+def start_server(workdir: Path, config: Path, port: int, *, timeout: float = 180,
+                 args: Sequence[str] = ()) -> ServerProcess:
+    """Start the server (``args``: extra `serve` flags) and wait until a DCMTK echoscu gets an answer."""
     log_path = workdir / "serve.log"
     log = log_path.open("wb")
-    proc = subprocess.Popen([*pacs_cae_command(), "serve", "--config", str(config)], cwd=workdir,
+    proc = subprocess.Popen([*pacs_cae_command(), "serve", "--config", str(config), *args], cwd=workdir,
                             stdout=log, stderr=subprocess.STDOUT, env=clean_environment())
     log.close()
     server = ServerProcess(proc, port, config, log_path, workdir)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import copy
 import threading
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -26,8 +26,18 @@ import torch
 from ...dicom.pixels import NormalizedSlice, normalize_slice, restore_slice
 from ..container import RDBlobHeader, pack_rd_blob, read_header, unpack_rd_blob
 from ..device import resolve_device
-from ..engine import DEFAULT_MAX_BATCH, DEFAULT_MODE, MODES, Mode, _per_item, batches_by_shape, mode_dtype
-from ..engine import mode_memory_format, resolve_mode, run_in_mode
+from ..engine import (
+    DEFAULT_MAX_BATCH,
+    DEFAULT_MODE,
+    MODES,
+    Mode,
+    _per_item,
+    batches_by_shape,
+    mode_dtype,
+    mode_memory_format,
+    resolve_mode,
+    run_in_mode,
+)
 from ..errors import CodecError, CorruptBlobError, ModelMismatchError
 from ..weights import ModelCard
 from .coder import TableCoder, new_coder

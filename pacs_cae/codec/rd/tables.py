@@ -67,7 +67,7 @@ class Tables:
     length: np.ndarray  # int32 (rows,) symbols in range, escape excluded
 
     @classmethod
-    def from_pmfs(cls, pmfs: list[np.ndarray], offsets: list[int]) -> "Tables":
+    def from_pmfs(cls, pmfs: list[np.ndarray], offsets: list[int]) -> Tables:
         """``pmfs[r]`` = probabilities of the in-range symbols of row r (the escape gets the rest)."""
         rows = [quantize_pmf(np.append(p, max(0.0, 1.0 - float(np.sum(p))))) for p in pmfs]
         width = max(len(r) for r in rows)
@@ -82,7 +82,7 @@ class Tables:
                 f"{prefix}.length": torch.from_numpy(self.length)}
 
     @classmethod
-    def from_tensors(cls, state: dict[str, torch.Tensor], prefix: str) -> "Tables":
+    def from_tensors(cls, state: dict[str, torch.Tensor], prefix: str) -> Tables:
         return cls(*(state[f"{prefix}.{k}"].numpy().astype(np.int32) for k in ("freq", "offset", "length")))
 
 
@@ -90,7 +90,7 @@ def gaussian_tables() -> Tables:
     """One table per scale: the mass of N(0, s) on each integer bin in [-L, L]."""
     pmfs, offsets = [], []
     for s in scale_table():
-        half = int(math.ceil(TAIL_SIGMAS * s))
+        half = math.ceil(TAIL_SIGMAS * s)
         v = torch.arange(-half, half + 1, dtype=torch.float64)
         mass = torch.special.ndtr((v + 0.5) / s) - torch.special.ndtr((v - 0.5) / s)
         pmfs.append(mass.numpy())
