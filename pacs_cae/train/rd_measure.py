@@ -1,0 +1,132 @@
+"""Measure an ``mshp`` model for its card: rate-distortion per quality on held-out real MR, and speed.
+
+    python -m pacs_cae.train.rd_measure --model mshp-v1 [--models-dir models] [--speed] DICOM_OR_NIFTI...
+
+Rate: blob bytes x 8 / pixels (container included). PSNR with R = max - min of each slice, averaged over slices
+(the project's definition, ``train.metrics``). Beside each operating point: JPEG 2000 (OpenJPEG via imagecodecs,
+``level`` = a PSNR target) at the same slices, interpolated to the same mean PSNR, so the card states the rate
+the standard codec needs for that quality. ``--speed`` times encode and decode of 512x512 slices (entropy
+coding included) on this machine's CPU threads. Prints Markdown tables and a JSON blob.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pacs_cae.codec import load_codec
+from pacs_cae.train.eval_slices import load_eval_slices
+
+
+def psnr_db(a: np.ndarray, b: np.ndarray) -> float:
+    err = a.astype(np.float64) - b.astype(np.float64)
+    mse = float(np.mean(err * err))
+    peak = float(a.max()) - float(a.min())
+    return float("inf") if mse == 0 else 10 * np.log10(peak * peak / mse)
+
+
+def jpeg2000_curve(slices: list[np.ndarray], targets: list[float]) -> list[tuple[float, float]]:
+    """(mean PSNR, bpp) of JPEG 2000 at each PSNR target over all slices."""
+    import imagecodecs
+
+    out = []
+    pixels = sum(s.size for s in slices)
+    for target in targets:
+        total, scores = 0, []
+        for s in slices:
+            blob = imagecodecs.jpeg2k_encode(s, level=target)
+            total += len(blob)
+            scores.append(psnr_db(s, imagecodecs.jpeg2k_decode(blob)))
+        out.append((float(np.mean(scores)), 8 * total / pixels))
+    return out
+
+
+def interpolate_bpp(curve: list[tuple[float, float]], db: float) -> float | None:
+    """bpp of a (PSNR, bpp) curve at ``db`` by log-linear interpolation; None outside its range."""
+    pts = sorted(curve)
+    for (d0, b0), (d1, b1) in zip(pts, pts[1:]):
+        if d0 <= db <= d1 and d1 > d0:
+            t = (db - d0) / (d1 - d0)
+            return float(np.exp(np.log(b0) + t * (np.log(b1) - np.log(b0))))
+    return None
+
+
+def rd_table(codec, slices: list[np.ndarray], bits: list[int]) -> list[dict]:
+    pixels = sum(s.size for s in slices)
+    rows = []
+    for q in range(1, codec.qualities + 1):
+        blobs = codec.encode(slices, bits_stored=bits, quality=q)
+        decoded = codec.decode(blobs)
+        scores = [psnr_db(s, d) for s, d in zip(slices, decoded)]
+        worst = max(int(np.abs(s.astype(np.int64) - d.astype(np.int64)).max()) for s, d in zip(slices, decoded))
+        rows.append({"quality": q, "psnr_db": float(np.mean(scores)), "min_psnr_db": float(np.min(scores)),
+                     "bpp": 8 * sum(map(len, blobs)) / pixels, "max_abs_error": worst})
+    return rows
+
+
+def speed(codec, slice_: np.ndarray, quality: int, batch: int, repeats: int = 3) -> tuple[float, float]:
+    """(encode, decode) slices per second, best of ``repeats``, 512x512, entropy coding included."""
+    items = [slice_] * batch
+    codec.decode(codec.encode(items, bits_stored=12, quality=quality))  # warm-up
+    enc, dec = [], []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        blobs = codec.encode(items, bits_stored=12, quality=quality)
+        enc.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        codec.decode(blobs)
+        dec.append(time.perf_counter() - t)
+    return batch / min(enc), batch / min(dec)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("sources", nargs="+", type=Path)
+    parser.add_argument("--model", default="mshp-v1")
+    parser.add_argument("--models-dir", default=None)
+    parser.add_argument("--mode", default="auto")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--speed", action="store_true")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    codec = load_codec(args.model, device="cpu", models_dir=args.models_dir, mode=args.mode)
+    chosen = load_eval_slices(args.sources, count=None, size=0, bits=12)
+    slices = [c.pixels for c in chosen]
+    bits = [c.bits_stored for c in chosen]
+    table = rd_table(codec, slices, bits)
+    j2k = jpeg2000_curve(slices, [40, 44, 48, 52, 56, 60, 64, 68, 72, 76])
+    print(f"{len(slices)} slices from {sorted({c.source for c in chosen})}; model {codec.model_id} "
+          f"({codec.weights_sha256[:12]}), mode {codec.mode}")
+    print("| quality | PSNR dB (mean) | min PSNR dB | bpp | worst abs error | JPEG 2000 bpp at that PSNR |")
+    print("|---:|---:|---:|---:|---:|---:|")
+    for r in table:
+        ref = interpolate_bpp(j2k, r["psnr_db"])
+        r["jpeg2000_bpp_same_psnr"] = ref
+        print(f"| {r['quality']} | {r['psnr_db']:.2f} | {r['min_psnr_db']:.2f} | {r['bpp']:.3f} | "
+              f"{r['max_abs_error']} | {'-' if ref is None else f'{ref:.3f}'} |")
+    out: dict = {"slices": len(slices), "sources": sorted({c.source for c in chosen}), "rd": table,
+                 "jpeg2000": [{"psnr_db": d, "bpp": b} for d, b in j2k]}
+    if args.speed:
+        from scipy import ndimage
+
+        big = ndimage.zoom(slices[0].astype(np.float32), 512 / max(slices[0].shape), order=1)
+        big = np.clip(np.round(big), 0, 4095).astype(np.uint16)[:512, :512]
+        big = np.pad(big, ((0, 512 - big.shape[0]), (0, 512 - big.shape[1])), mode="edge")
+        print(f"\n| quality | batch | encode slices/s | decode slices/s |  ({args.threads} threads, 512x512)")
+        print("|---:|---:|---:|---:|")
+        out["speed"] = []
+        for q in (codec.qualities // 2, codec.qualities):
+            for batch in (1, 4):
+                e, d = speed(codec, big, q, batch)
+                out["speed"].append({"quality": q, "batch": batch, "encode_per_s": e, "decode_per_s": d})
+                print(f"| {q} | {batch} | {e:.1f} | {d:.1f} |")
+    print("\n" + json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()
