@@ -184,3 +184,25 @@ def test_header_records_model_hash_quality_and_range(rd: RDCodec) -> None:
     assert (header.rows, header.columns, header.dtype, header.bits_stored) == (50, 70, "int16", 12)
     assert header.pixel_representation == 1 and header.value_min == int(slice_.min())
     assert header.padded_shape == (64, 128) and words.dtype == np.uint32 and overflow.dtype == np.int32
+
+
+# ---------------------------------------------------------------- configuration and start-up checks
+def test_codec_quality_setting_and_start_up_check(tmp_path, monkeypatch) -> None:
+    from pacs_cae.archive.service import ArchiveCodecs
+    from pacs_cae.config import CodecSettings, ConfigError, load_settings
+
+    monkeypatch.delenv("PACS_CAE_CODEC_QUALITY", raising=False)
+    (tmp_path / "c.toml").write_text("[codec]\\nquality = 4\\n")
+    assert load_settings(tmp_path / "c.toml").codec.quality == 4
+    assert load_settings(tmp_path / "c.toml", {"codec.quality": "6"}).codec.quality == 6  # serve --quality 6
+    assert load_settings(None).codec.quality is None
+    with pytest.raises(ConfigError, match="codec.quality"):
+        load_settings(None, {"codec.quality": 0})
+    for model, quality, ok in ((RD_MODEL, 3, True), (RD_MODEL, 9, False), (TEST_MODEL, 3, False),
+                               (TEST_MODEL, None, True)):
+        settings = CodecSettings(model=model, models_dir=str(MODELS_DIR), device="cpu", quality=quality)
+        if ok:
+            ArchiveCodecs.from_settings(settings).close()
+        else:
+            with pytest.raises(CodecError, match="codec.quality"):
+                ArchiveCodecs.from_settings(settings)
