@@ -192,7 +192,7 @@ def test_codec_quality_setting_and_start_up_check(tmp_path, monkeypatch) -> None
     from pacs_cae.config import CodecSettings, ConfigError, load_settings
 
     monkeypatch.delenv("PACS_CAE_CODEC_QUALITY", raising=False)
-    (tmp_path / "c.toml").write_text("[codec]\\nquality = 4\\n")
+    (tmp_path / "c.toml").write_text("[codec]\nquality = 4\n")
     assert load_settings(tmp_path / "c.toml").codec.quality == 4
     assert load_settings(tmp_path / "c.toml", {"codec.quality": "6"}).codec.quality == 6  # serve --quality 6
     assert load_settings(None).codec.quality is None
