@@ -12,6 +12,7 @@ coding included) on this machine's CPU threads. Prints Markdown tables and a JSO
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import time
 from pathlib import Path
@@ -49,7 +50,7 @@ def jpeg2000_curve(slices: list[np.ndarray], targets: list[float]) -> list[tuple
 def interpolate_bpp(curve: list[tuple[float, float]], db: float) -> float | None:
     """bpp of a (PSNR, bpp) curve at ``db`` by log-linear interpolation; None outside its range."""
     pts = sorted(curve)
-    for (d0, b0), (d1, b1) in zip(pts, pts[1:]):
+    for (d0, b0), (d1, b1) in itertools.pairwise(pts):
         if d0 <= db <= d1 and d1 > d0:
             t = (db - d0) / (d1 - d0)
             return float(np.exp(np.log(b0) + t * (np.log(b1) - np.log(b0))))
@@ -67,6 +68,16 @@ def rd_table(codec, slices: list[np.ndarray], bits: list[int]) -> list[dict]:
         rows.append({"quality": q, "psnr_db": float(np.mean(scores)), "min_psnr_db": float(np.min(scores)),
                      "bpp": 8 * sum(map(len, blobs)) / pixels, "max_abs_error": worst})
     return rows
+
+
+def markdown_table(table: list[dict]) -> str:
+    rows = ["| quality | PSNR dB (mean) | min PSNR dB | bpp | worst abs error | JPEG 2000 bpp at that PSNR |",
+            "|---:|---:|---:|---:|---:|---:|"]
+    for r in table:
+        ref = r["jpeg2000_bpp_same_psnr"]
+        rows.append(f"| {r['quality']} | {r['psnr_db']:.2f} | {r['min_psnr_db']:.2f} | {r['bpp']:.3f} | "
+                    f"{r['max_abs_error']} | {'-' if ref is None else f'{ref:.3f}'} |")
+    return "\n".join(rows)
 
 
 def speed(codec, slice_: np.ndarray, quality: int, batch: int, repeats: int = 3) -> tuple[float, float]:
@@ -92,6 +103,9 @@ def main() -> None:
     parser.add_argument("--mode", default="auto")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--speed", action="store_true")
+    parser.add_argument("--write-card", action="store_true",
+                        help="Store the tables in the model's card.json and re-render its README.md.")
+    parser.add_argument("--run-log", type=Path, default=None, help="The run's log.csv: plot the learning curve.")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     codec = load_codec(args.model, device="cpu", models_dir=args.models_dir, mode=args.mode)
@@ -102,13 +116,9 @@ def main() -> None:
     j2k = jpeg2000_curve(slices, [40, 44, 48, 52, 56, 60, 64, 68, 72, 76])
     print(f"{len(slices)} slices from {sorted({c.source for c in chosen})}; model {codec.model_id} "
           f"({codec.weights_sha256[:12]}), mode {codec.mode}")
-    print("| quality | PSNR dB (mean) | min PSNR dB | bpp | worst abs error | JPEG 2000 bpp at that PSNR |")
-    print("|---:|---:|---:|---:|---:|---:|")
     for r in table:
-        ref = interpolate_bpp(j2k, r["psnr_db"])
-        r["jpeg2000_bpp_same_psnr"] = ref
-        print(f"| {r['quality']} | {r['psnr_db']:.2f} | {r['min_psnr_db']:.2f} | {r['bpp']:.3f} | "
-              f"{r['max_abs_error']} | {'-' if ref is None else f'{ref:.3f}'} |")
+        r["jpeg2000_bpp_same_psnr"] = interpolate_bpp(j2k, r["psnr_db"])
+    print(markdown_table(table))
     out: dict = {"slices": len(slices), "sources": sorted({c.source for c in chosen}), "rd": table,
                  "jpeg2000": [{"psnr_db": d, "bpp": b} for d, b in j2k]}
     if args.speed:
@@ -126,6 +136,68 @@ def main() -> None:
                 out["speed"].append({"quality": q, "batch": batch, "encode_per_s": e, "decode_per_s": d})
                 print(f"| {q} | {batch} | {e:.1f} | {d:.1f} |")
     print("\n" + json.dumps(out))
+    if args.write_card:
+        write_card(codec, out, args)
+
+
+def write_card(codec, out: dict, args: argparse.Namespace) -> None:
+    """Put the measurement (and the learning curve) into models/<id>/: card.json (not hashed) and README.md."""
+    import shlex
+    import sys
+
+    from pacs_cae.codec.weights import CARD_FILE, resolve_model_dir
+    from pacs_cae.train.model_card import render_readme
+
+    directory = resolve_model_dir(codec.model_id, args.models_dir)
+    speed_rows = []
+    if out.get("speed"):
+        speed_rows = [(f"512x512, {args.threads} CPU threads, mode `{codec.mode}`, entropy coding and container "
+                       "included, best of 3 (shared, noisy machine):"), "",
+                      "| quality | batch | encode slices/s | decode slices/s |", "|---:|---:|---:|---:|"]
+        speed_rows += [f"| {r['quality']} | {r['batch']} | {r['encode_per_s']:.1f} | {r['decode_per_s']:.1f} |"
+                       for r in out["speed"]]
+    card = codec.card
+    card.extra["rd_measurement"] = {
+        "text": (f"{out['slices']} slices of real clinical MR found in installed packages (never trained on): "
+                 f"{', '.join(Path(s).name for s in out['sources'])}; native grid. PSNR with R = max - min of "
+                 "each slice; bpp = blob bytes x 8 / pixels (container included); JPEG 2000 = OpenJPEG through "
+                 "imagecodecs on the same slices, log-bpp interpolated to the same mean PSNR ('-': outside the "
+                 "measured JPEG 2000 range)."),
+        "table_markdown": markdown_table(out["rd"]),
+        "speed_markdown": "\n".join(speed_rows),
+        "command": "python -m pacs_cae.train.rd_measure " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+        "results": out,
+    }
+    curve = None
+    if args.run_log is not None:
+        curve = plot_curve(args.run_log, directory / "learning_curve.png", codec.qualities)
+    (directory / CARD_FILE).write_text(card.to_json())
+    (directory / "README.md").write_text(render_readme(card, curve_file=curve))
+
+
+def plot_curve(log_csv: Path, png: Path, qualities: int) -> str:
+    """Validation PSNR and bpp of every quality against the step (from the run's log.csv)."""
+    import csv
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with log_csv.open(newline="") as f:
+        rows = [r for r in csv.DictReader(f) if r["val_rd_loss"]]
+    steps = [int(r["step"]) for r in rows]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
+    for q in range(1, qualities + 1):
+        a.plot(steps, [float(r[f"val_q{q}_psnr_db"]) for r in rows], label=f"q{q}")
+        b.plot(steps, [float(r[f"val_q{q}_bpp"]) for r in rows], label=f"q{q}")
+    a.set(xlabel="step", ylabel="validation PSNR dB", title="held-out slices (estimated rate)")
+    b.set(xlabel="step", ylabel="validation bpp (model estimate)")
+    a.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(png, dpi=80)
+    plt.close(fig)
+    return png.name
 
 
 if __name__ == "__main__":
