@@ -1,6 +1,7 @@
 """Measure an ``mshp`` model for its card: rate-distortion per quality on held-out real MR, and speed.
 
-    python -m pacs_cae.train.rd_measure --model mshp-v1 [--models-dir models] [--speed] DICOM_OR_NIFTI...
+    python -m pacs_cae.train.rd_measure --model mshp-v1 [--models-dir models] [--speed] --package-mr
+    python -m pacs_cae.train.rd_measure --model mshp-v1 DICOM_FOLDER_OR_NIFTI...
 
 Rate: blob bytes x 8 / pixels (container included). PSNR with R = max - min of each slice, averaged over slices
 (the project's definition, ``train.metrics``). Beside each operating point: JPEG 2000 (OpenJPEG via imagecodecs,
@@ -22,6 +23,27 @@ import torch
 
 from pacs_cae.codec import load_codec
 from pacs_cae.train.eval_slices import load_eval_slices
+
+
+#: Real scanner MR slices that ship inside installed Python packages' test data (package, relative path).
+PACKAGE_MR = (
+    ("pydicom", "data/test_files/examples_overlay.dcm"),  # Siemens abdominal MR, 300x484, 12-bit
+    ("pydicom", "data/test_files/MR_small.dcm"),  # 64x64, 16-bit
+    ("nibabel", "nicom/tests/data/slicethickness_empty_string.dcm"),  # Siemens, 384x384, JPEG 2000 lossless
+)
+
+
+def package_mr_folder() -> Path:
+    """A temporary folder holding copies of :data:`PACKAGE_MR` (for ``load_eval_slices``)."""
+    import importlib
+    import shutil
+    import tempfile
+
+    folder = Path(tempfile.mkdtemp(prefix="package-mr-"))
+    for package, relative in PACKAGE_MR:
+        source = Path(importlib.import_module(package).__file__).parent / relative
+        shutil.copy(source, folder / source.name)
+    return folder
 
 
 def psnr_db(a: np.ndarray, b: np.ndarray) -> float:
@@ -97,7 +119,9 @@ def speed(codec, slice_: np.ndarray, quality: int, batch: int, repeats: int = 3)
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("sources", nargs="+", type=Path)
+    parser.add_argument("sources", nargs="*", type=Path)
+    parser.add_argument("--package-mr", action="store_true",
+                        help="Measure on the real MR slices in installed packages' test data (PACKAGE_MR).")
     parser.add_argument("--model", default="mshp-v1")
     parser.add_argument("--models-dir", default=None)
     parser.add_argument("--mode", default="auto")
@@ -109,7 +133,10 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     codec = load_codec(args.model, device="cpu", models_dir=args.models_dir, mode=args.mode)
-    chosen = load_eval_slices(args.sources, count=None, size=0, bits=12)
+    sources = list(args.sources) + ([package_mr_folder()] if args.package_mr else [])
+    if not sources:
+        parser.error("give DICOM folders / NIfTI volumes, or --package-mr")
+    chosen = load_eval_slices(sources, count=None, size=0, bits=12)
     slices = [c.pixels for c in chosen]
     bits = [c.bits_stored for c in chosen]
     table = rd_table(codec, slices, bits)
@@ -159,7 +186,8 @@ def write_card(codec, out: dict, args: argparse.Namespace) -> None:
     card = codec.card
     card.extra["rd_measurement"] = {
         "text": (f"{out['slices']} slices of real clinical MR found in installed packages (never trained on): "
-                 f"{', '.join(Path(s).name for s in out['sources'])}; native grid. PSNR with R = max - min of "
+                 f"{', '.join(f'{p}/{r}' for p, r in PACKAGE_MR) if args.package_mr else out['sources']}; "
+                 "native grid. PSNR with R = max - min of "
                  "each slice; bpp = blob bytes x 8 / pixels (container included); JPEG 2000 = OpenJPEG through "
                  "imagecodecs on the same slices, log-bpp interpolated to the same mean PSNR ('-': outside the "
                  "measured JPEG 2000 range)."),
