@@ -24,7 +24,6 @@ import torch
 from pacs_cae.codec import load_codec
 from pacs_cae.train.eval_slices import load_eval_slices
 
-
 #: Real scanner MR slices that ship inside installed Python packages' test data (package, relative path).
 PACKAGE_MR = (
     ("pydicom", "data/test_files/examples_overlay.dcm"),  # Siemens abdominal MR, 300x484, 12-bit
