@@ -122,7 +122,7 @@ def evaluate(model: ConvAutoencoder, slices: torch.Tensor, device: torch.device)
 def open_csv_log(
     path: Path, fields: list[str], resume: bool, step: int
 ) -> tuple[TextIO, "csv.DictWriter[str]"]:
-    """The run's CSV log, opened for appending; on resume, rows after ``step`` are dropped (they are redone)."""
+    """The run's CSV log, opened for appending; on resume, rows after ``step`` are dropped (redone)."""
     new = not path.exists() or not resume
     if not new:
         with path.open(newline="") as f:
@@ -211,51 +211,49 @@ def train(
         )
 
     model.train()
-    stopper = StopOnSignal()
-    stop = stopper.__enter__()
     try:
-        while step < cfg.steps and not stop.is_set():
-            if cfg.max_minutes and (time.monotonic() - start) / 60 >= cfg.max_minutes:
-                log.info("time budget of %.1f min reached at step %d", cfg.max_minutes, step)
-                break
-            lr = learning_rate(cfg, step)
-            for group in opt.param_groups:
-                group["lr"] = lr
-            x = torch.from_numpy(sampler.batch(cfg.batch_size)).to(device)
-            with torch.autocast(autocast_device, dtype=torch.bfloat16, enabled=cfg.bf16):
-                z = model.encoder(x)
-                if cfg.latent_noise:
-                    z = latent_noise(z)
-                y = model.decoder(z)
-            loss = loss_fn(y.float(), x)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            step += 1
-            row = {
-                "step": step,
-                "elapsed_s": round(elapsed0 + time.monotonic() - start, 1),
-                "lr": f"{lr:.3g}",
-                "loss": f"{loss.item():.6f}",
-                "train_psnr_db": f"{psnr(float(((y.detach().float() - x) ** 2).mean())):.2f}",
-                "val_psnr_db": "",
-                "val_psnr_quantized_db": "",
-            }
-            if step % cfg.val_every == 0 or step == cfg.steps:
-                v_plain, v_quant = evaluate(model, val, device)
-                row["val_psnr_db"], row["val_psnr_quantized_db"] = f"{v_plain:.2f}", f"{v_quant:.2f}"
-                if v_quant > best:
-                    best = v_quant
-                    checkpoint(best_path)
-            writer.writerow(row)
-            csv_file.flush()
-            if progress:
-                progress(row)
-            if (time.monotonic() - last_ckpt) / 60 >= cfg.checkpoint_minutes:
-                checkpoint(last_path)
-                last_ckpt = time.monotonic()
+        with StopOnSignal() as stop:
+            while step < cfg.steps and not stop.is_set():
+                if cfg.max_minutes and (time.monotonic() - start) / 60 >= cfg.max_minutes:
+                    log.info("time budget of %.1f min reached at step %d", cfg.max_minutes, step)
+                    break
+                lr = learning_rate(cfg, step)
+                for group in opt.param_groups:
+                    group["lr"] = lr
+                x = torch.from_numpy(sampler.batch(cfg.batch_size)).to(device)
+                with torch.autocast(autocast_device, dtype=torch.bfloat16, enabled=cfg.bf16):
+                    z = model.encoder(x)
+                    if cfg.latent_noise:
+                        z = latent_noise(z)
+                    y = model.decoder(z)
+                loss = loss_fn(y.float(), x)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                step += 1
+                row = {
+                    "step": step,
+                    "elapsed_s": round(elapsed0 + time.monotonic() - start, 1),
+                    "lr": f"{lr:.3g}",
+                    "loss": f"{loss.item():.6f}",
+                    "train_psnr_db": f"{psnr(float(((y.detach().float() - x) ** 2).mean())):.2f}",
+                    "val_psnr_db": "",
+                    "val_psnr_quantized_db": "",
+                }
+                if step % cfg.val_every == 0 or step == cfg.steps:
+                    v_plain, v_quant = evaluate(model, val, device)
+                    row["val_psnr_db"], row["val_psnr_quantized_db"] = f"{v_plain:.2f}", f"{v_quant:.2f}"
+                    if v_quant > best:
+                        best = v_quant
+                        checkpoint(best_path)
+                writer.writerow(row)
+                csv_file.flush()
+                if progress:
+                    progress(row)
+                if (time.monotonic() - last_ckpt) / 60 >= cfg.checkpoint_minutes:
+                    checkpoint(last_path)
+                    last_ckpt = time.monotonic()
     finally:
         checkpoint(last_path)
         csv_file.close()
-        stopper.__exit__(None, None, None)
     return best_path if best_path.exists() else last_path
