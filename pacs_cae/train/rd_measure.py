@@ -150,7 +150,8 @@ def main() -> None:
     if args.speed:
         from scipy import ndimage
 
-        big = ndimage.zoom(slices[0].astype(np.float32), 512 / max(slices[0].shape), order=1)
+        largest = max(slices, key=lambda a: a.size)  # the real slice with the most detail, resampled
+        big = ndimage.zoom(largest.astype(np.float32), 512 / max(largest.shape), order=1)
         big = np.clip(np.round(big), 0, 4095).astype(np.uint16)[:512, :512]
         big = np.pad(big, ((0, 512 - big.shape[0]), (0, 512 - big.shape[1])), mode="edge")
         print(f"\n| quality | batch | encode slices/s | decode slices/s |  ({args.threads} threads, 512x512)")
