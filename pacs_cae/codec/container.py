@@ -20,6 +20,7 @@ Version 3 is the rate-distortion family (``codec.rd``, entropy-coded latents), s
 
     magic "PCAE" | version u16 (3) | model id length u8 | model id (ASCII)
     weights sha256 (32 raw bytes) | quality u8 (the operating point, 1 = lowest rate)
+    gain level u8 (the network's) | residual delta u16 (0xFFFF: none) | residual block side u8
     y channels, height, width (3 x u16) | z channels, height, width (3 x u16)
     rows, columns, pad bottom, pad right (4 x u16)                         -- original geometry
     dtype kind u8 | dtype itemsize u8 | pixel representation u8 | bits stored u8
@@ -165,7 +166,7 @@ def unpack_blob(blob: bytes) -> tuple[BlobHeader, bytes]:
 
 
 RD_CONTAINER_VERSION = 3
-_RD_BODY = struct.Struct("<32sB3H3H4HBBBBqqII")
+_RD_BODY = struct.Struct("<32sBBHB3H3H4HBBBBqqII")
 
 
 @dataclass(frozen=True)
@@ -175,6 +176,9 @@ class RDBlobHeader:
     model_id: str
     weights_sha256: str
     quality: int
+    gain_level: int
+    residual_delta: int  # 0xFFFF: no residual layer (codec.rd.residual)
+    residual_block: int  # side of the blocks that each choose a residual table
     y_shape: tuple[int, int, int]
     z_shape: tuple[int, int, int]
     rows: int
@@ -204,7 +208,8 @@ def pack_rd_blob(header: RDBlobHeader, words: np.ndarray, overflow: np.ndarray) 
     words = np.ascontiguousarray(words, dtype="<u4")
     overflow = np.ascontiguousarray(overflow, dtype="<i4")
     body = _RD_BODY.pack(
-        bytes.fromhex(header.weights_sha256), header.quality, *header.y_shape, *header.z_shape,
+        bytes.fromhex(header.weights_sha256), header.quality, header.gain_level, header.residual_delta,
+        header.residual_block, *header.y_shape, *header.z_shape,
         header.rows, header.columns, header.pad_bottom, header.pad_right,
         ord(dtype.kind), dtype.itemsize, header.pixel_representation, header.bits_stored,
         header.value_min, header.value_max, overflow.size, words.size,
@@ -237,8 +242,8 @@ def unpack_rd_blob(blob: bytes) -> tuple[RDBlobHeader, np.ndarray, np.ndarray]:
     data_at = body_at + _RD_BODY.size
     if len(view) < data_at + _CRC.size:
         raise CorruptBlobError(f"blob truncated: {len(view)} bytes, header alone needs {data_at + 4}")
-    (sha, quality, yc, yh, yw, zc, zh, zw, rows, cols, pad_b, pad_r, kind, itemsize, pixrep, bits, vmin, vmax,
-     n_overflow, n_words) = _RD_BODY.unpack_from(view, body_at)
+    (sha, quality, gain, delta, table, yc, yh, yw, zc, zh, zw, rows, cols, pad_b, pad_r, kind, itemsize, pixrep,
+     bits, vmin, vmax, n_overflow, n_words) = _RD_BODY.unpack_from(view, body_at)
     if data_at + 4 * (n_words + n_overflow) + _CRC.size != len(view):
         raise CorruptBlobError(f"blob length {len(view)} does not match its header")
     try:
@@ -246,8 +251,8 @@ def unpack_rd_blob(blob: bytes) -> tuple[RDBlobHeader, np.ndarray, np.ndarray]:
         dtype = np.dtype(f"<{chr(kind)}{itemsize}").name
     except (UnicodeDecodeError, TypeError) as exc:
         raise CorruptBlobError(f"blob header has invalid fields: {exc}") from exc
-    header = RDBlobHeader(model_id, sha.hex(), quality, (yc, yh, yw), (zc, zh, zw), rows, cols, pad_b, pad_r,
-                          dtype, pixrep, bits, vmin, vmax)
+    header = RDBlobHeader(model_id, sha.hex(), quality, gain, delta, table, (yc, yh, yw), (zc, zh, zw), rows,
+                          cols, pad_b, pad_r, dtype, pixrep, bits, vmin, vmax)
     words = np.frombuffer(view, dtype="<u4", count=n_words, offset=data_at).astype(np.uint32)
     overflow = np.frombuffer(view, dtype="<i4", count=n_overflow, offset=data_at + 4 * n_words)
     return header, words, overflow.astype(np.int32)

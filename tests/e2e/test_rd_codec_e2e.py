@@ -1,7 +1,7 @@
 """The rate-distortion model through the real path, at two quality settings.
 
-`pacs-cae serve` with ``model = "mshp-v1"`` stores one series at ``codec.quality = 3`` (the config file), is
-restarted with ``--quality 8`` (the flag) on the same database and stores a second series; DCMTK storescu
+`pacs-cae serve` with ``model = "mshp-v1"`` stores one series at ``codec.quality = 1`` (the config file), is
+restarted with ``--quality 4`` (the flag) on the same database and stores a second series; DCMTK storescu
 sends, getscu retrieves. For every instance the retrieved pixels are what the codec promises: the same PSNR
 as encoding and decoding the slice with ``load_codec("mshp-v1")`` at that quality (to one stored level per
 pixel, see ``tests/codec/test_rd_codec.py``), and the stored bytes (`pacs-cae stats --json`) are exactly those
@@ -36,7 +36,7 @@ pytestmark = pytest.mark.e2e
 
 MODEL = "mshp-v1"
 MODELS_DIR = Path(__file__).resolve().parents[2] / "models"
-QUALITIES = (3, 8)
+QUALITIES = (1, 4)  # the learned layer alone; with the near-lossless residual layer
 
 
 def _noisy_series(seed: int, patient: str) -> list:
@@ -63,8 +63,10 @@ def test_two_qualities_store_and_retrieve_as_promised(module_database_url: str, 
     port = free_port()
     config = write_config(
         tmp_path / "rd.toml", data_dir=tmp_path / "data", port=port, database_url=module_database_url,
+        # the gate stays on (floor 20 dB: this test checks that stored = promised, not the floor policy);
+        # require_gain off so both qualities are stored through the model whatever their size
         codec={"model": MODEL, "models_dir": str(MODELS_DIR), "device": "cpu", "quality": QUALITIES[0],
-               "gate": True, "min_psnr_db": 30.0},
+               "gate": True, "min_psnr_db": 20.0, "require_gain": False},
         remotes={},
     )
     if not module_database_url.startswith("sqlite"):
@@ -93,7 +95,7 @@ def test_two_qualities_store_and_retrieve_as_promised(module_database_url: str, 
         promised_bytes, psnrs = 0, []
         for original in series:
             got = retrieved[str(original.SOPInstanceUID)]
-            value = check_lossy(original, got, model_id=MODEL, floor_db=30.0)
+            value = check_lossy(original, got, model_id=MODEL, floor_db=20.0)
             blob = reference.encode([original.pixel_array], bits_stored=12, quality=quality)[0]
             promised = reference.decode([blob])[0]
             diff = np.abs(promised.astype(np.int64) - got.pixel_array.astype(np.int64))

@@ -17,6 +17,7 @@ from .tables import PRECISION, Tables
 # constriction's submodules are attributes of its extension module, not importable packages
 Categorical = constriction.stream.model.Categorical
 AnsCoder = constriction.stream.stack.AnsCoder
+Uniform = constriction.stream.model.Uniform
 
 
 class TableCoder:
