@@ -26,7 +26,7 @@ from .tables import PRECISION
 #: Header value meaning "no residual layer".
 NO_RESIDUAL = 0xFFFF
 #: Side of the square blocks that each get their own table.
-BLOCK = 32
+BLOCK = 16
 
 
 def delta_for(target_db: float, value_range: int) -> int:
