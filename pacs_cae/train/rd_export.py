@@ -98,8 +98,8 @@ def choose_operating_points(directory: Path, slices: list[np.ndarray]) -> list[d
         for level, base_bpp, decoded in bases:
             bits = 0.0
             for s, d in zip(slices, decoded):
-                delta = residual.delta_for(target, int(s.max()) - int(s.min()))
-                symbols = residual.quantize(s.astype(np.int64) - d.astype(np.int64), delta)
+                symbols, _ = residual.quantize_for_target(s.astype(np.int64) - d.astype(np.int64), target,
+                                                          int(s.max()) - int(s.min()))
                 bits += residual.coded_bits(symbols, codec.entropy.gaussian, codec.entropy.scales)
             total = base_bpp + bits / pixels
             if best is None or total < best[1]:

@@ -207,8 +207,9 @@ class RDCodec:
         coder = new_coder()
         delta, block, r_over = residual.NO_RESIDUAL, 0, np.zeros(0, np.int32)
         if x_hat is not None and point.residual_db is not None:  # pushed first: decoded last
-            delta, block = residual.delta_for(point.residual_db, item.value_max - item.value_min), residual.BLOCK
-            symbols = residual.quantize(original.astype(np.int64) - x_hat.astype(np.int64), delta)
+            symbols, delta = residual.quantize_for_target(original.astype(np.int64) - x_hat.astype(np.int64),
+                                                          point.residual_db, item.value_max - item.value_min)
+            block = residual.BLOCK
             table_map = residual.block_tables(symbols, self.entropy.gaussian, self.entropy.scales)
             rows = table_map[residual.block_index(symbols.shape)]
             r_over = self.entropy.gaussian.encode(coder, symbols.ravel(), rows)

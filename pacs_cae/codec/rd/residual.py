@@ -38,6 +38,19 @@ def delta_for(target_db: float, value_range: int) -> int:
     return max(0, min(NO_RESIDUAL - 1, int((step - 1) // 2)))
 
 
+def quantize_for_target(residual: np.ndarray, target_db: float, value_range: int) -> tuple[np.ndarray, int]:
+    """(symbols, delta) meeting ``target_db`` on this slice: start from :func:`delta_for` (exact for a
+    uniform error) and lower ``delta`` while the measured error misses the target (peaked residuals)."""
+    delta = delta_for(target_db, value_range)
+    allowed = value_range * value_range * 10 ** (-target_db / 10)
+    while True:
+        symbols = quantize(residual, delta)
+        error = residual.astype(np.int64) - dequantize(symbols, delta)
+        if delta == 0 or float(np.mean(error * error)) <= allowed:
+            return symbols, delta
+        delta -= 1
+
+
 def quantize(residual: np.ndarray, delta: int) -> np.ndarray:
     """Integer residual -> bin indices of width ``2 delta + 1`` centred on 0 (|error| <= delta)."""
     step = 2 * delta + 1
