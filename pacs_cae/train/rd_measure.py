@@ -238,8 +238,8 @@ def plot_curve(log_csv: Path, png: Path, qualities: int) -> str:
     steps = [int(r["step"]) for r in rows]
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
     for q in range(1, qualities + 1):
-        a.plot(steps, [float(r[f"val_q{q}_psnr_db"]) for r in rows], label=f"q{q}")
-        b.plot(steps, [float(r[f"val_q{q}_bpp"]) for r in rows], label=f"q{q}")
+        a.plot(steps, [float(r[f"val_q{q}_psnr_db"]) for r in rows], label=f"gain level {q}")
+        b.plot(steps, [float(r[f"val_q{q}_bpp"]) for r in rows], label=f"gain level {q}")
     a.set(xlabel="step", ylabel="validation PSNR dB", title="held-out slices (estimated rate)")
     b.set(xlabel="step", ylabel="validation bpp (model estimate)")
     a.legend(fontsize=7)
