@@ -84,6 +84,9 @@ class CodecSettings:
     lossy_uid: str = "derive"  # derive | keep
     models_dir: str | None = None  # None = the repo's models/
     brotli_quality: int = 5
+    #: Operating point of a variable-rate model (mshp family: 1 = smallest .. its card's count = best);
+    #: None = the model's default. Must stay None for single-point models such as cae-paper.
+    quality: int | None = None
     batch_size: int = 8
     batch_wait_ms: float = 2.0
     gate: bool = True
@@ -387,6 +390,7 @@ def _validate(s: Settings) -> None:
         (s.codec.device in ("auto", "cpu", "cuda") or s.codec.device.startswith("cuda:"),
          f"codec.device must be auto, cpu, cuda or cuda:N, got {s.codec.device!r}"),
         (0 <= s.codec.brotli_quality <= 11, "codec.brotli_quality must be 0..11"),
+        (s.codec.quality is None or s.codec.quality >= 1, "codec.quality must be >= 1 (or unset)"),
         (s.codec.batch_size >= 1, "codec.batch_size must be >= 1"),
         (s.codec.batch_wait_ms >= 0, "codec.batch_wait_ms must be >= 0"),
         (0 < s.codec.min_rows <= s.codec.max_rows, "codec.min_rows must be in 1..max_rows"),

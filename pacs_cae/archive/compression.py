@@ -60,7 +60,8 @@ class Encoder(Protocol):
     model_id: str
     weights_sha256: str
 
-    def encode(self, slices: Sequence[np.ndarray], *, bits_stored: Any = None) -> list[bytes]: ...
+    def encode(self, slices: Sequence[np.ndarray], *, bits_stored: Any = None,
+               quality: Any = None) -> list[bytes]: ...
     def decode(self, blobs: Sequence[bytes]) -> list[np.ndarray]: ...
 
 
@@ -121,7 +122,10 @@ def compress_claimed(database: Database, settings: Settings, encoders: EncoderSo
         if series.error is None and series.lossless_reason is None and series.rule is not None and series.slices:
             by_model[series.rule.model].append(series)
     for model, group in by_model.items():
-        _encode_and_judge(settings, encoders.encoder_for(model), group)
+        # codec.quality is the operating point of the configured model; a rule naming another model uses
+        # that model's default point
+        quality = settings.codec.quality if model in ("", settings.codec.model) else None
+        _encode_and_judge(settings, encoders.encoder_for(model), group, quality)
     with database.session() as session:
         jobs.renew(session, claimed, owner, settings.compression.lease_s)
     report = RunReport()
@@ -168,7 +172,8 @@ def _prepare(database: Database, settings: Settings, job: ClaimedJob) -> _Series
     return series
 
 
-def _encode_and_judge(settings: Settings, encoder: Encoder | None, group: list[_Series]) -> None:
+def _encode_and_judge(settings: Settings, encoder: Encoder | None, group: list[_Series],
+                      quality: int | None = None) -> None:
     """Encode every slice of ``group`` in one call, decode, and set each slice's floor reason (steps 2-3)."""
     if encoder is None:
         for series in group:
@@ -176,12 +181,13 @@ def _encode_and_judge(settings: Settings, encoder: Encoder | None, group: list[_
         return
     slices = [s for series in group for s in series.slices]
     try:
-        blobs = encoder.encode([s.frame for s in slices], bits_stored=[s.bits_stored for s in slices])
+        options = {} if quality is None else {"quality": quality}
+        blobs = encoder.encode([s.frame for s in slices], bits_stored=[s.bits_stored for s in slices], **options)
         decoded = encoder.decode(blobs)
     except Exception:
         if len(group) > 1:
             for series in group:
-                _encode_and_judge(settings, encoder, [series])
+                _encode_and_judge(settings, encoder, [series], quality)
             return
         LOG.exception("compression job %d: codec failed", group[0].job.id)
         group[0].error = "codec failed (see the worker log)"

@@ -22,12 +22,25 @@ from pacs_cae.archive.compression_rules import NO_MODEL
 from pacs_cae.archive.errors import ArchiveError, OutOfResources
 from pacs_cae.archive.ingest import EncodedDataSet, StoreOutcome, ingest
 from pacs_cae.archive.query import InstanceRef
-from pacs_cae.codec import BatchingCodec, Codec, CodecRegistry, read_header
+from pacs_cae.codec import BatchingCodec, Codec, CodecError, CodecRegistry, read_header
+from pacs_cae.codec.rd.codec import RDCodec
 from pacs_cae.config import CodecSettings, Settings
 from pacs_cae.store.db import Database, ensure_schema
 
 LOG = logging.getLogger(__name__)
 
+
+
+def check_quality(model: Codec | RDCodec, quality: int | None) -> None:
+    """Refuse, at start-up, a ``codec.quality`` the configured model cannot honour."""
+    if quality is None:
+        return
+    if model.qualities is None:
+        raise CodecError(f"codec.quality = {quality}, but model {model.model_id!r} has a single operating point "
+                         "(unset codec.quality, or choose a variable-rate model such as mshp-v1)")
+    if not 1 <= quality <= model.qualities:
+        raise CodecError(f"codec.quality = {quality}, but model {model.model_id!r} has qualities "
+                         f"1..{model.qualities}")
 
 
 class ArchiveCodecs:
@@ -56,6 +69,7 @@ class ArchiveCodecs:
             LOG.warning("codec.model is %r: every instance is stored losslessly", codec.model)
             return cls(registry, None)
         model = registry.get(codec.model)
+        check_quality(model, codec.quality)
         LOG.info("codec %s (sha256 %s) on %s", model.model_id, model.weights_sha256[:12], model.device)
         return cls(registry, BatchingCodec(model, max_batch=codec.batch_size, max_wait_ms=codec.batch_wait_ms))
 

@@ -22,7 +22,7 @@ URL_OPTION = typer.Option(None, "--database-url", help="SQLAlchemy URL (override
 #: Command-line flag name -> settings key it overrides.
 FLAG_KEYS = {
     "host": "server.host", "port": "server.port", "ae_title": "server.ae_title",
-    "database_url": "database.url", "device": "codec.device", "model": "codec.model",
+    "database_url": "database.url", "device": "codec.device", "model": "codec.model", "quality": "codec.quality",
     "data_dir": "data_dir", "log_level": "log_level",
 }
 

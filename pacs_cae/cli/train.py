@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Optional
+from typing import Any, Callable, Optional
 
 import typer
 
@@ -16,27 +16,41 @@ from pacs_cae.cli.options import require_extra
 def train(
     sources: list[Path] = typer.Argument(None, help="NIfTI volumes and DICOM folders (default: the shipped set)."),
     val: list[Path] = typer.Option(None, "--val", help="Held-out volumes/folders (default: MNI152 2009a)."),
-    run_dir: Path = typer.Option(Path("runs/cae-paper"), help="Checkpoints (last.pt, best.pt) and log.csv."),
-    steps: int = typer.Option(4000, help="Total optimizer steps (the cosine schedule ends here)."),
-    batch_size: int = typer.Option(16),
+    arch: str = typer.Option("cae-paper", "--arch", help="cae-paper (the paper's CAE) | mshp (rate-distortion)."),
+    run_dir: Optional[Path] = typer.Option(None, help="Checkpoints and log.csv (default: runs/<arch>)."),
+    steps: Optional[int] = typer.Option(None, help="Total optimizer steps (cae-paper 4000, mshp 20000)."),
+    batch_size: Optional[int] = typer.Option(None, help="Crops per step (cae-paper 16, mshp 8)."),
     crop: int = typer.Option(128, help="Random crop size (multiple of 32); 512 = the paper's full slices."),
     size: int = typer.Option(512, help="Slices are resampled so their longer side fills SIZE (the codec's size)."),
-    lr: float = typer.Option(1e-3, help="Peak learning rate (the paper: 1e-4)."),
+    lr: Optional[float] = typer.Option(None, help="Peak learning rate (cae-paper 1e-3, the paper 1e-4; mshp 3e-4)."),
     loss: str = typer.Option("mse", help="mse | bce (the paper's)."),
     latent_noise: bool = typer.Option(True, help="Train with one quantisation step of latent noise."),
     device: str = typer.Option("auto", help="auto | cpu | cuda"),
     bf16: bool = typer.Option(True, help="bf16 autocast (AVX-512 BF16 CPUs, CUDA)."),
     threads: Optional[int] = typer.Option(None, help="torch CPU threads."),
-    val_every: int = typer.Option(200),
-    val_slices: int = typer.Option(8, help="Held-out slices scored at each validation."),
-    checkpoint_minutes: float = typer.Option(10.0),
+    val_every: Optional[int] = typer.Option(None, help="Steps between validations (cae-paper 200, mshp 250)."),
+    val_slices: Optional[int] = typer.Option(None, help="Held-out slices scored at each validation (8 / 4)."),
+    checkpoint_minutes: Optional[float] = typer.Option(None, help="Minutes between checkpoints (10 / 5)."),
     max_minutes: Optional[float] = typer.Option(None, help="Stop (with a checkpoint) after this long."),
     resume: bool = typer.Option(False, help="Continue from RUN_DIR/last.pt."),
     seed: int = typer.Option(0),
 ) -> None:
-    """Train the paper's CAE on random crops; checkpoints and a CSV log go to RUN_DIR."""
+    """Train a codec network on random crops (``--arch``); checkpoints and a CSV log go to RUN_DIR."""
     require_extra("train", "train", "nibabel", "scipy")
     from rich.console import Console
+
+    if arch == "mshp":
+        return _train_rd(sources, val, run_dir, steps, batch_size, crop, size, lr, device, threads, val_every,
+                         val_slices, checkpoint_minutes, max_minutes, resume, seed)
+    if arch != "cae-paper":
+        raise typer.BadParameter(f"unknown architecture {arch!r}; choose cae-paper or mshp", param_hint="--arch")
+    run_dir = run_dir or Path("runs/cae-paper")
+    steps = steps or 4000
+    batch_size = batch_size or 16
+    lr = lr or 1e-3
+    val_every = val_every or 200
+    val_slices = val_slices or 8
+    checkpoint_minutes = checkpoint_minutes or 10.0
 
     from pacs_cae.train.data import default_train_paths, default_val_paths
     from pacs_cae.train.loop import TrainConfig
@@ -70,22 +84,70 @@ def train(
         return (f"loss {row['loss']}  train {row['train_psnr_db']} dB  val(quantised) {last_val['v']} dB  "
                 f"lr {row['lr']}  {row['elapsed_s']} s")
 
-    if console.is_terminal:  # an interactive run: a live progress bar
+    best = _with_progress(console, steps, describe, "val_psnr_quantized_db",
+                          lambda progress: run_training(cfg, train_volumes, val_volumes, resume=resume,
+                                                        progress=progress))
+    console.print(f"best checkpoint: {best}")
+
+
+def _with_progress(console: Any, steps: int, describe: Callable[[dict], str], val_key: str,
+                   run: Callable[[Callable[[dict], None]], Path]) -> Path:
+    """Run ``run(progress)`` with a live bar on a terminal, else one log line every 10 steps and validation."""
+    if console.is_terminal:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
         with Progress(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                       TextColumn("{task.fields[status]}"), console=console) as bar:
             task = bar.add_task("train", total=steps, status="")
+            return run(lambda row: bar.update(task, completed=row["step"], status=describe(row)))
 
-            def progress(row: dict) -> None:
-                bar.update(task, completed=row["step"], status=describe(row))
+    def progress(row: dict) -> None:
+        if row["step"] % 10 == 0 or row[val_key]:
+            console.print(f"step {row['step']}/{steps}  {describe(row)}")
 
-            best = run_training(cfg, train_volumes, val_volumes, resume=resume, progress=progress)
-    else:  # a background run writing a log file: one line every 10 steps and at each validation
-        def progress(row: dict) -> None:
-            line = describe(row)
-            if row["step"] % 10 == 0 or row["val_psnr_quantized_db"]:
-                console.print(f"step {row['step']}/{steps}  {line}")
+    return run(progress)
 
-        best = run_training(cfg, train_volumes, val_volumes, resume=resume, progress=progress)
+
+def _train_rd(sources: Optional[list[Path]], val: Optional[list[Path]], run_dir: Optional[Path],
+              steps: Optional[int], batch_size: Optional[int], crop: int, size: int, lr: Optional[float],
+              device: str, threads: Optional[int], val_every: Optional[int], val_slices: Optional[int],
+              checkpoint_minutes: Optional[float], max_minutes: Optional[float], resume: bool, seed: int) -> None:
+    """``--arch mshp``: rate-distortion training on realistic MR crops (``pacs_cae.train.rd_loop``)."""
+    from rich.console import Console
+
+    from pacs_cae.train.rd_data import RD_TRAIN_FILES, RD_VAL_NAMES, rd_train_volumes, rd_val_volumes
+    from pacs_cae.train.rd_loop import RDTrainConfig, train_rd
+    from pacs_cae.train.sources import load_sources
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    if crop % 64 or size % 64 or crop > size:
+        raise typer.BadParameter("for mshp, crop and size must be multiples of 64, crop <= size")
+    train_volumes = load_sources(list(sources)) if sources else rd_train_volumes()
+    val_volumes = load_sources(list(val)) if val else rd_val_volumes()
+    clash = {v.name for v in train_volumes} & {v.name for v in val_volumes}
+    if clash:
+        raise typer.BadParameter(f"held-out volumes also in training: {sorted(clash)}")
+    base = RDTrainConfig()
+    cfg = RDTrainConfig(
+        run_dir=run_dir or Path("runs/mshp"), steps=steps or base.steps, batch_size=batch_size or base.batch_size,
+        crop=crop, target=size, lr=lr or base.lr, device=device, threads=threads,
+        val_every=val_every or base.val_every, val_slices=val_slices or base.val_slices,
+        checkpoint_minutes=checkpoint_minutes or base.checkpoint_minutes, max_minutes=max_minutes, seed=seed,
+        train_names=[str(p) for p in sources] if sources else [*RD_TRAIN_FILES, "nilearn MNI152 2009a T1, T2-like"],
+        val_names=[str(p) for p in val] if val else list(RD_VAL_NAMES),
+    )
+    console = Console(stderr=True)
+    console.print(f"training mshp on {[v.name for v in train_volumes]}, validating on "
+                  f"{[v.name for v in val_volumes]}")
+    last = {"v": "-"}
+
+    def describe(row: dict) -> str:
+        if row["val_rd_loss"]:
+            last["v"] = " ".join(f"{row[f'val_q{q}_bpp']}/{row[f'val_q{q}_psnr_db']}" for q in (1, 4, 8))
+        return (f"loss {row['loss']}  bpp {row['train_bpp']}  psnr {row['train_psnr_db']} dB  "
+                f"val q1/q4/q8 bpp/dB {last['v']}  lr {row['lr']}  {row['elapsed_s']} s")
+
+    best = _with_progress(console, cfg.steps, describe, "val_rd_loss",
+                          lambda progress: train_rd(cfg, train_volumes, val_volumes, resume=resume,
+                                                    progress=progress))
     console.print(f"best checkpoint: {best}")

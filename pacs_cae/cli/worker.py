@@ -27,6 +27,8 @@ def worker(
     config: Optional[Path] = CONFIG_OPTION,
     database_url: Optional[str] = URL_OPTION,
     device: Optional[str] = typer.Option(None, help="Codec device: auto, cpu, cuda (codec.device)."),
+    quality: Optional[int] = typer.Option(None, "--quality", min=1,
+                                          help="Operating point of a variable-rate model (codec.quality)."),
     drain: bool = typer.Option(False, "--drain", help="Empty the due backlog (with a progress bar), then exit."),
     now: bool = typer.Option(False, "--now", help="Ignore when jobs are due (compression.delay_s, after_days)."),
     log_level: Optional[str] = typer.Option(None, "--log-level", help="DEBUG, INFO, WARNING, ..."),
@@ -34,7 +36,8 @@ def worker(
     """Compress stored series by the compression rules until SIGINT/SIGTERM (any number, on one database)."""
     from pacs_cae.cli.serve import configure_logging
 
-    settings = load_or_exit("worker", config, database_url=database_url, device=device, log_level=log_level)
+    settings = load_or_exit("worker", config, database_url=database_url, device=device, quality=quality,
+                            log_level=log_level)
     configure_logging(settings.log_level if not drain else "WARNING")
     archive = _open_or_exit(settings)
     stop = threading.Event()

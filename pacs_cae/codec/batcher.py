@@ -18,8 +18,9 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from .engine import Codec
+from .engine import Codec, _per_item
 from .errors import CodecError
+from .rd.codec import RDCodec
 
 
 @dataclass
@@ -27,6 +28,7 @@ class _Request:
     kind: str  # "encode" | "decode"
     items: list[Any]
     bits: list[int | None]
+    qualities: list[int | None] = field(default_factory=list)
     future: Future = field(default_factory=Future)
 
 
@@ -36,7 +38,7 @@ _STOP = object()
 class BatchingCodec:
     """Same ``encode``/``decode`` signatures as :class:`Codec`; safe to call from any number of threads."""
 
-    def __init__(self, codec: Codec, max_batch: int = 8, max_wait_ms: float = 2.0) -> None:
+    def __init__(self, codec: Codec | RDCodec, max_batch: int = 8, max_wait_ms: float = 2.0) -> None:
         if max_batch < 1 or max_wait_ms < 0:
             raise ValueError("max_batch must be >= 1 and max_wait_ms >= 0")
         self.codec = codec
@@ -65,15 +67,20 @@ class BatchingCodec:
     def model(self) -> torch.nn.Module:
         return self.codec.model
 
+    @property
+    def qualities(self) -> int | None:
+        return self.codec.qualities
+
     def encode(
-        self, slices: Sequence[np.ndarray], *, bits_stored: int | Sequence[int | None] | None = None
+        self,
+        slices: Sequence[np.ndarray],
+        *,
+        bits_stored: int | Sequence[int | None] | None = None,
+        quality: int | Sequence[int | None] | None = None,
     ) -> list[bytes]:
         """Like ``Codec.encode``; blocks until this request's batch has run."""
-        if bits_stored is None or isinstance(bits_stored, (int, np.integer)):
-            bits = [bits_stored] * len(slices)
-        else:
-            bits = list(bits_stored)
-        return self._submit(_Request("encode", list(slices), bits))
+        bits = _per_item(bits_stored, len(slices))
+        return self._submit(_Request("encode", list(slices), bits, _per_item(quality, len(slices))))
 
     def decode(self, blobs: Sequence[bytes]) -> list[np.ndarray]:
         """Like ``Codec.decode``; blocks until this request's batch has run."""
@@ -135,7 +142,8 @@ class BatchingCodec:
     def _run(self, group: list[_Request]) -> None:
         try:
             items = [x for r in group for x in r.items]
-            results = self._call(group[0].kind, items, [b for r in group for b in r.bits])
+            results = self._call(group[0].kind, items, [b for r in group for b in r.bits],
+                                 [q for r in group for q in r.qualities])
         except Exception as exc:  # noqa: BLE001 - handed to the waiting callers
             if len(group) == 1:
                 group[0].future.set_exception(exc)
@@ -148,7 +156,9 @@ class BatchingCodec:
             request.future.set_result(results[start : start + len(request.items)])
             start += len(request.items)
 
-    def _call(self, kind: str, items: list[Any], bits: list[int | None]) -> list[Any]:
+    def _call(self, kind: str, items: list[Any], bits: list[int | None], qualities: list[int | None]) -> list[Any]:
         if kind == "encode":
+            if any(q is not None for q in qualities):
+                return self.codec.encode(items, bits_stored=bits, quality=qualities)
             return self.codec.encode(items, bits_stored=bits)
         return self.codec.decode(items)

@@ -15,8 +15,21 @@ Layout (little-endian), container version 2 -- documented in ``docs/codec.md``::
 Version 2 differs from version 1 only in the order of the codes in the payload: channels last (height,
 width, channel: how Keras, the paper's framework, flattens its 16x16x512 latent), which Brotli compresses
 ~14 % better than version 1's channel-first order. Every version listed in ``LATENT_ORDER`` stays readable.
+
+Version 3 is the rate-distortion family (``codec.rd``, entropy-coded latents), same prefix::
+
+    magic "PCAE" | version u16 (3) | model id length u8 | model id (ASCII)
+    weights sha256 (32 raw bytes) | quality u8 (the operating point, 1 = lowest rate)
+    gain level u8 (the network's) | residual delta u16 (0xFFFF: none) | residual block side u8
+    y channels, height, width (3 x u16) | z channels, height, width (3 x u16)
+    rows, columns, pad bottom, pad right (4 x u16)                         -- original geometry
+    dtype kind u8 | dtype itemsize u8 | pixel representation u8 | bits stored u8
+    value min, value max (2 x int64)                                       -- normalisation range
+    overflow count u32 | stream words u32 | ANS stream (u32 words) | overflow values (int32)
+    CRC-32 u32 over every preceding byte
+
 A reader refuses any other magic or version, any length mismatch and any checksum mismatch with
-:class:`CorruptBlobError`, so damaged data never reaches the decoder.
+:class:`CorruptBlobError`, so damaged data never reaches the decoder. :func:`read_header` reads every version.
 """
 
 from __future__ import annotations
@@ -106,22 +119,16 @@ def pack_blob(header: BlobHeader, payload: bytes) -> bytes:
 def unpack_blob(blob: bytes) -> tuple[BlobHeader, bytes]:
     """Check and parse a blob; return its header and the Brotli payload. Raises CorruptBlobError."""
     view = memoryview(blob)
-    if len(view) < _PREFIX.size + _CRC.size:
-        raise CorruptBlobError(f"blob too short ({len(view)} bytes) to be a codec blob")
-    magic, version, model_len = _PREFIX.unpack_from(view, 0)
-    if magic != MAGIC:
-        raise CorruptBlobError(f"not a codec blob: magic {bytes(magic)!r}, expected {MAGIC!r}")
+    version, model_len = _checked_prefix(view)
     if version not in LATENT_ORDER:
         raise CorruptBlobError(
-            f"unsupported container version {version} (this build reads versions {sorted(LATENT_ORDER)})"
+            f"unsupported container version {version} (this build reads versions "
+            f"{sorted([*LATENT_ORDER, RD_CONTAINER_VERSION])}; version 3 is the rate-distortion family)"
         )
     body_at = _PREFIX.size + model_len
     payload_at = body_at + _BODY.size
     if len(view) < payload_at + _CRC.size:
         raise CorruptBlobError(f"blob truncated: {len(view)} bytes, header alone needs {payload_at + 4}")
-    (stored_crc,) = _CRC.unpack_from(view, len(view) - _CRC.size)
-    if zlib.crc32(view[: len(view) - _CRC.size]) != stored_crc:
-        raise CorruptBlobError("blob checksum mismatch: the blob is truncated or damaged")
     fields = _BODY.unpack_from(view, body_at)
     (sha, c, h, w, latent_code, zmin, zmax, rows, cols, pad_b, pad_r, kind, itemsize, pixrep, bits,
      vmin, vmax, quality, payload_len) = fields
@@ -158,6 +165,99 @@ def unpack_blob(blob: bytes) -> tuple[BlobHeader, bytes]:
     return header, bytes(view[payload_at : payload_at + payload_len])
 
 
+RD_CONTAINER_VERSION = 3
+_RD_BODY = struct.Struct("<32sBBHB3H3H4HBBBBqqII")
+
+
+@dataclass(frozen=True)
+class RDBlobHeader:
+    """The header of a version-3 (rate-distortion family) blob."""
+
+    model_id: str
+    weights_sha256: str
+    quality: int
+    gain_level: int
+    residual_delta: int  # 0xFFFF: no residual layer (codec.rd.residual)
+    residual_block: int  # side of the blocks that each choose a residual table
+    y_shape: tuple[int, int, int]
+    z_shape: tuple[int, int, int]
+    rows: int
+    columns: int
+    pad_bottom: int
+    pad_right: int
+    dtype: str
+    pixel_representation: int
+    bits_stored: int
+    value_min: int
+    value_max: int
+    container_version: int = RD_CONTAINER_VERSION
+
+    @property
+    def padded_shape(self) -> tuple[int, int]:
+        return (self.rows + self.pad_bottom, self.columns + self.pad_right)
+
+
+def pack_rd_blob(header: RDBlobHeader, words: np.ndarray, overflow: np.ndarray) -> bytes:
+    """Serialise a version-3 blob: header, ANS words (uint32) and escaped values (int32), checksummed."""
+    model = header.model_id.encode("ascii")
+    if not 0 < len(model) < 256:
+        raise ValueError(f"model id must be 1..255 ASCII bytes, got {header.model_id!r}")
+    dtype = np.dtype(header.dtype)
+    if dtype.kind not in "ui":
+        raise ValueError(f"pixel dtype must be an integer type, got {dtype}")
+    words = np.ascontiguousarray(words, dtype="<u4")
+    overflow = np.ascontiguousarray(overflow, dtype="<i4")
+    body = _RD_BODY.pack(
+        bytes.fromhex(header.weights_sha256), header.quality, header.gain_level, header.residual_delta,
+        header.residual_block, *header.y_shape, *header.z_shape,
+        header.rows, header.columns, header.pad_bottom, header.pad_right,
+        ord(dtype.kind), dtype.itemsize, header.pixel_representation, header.bits_stored,
+        header.value_min, header.value_max, overflow.size, words.size,
+    )
+    data = (_PREFIX.pack(MAGIC, RD_CONTAINER_VERSION, len(model)) + model + body + words.tobytes()
+            + overflow.tobytes())
+    return data + _CRC.pack(zlib.crc32(data))
+
+
+def _checked_prefix(view: memoryview) -> tuple[int, int]:
+    """(version, model id length) of a blob whose magic, minimum length and CRC-32 are right."""
+    if len(view) < _PREFIX.size + _CRC.size:
+        raise CorruptBlobError(f"blob too short ({len(view)} bytes) to be a codec blob")
+    magic, version, model_len = _PREFIX.unpack_from(view, 0)
+    if magic != MAGIC:
+        raise CorruptBlobError(f"not a codec blob: magic {bytes(magic)!r}, expected {MAGIC!r}")
+    (stored_crc,) = _CRC.unpack_from(view, len(view) - _CRC.size)
+    if zlib.crc32(view[: len(view) - _CRC.size]) != stored_crc:
+        raise CorruptBlobError("blob checksum mismatch: the blob is truncated or damaged")
+    return version, model_len
+
+
+def unpack_rd_blob(blob: bytes) -> tuple[RDBlobHeader, np.ndarray, np.ndarray]:
+    """Check and parse a version-3 blob: (header, ANS words, overflow values). Raises CorruptBlobError."""
+    view = memoryview(blob)
+    version, model_len = _checked_prefix(view)
+    if version != RD_CONTAINER_VERSION:
+        raise CorruptBlobError(f"container version {version} is not a rate-distortion blob (version 3)")
+    body_at = _PREFIX.size + model_len
+    data_at = body_at + _RD_BODY.size
+    if len(view) < data_at + _CRC.size:
+        raise CorruptBlobError(f"blob truncated: {len(view)} bytes, header alone needs {data_at + 4}")
+    (sha, quality, gain, delta, table, yc, yh, yw, zc, zh, zw, rows, cols, pad_b, pad_r, kind, itemsize, pixrep,
+     bits, vmin, vmax, n_overflow, n_words) = _RD_BODY.unpack_from(view, body_at)
+    if data_at + 4 * (n_words + n_overflow) + _CRC.size != len(view):
+        raise CorruptBlobError(f"blob length {len(view)} does not match its header")
+    try:
+        model_id = bytes(view[_PREFIX.size : body_at]).decode("ascii")
+        dtype = np.dtype(f"<{chr(kind)}{itemsize}").name
+    except (UnicodeDecodeError, TypeError) as exc:
+        raise CorruptBlobError(f"blob header has invalid fields: {exc}") from exc
+    header = RDBlobHeader(model_id, sha.hex(), quality, gain, delta, table, (yc, yh, yw), (zc, zh, zw), rows,
+                          cols, pad_b, pad_r, dtype, pixrep, bits, vmin, vmax)
+    words = np.frombuffer(view, dtype="<u4", count=n_words, offset=data_at).astype(np.uint32)
+    overflow = np.frombuffer(view, dtype="<i4", count=n_overflow, offset=data_at + 4 * n_words)
+    return header, words, overflow.astype(np.int32)
+
+
 def codes_to_payload_order(codes: np.ndarray, version: int = CONTAINER_VERSION) -> np.ndarray:
     """(C, H, W) codes laid out as the payload of ``version`` stores them."""
     return codes.transpose(1, 2, 0) if LATENT_ORDER[version] == "HWC" else codes
@@ -172,6 +272,8 @@ def codes_from_payload(raw: bytes, header: BlobHeader) -> np.ndarray:
     return flat.reshape(c, h, w)
 
 
-def read_header(blob: bytes) -> BlobHeader:
-    """The checked header of a blob, without decompressing or decoding anything."""
+def read_header(blob: bytes) -> BlobHeader | RDBlobHeader:
+    """The checked header of a blob of any version, without decompressing or decoding anything."""
+    if len(blob) >= _PREFIX.size and _PREFIX.unpack_from(blob, 0)[1] == RD_CONTAINER_VERSION:
+        return unpack_rd_blob(blob)[0]
     return unpack_blob(blob)[0]

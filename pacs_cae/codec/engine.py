@@ -31,7 +31,7 @@ import contextlib
 import threading
 from collections import defaultdict
 from pathlib import Path
-from typing import Iterator, Literal, Sequence
+from typing import TYPE_CHECKING, Iterable, Iterator, Literal, Sequence
 
 import brotli
 import numpy as np
@@ -40,10 +40,13 @@ import torch
 from ..dicom.pixels import NormalizedSlice, normalize_slice, restore_slice
 from .container import BlobHeader, codes_from_payload, codes_to_payload_order, pack_blob, unpack_blob
 from .device import resolve_device
-from .errors import CorruptBlobError, ModelMismatchError
+from .errors import CodecError, CorruptBlobError, ModelMismatchError
 from .model import DOWNSCALE, ConvAutoencoder
 from .quant import dequantize, quantize
-from .weights import ModelCard, load_model
+from .weights import ModelCard, load_checked, load_model, read_card
+
+if TYPE_CHECKING:
+    from .rd.codec import RDCodec
 
 Mode = Literal["auto", "fp32", "channels_last", "bf16", "fp64"]
 MODES: tuple[str, ...] = ("fp32", "channels_last", "bf16", "fp64")
@@ -83,11 +86,8 @@ class Codec:
         self.brotli_quality = brotli_quality
         self.max_batch = max_batch
         self.card = card
-        self._dtype = torch.float64 if self.mode == "fp64" else torch.float32
-        self._memory_format = (
-            torch.contiguous_format if self.mode in ("fp32", "fp64") else torch.channels_last
-        )
-        self.model = network.to(self.device, self._dtype).to(memory_format=self._memory_format).eval()
+        self.model = network.to(self.device, mode_dtype(self.mode)).to(
+            memory_format=mode_memory_format(self.mode)).eval()
         convs = [m for m in network.encoder.modules() if isinstance(m, torch.nn.Conv2d)]
         self._latent_channels = convs[-1].out_channels
         self._lock = threading.Lock()
@@ -96,14 +96,24 @@ class Codec:
         return f"Codec({self.model_id!r}, device={self.device}, mode={self.mode!r})"
 
     # ------------------------------------------------------------------ encode
+    #: Operating points a ``quality`` can pick; ``None``: the paper's CAE has exactly one.
+    qualities: int | None = None
+
     def encode(
-        self, slices: Sequence[np.ndarray], *, bits_stored: int | Sequence[int | None] | None = None
+        self,
+        slices: Sequence[np.ndarray],
+        *,
+        bits_stored: int | Sequence[int | None] | None = None,
+        quality: int | Sequence[int | None] | None = None,
     ) -> list[bytes]:
         """Encode 2-D integer slices (any size) into self-describing blobs, in input order.
 
         ``bits_stored`` bounds the values on decode (default: the dtype's full width); one value for all
-        slices or one per slice.
+        slices or one per slice. ``quality`` must be ``None``: this model has a single operating point.
         """
+        if any(q is not None for q in _per_item(quality, len(slices))):
+            raise CodecError(f"model {self.model_id!r} has a single operating point: quality does not apply "
+                             "(variable-rate models: the mshp family)")
         bits = _per_item(bits_stored, len(slices))
         prepared = [normalize_slice(s, b, DOWNSCALE) for s, b in zip(slices, bits)]
         blobs: list[bytes] = [b""] * len(prepared)
@@ -181,23 +191,38 @@ class Codec:
 
     # ------------------------------------------------------------------ helpers
     def _batches(self, shapes: Iterator[tuple[int, ...]]) -> Iterator[list[int]]:
-        """Indices grouped by equal shape (tensors must stack), in chunks of ``max_batch``."""
-        groups: dict[tuple[int, ...], list[int]] = defaultdict(list)
-        for i, shape in enumerate(shapes):
-            groups[tuple(shape)].append(i)
-        for members in groups.values():
-            for start in range(0, len(members), self.max_batch):
-                yield members[start : start + self.max_batch]
+        return batches_by_shape(shapes, self.max_batch)
 
     def _run(self, module: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
-        x = x.to(self.device, self._dtype).contiguous(memory_format=self._memory_format)
-        autocast = (
-            torch.autocast(self.device.type, dtype=torch.bfloat16)
-            if self.mode == "bf16"
-            else contextlib.nullcontext()
-        )
-        with self._lock, torch.inference_mode(), autocast:
-            return module(x).float()
+        with self._lock:
+            return run_in_mode(module, x, self.device, self.mode)
+
+
+def mode_dtype(mode: Mode) -> torch.dtype:
+    return torch.float64 if mode == "fp64" else torch.float32
+
+
+def mode_memory_format(mode: Mode) -> torch.memory_format:
+    return torch.contiguous_format if mode in ("fp32", "fp64") else torch.channels_last
+
+
+def run_in_mode(module: torch.nn.Module, x: torch.Tensor, device: torch.device, mode: Mode,
+                *args: torch.Tensor) -> torch.Tensor:
+    """``module(x, *args)`` in the execution mode (dtype, layout, bf16 autocast), returned as float32."""
+    x = x.to(device, mode_dtype(mode)).contiguous(memory_format=mode_memory_format(mode))
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if mode == "bf16" else contextlib.nullcontext()
+    with torch.inference_mode(), autocast:
+        return module(x, *args).float()
+
+
+def batches_by_shape(shapes: Iterable[tuple[int, ...]], max_batch: int) -> Iterator[list[int]]:
+    """Indices grouped by equal shape (tensors must stack), in chunks of ``max_batch``."""
+    groups: dict[tuple[int, ...], list[int]] = defaultdict(list)
+    for i, shape in enumerate(shapes):
+        groups[tuple(shape)].append(i)
+    for members in groups.values():
+        for start in range(0, len(members), max_batch):
+            yield members[start : start + max_batch]
 
 
 def cpu_has_native_bf16() -> bool:
@@ -218,11 +243,12 @@ def resolve_mode(mode: Mode, device: torch.device) -> Mode:
 
 
 def _per_item(value: int | Sequence[int | None] | None, count: int) -> list[int | None]:
+    """One value (or None) for every slice, from one value or a per-slice sequence."""
     if value is None or isinstance(value, (int, np.integer)):
         return [None if value is None else int(value)] * count
     values = list(value)
     if len(values) != count:
-        raise ValueError(f"bits_stored has {len(values)} entries for {count} slices")
+        raise ValueError(f"got {len(values)} per-slice values for {count} slices")
     return values
 
 
@@ -234,12 +260,18 @@ def load_codec(
     mode: Mode = DEFAULT_MODE,
     brotli_quality: int = DEFAULT_BROTLI_QUALITY,
     max_batch: int = DEFAULT_MAX_BATCH,
-) -> Codec:
-    """Load ``<models_dir>/<model>/`` (or the model directory ``model`` points at) into a ``Codec``.
+) -> Codec | RDCodec:
+    """Load ``<models_dir>/<model>/`` (or the model directory ``model`` points at) into its codec: a ``Codec``
+    for the paper's CAE, an ``RDCodec`` (``codec.rd``) for the rate-distortion family.
 
     Raises ``UnknownModelError`` (naming the id and the directory searched) when the model is absent and
     ``WeightsIntegrityError`` when the weights do not match their card's sha256.
     """
+    if read_card(model, models_dir).architecture == "mshp":  # the rate-distortion family (codec.rd)
+        from .rd.codec import rd_codec_from_tensors
+
+        tensors, rd_card = load_checked(model, models_dir)
+        return rd_codec_from_tensors(tensors, rd_card, device=device, mode=mode, max_batch=max_batch)
     network, card = load_model(model, models_dir)
     return Codec(
         network,

@@ -16,6 +16,7 @@ import torch
 
 from .container import read_header
 from .engine import DEFAULT_BROTLI_QUALITY, DEFAULT_MAX_BATCH, DEFAULT_MODE, Codec, Mode, load_codec
+from .rd.codec import RDCodec
 
 
 class CodecRegistry:
@@ -35,10 +36,10 @@ class CodecRegistry:
         self.brotli_quality = brotli_quality
         self.mode = mode
         self.max_batch = max_batch
-        self._codecs: dict[str, Codec] = {}
+        self._codecs: dict[str, Codec | RDCodec] = {}
         self._lock = threading.Lock()
 
-    def get(self, model_id: str) -> Codec:
+    def get(self, model_id: str) -> Codec | RDCodec:
         """The codec for ``model_id``, loading it once (raises ``UnknownModelError`` if absent)."""
         with self._lock:
             codec = self._codecs.get(model_id)

@@ -95,41 +95,57 @@ def available_models(models_dir: str | Path | None = None) -> list[str]:
     )
 
 
-def load_model(model: str | Path, models_dir: str | Path | None = None) -> tuple[ConvAutoencoder, ModelCard]:
-    """Load and hash-check a model directory; returns the float32 network (eval mode, CPU) and its card."""
-    directory = resolve_model_dir(model, models_dir)
-    card = ModelCard.from_json((directory / CARD_FILE).read_text())
+def read_card(model: str | Path, models_dir: str | Path | None = None) -> ModelCard:
+    """The card of a model directory (not hash-checked: use :func:`load_checked` for the weights)."""
+    card = ModelCard.from_json((resolve_model_dir(model, models_dir) / CARD_FILE).read_text())
     validate_model_id(card.model_id)
+    return card
+
+
+def load_checked(model: str | Path, models_dir: str | Path | None = None) -> tuple[dict[str, torch.Tensor], ModelCard]:
+    """The tensors of a model directory after checking them against the card's sha256, and the card."""
+    directory = resolve_model_dir(model, models_dir)
+    card = read_card(directory)
     actual = sha256_file(directory / WEIGHTS_FILE)
     if actual != card.sha256:
         raise WeightsIntegrityError(
             f"model {card.model_id!r}: {directory / WEIGHTS_FILE} has sha256 {actual}, "
             f"its card says {card.sha256}"
         )
+    return load_file(directory / WEIGHTS_FILE), card
+
+
+def load_model(model: str | Path, models_dir: str | Path | None = None) -> tuple[ConvAutoencoder, ModelCard]:
+    """Load and hash-check a CAE model directory; returns the float32 network (eval mode, CPU) and its card."""
+    tensors, card = load_checked(model, models_dir)
     try:
         network = build_model(card.architecture)
     except KeyError as exc:
         raise CodecError(f"model {card.model_id!r}: {exc.args[0]}") from exc
-    state = {k: v.float() for k, v in load_file(directory / WEIGHTS_FILE).items()}
-    network.load_state_dict(state, strict=True)
+    network.load_state_dict({k: v.float() for k, v in tensors.items()}, strict=True)
     return network.eval(), card
 
 
 def save_model(
-    network: ConvAutoencoder,
+    network: torch.nn.Module,
     directory: str | Path,
     *,
     model_id: str,
     architecture: str = "cae-paper",
     trained: bool,
     weights_dtype: torch.dtype = torch.float32,
+    tensors: dict[str, torch.Tensor] | None = None,
     **extra: Any,
 ) -> ModelCard:
-    """Write ``model.safetensors`` + ``card.json`` (with the file's sha256) into ``directory``."""
+    """Write ``model.safetensors`` + ``card.json`` (with the file's sha256) into ``directory``.
+
+    ``tensors`` are stored as they are beside the network's state (e.g. the integer entropy tables).
+    """
     validate_model_id(model_id)
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().to("cpu", weights_dtype).contiguous() for k, v in network.state_dict().items()}
+    state.update({k: v.detach().cpu().contiguous() for k, v in (tensors or {}).items()})
     # One metadata key: safetensors writes a multi-key metadata map in hash order, so the same weights
     # would get a different file (and sha256) on every save.
     save_file(state, directory / WEIGHTS_FILE,

@@ -20,6 +20,7 @@ import torch
 from pacs_cae.codec.model import build_model
 from pacs_cae.codec.weights import CARD_FILE, ModelCard, save_model, validate_model_id
 from pacs_cae.train.model_card import render_readme
+from pacs_cae.train.rd_export import export_rd, is_rd_checkpoint
 
 README_FILE = "README.md"
 CURVE_FILE = "learning_curve.png"
@@ -132,8 +133,6 @@ def export_checkpoint(
     missing = [str(p) for p in evaluate_on if not p.exists()]
     if missing:
         raise ExportError(f"evaluation sources not found: {missing}")
-    network = build_model(architecture)
-    network.load_state_dict({k: v.float() for k, v in ckpt["model"].items()}, strict=True)
     steps = int(ckpt.get("step", 0))
     elapsed = float(ckpt.get("elapsed_s", 0.0))
     extra = {
@@ -157,9 +156,14 @@ def export_checkpoint(
     }
     if notes:
         extra["notes"] = notes
-    card = save_model(
-        network, directory, model_id=model_id, architecture=architecture, trained=steps > 0, **extra
-    )
+    if is_rd_checkpoint(ckpt):  # the rate-distortion family: weights + integer entropy tables
+        card = export_rd(ckpt, directory, model_id=model_id, checkpoint=Path(checkpoint), extra=extra)
+    else:
+        network = build_model(architecture)
+        network.load_state_dict({k: v.float() for k, v in ckpt["model"].items()}, strict=True)
+        card = save_model(
+            network, directory, model_id=model_id, architecture=architecture, trained=steps > 0, **extra
+        )
     say(f"weights written: {directory} (sha256 {card.sha256})")
     files = [directory / "model.safetensors", directory / CARD_FILE]
     curve = None

@@ -18,7 +18,7 @@ import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, TextIO
 
 import numpy as np
 import torch
@@ -119,6 +119,45 @@ def evaluate(model: ConvAutoencoder, slices: torch.Tensor, device: torch.device)
     return float(np.mean(plain)), float(np.mean(quant))
 
 
+def open_csv_log(
+    path: Path, fields: list[str], resume: bool, step: int
+) -> tuple[TextIO, "csv.DictWriter[str]"]:
+    """The run's CSV log, opened for appending; on resume, rows after ``step`` are dropped (redone)."""
+    new = not path.exists() or not resume
+    if not new:
+        with path.open(newline="") as f:
+            kept = [r for r in csv.DictReader(f) if int(r["step"]) <= step]
+        with path.open("w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=fields)
+            w.writeheader()
+            w.writerows(kept)
+    handle = path.open("w" if new else "a", newline="")
+    writer = csv.DictWriter(handle, fieldnames=fields)
+    if new:
+        writer.writeheader()
+    return handle, writer
+
+
+class StopOnSignal:
+    """While entered (main thread only), SIGTERM/SIGINT set an event instead of killing the run, so the loop
+    ends at the next step boundary with a checkpoint (background runs get SIGTERM)."""
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self._previous: dict = {}
+
+    def __enter__(self) -> threading.Event:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self._previous[sig] = signal.signal(sig, lambda *_: self.event.set())
+        return self.event
+
+    def __exit__(self, *_: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()
+
+
 def save_atomic(obj: dict, path: Path) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     torch.save(obj, tmp)
@@ -151,19 +190,7 @@ def train(
     sampler = CropSampler(train_volumes, crop=cfg.crop, target=cfg.target, seed=cfg.seed + step)
     val = validation_slices(val_volumes, cfg.val_slices, cfg.target)
     loss_fn: nn.Module = nn.MSELoss() if cfg.loss == "mse" else nn.BCELoss()
-    csv_path = cfg.run_dir / "log.csv"
-    new_csv = not csv_path.exists() or not resume
-    if not new_csv:  # drop rows logged after the checkpoint we resume from (they will be redone)
-        with csv_path.open(newline="") as f:
-            kept = [r for r in csv.DictReader(f) if int(r["step"]) <= step]
-        with csv_path.open("w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=CSV_FIELDS)
-            w.writeheader()
-            w.writerows(kept)
-    csv_file = csv_path.open("w" if new_csv else "a", newline="")
-    writer = csv.DictWriter(csv_file, fieldnames=CSV_FIELDS)
-    if new_csv:
-        writer.writeheader()
+    csv_file, writer = open_csv_log(cfg.run_dir / "log.csv", CSV_FIELDS, resume, step)
     start = time.monotonic()
     last_ckpt = start
     autocast_device = "cuda" if device.type == "cuda" else "cpu"
@@ -183,57 +210,50 @@ def train(
             path,
         )
 
-    stop = threading.Event()
-    previous_handlers = {}
-    if threading.current_thread() is threading.main_thread():
-        # SIGTERM/SIGINT end the run at the next step boundary, with a checkpoint (background runs get SIGTERM)
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            previous_handlers[sig] = signal.signal(sig, lambda *_: stop.set())
     model.train()
     try:
-        while step < cfg.steps and not stop.is_set():
-            if cfg.max_minutes and (time.monotonic() - start) / 60 >= cfg.max_minutes:
-                log.info("time budget of %.1f min reached at step %d", cfg.max_minutes, step)
-                break
-            lr = learning_rate(cfg, step)
-            for group in opt.param_groups:
-                group["lr"] = lr
-            x = torch.from_numpy(sampler.batch(cfg.batch_size)).to(device)
-            with torch.autocast(autocast_device, dtype=torch.bfloat16, enabled=cfg.bf16):
-                z = model.encoder(x)
-                if cfg.latent_noise:
-                    z = latent_noise(z)
-                y = model.decoder(z)
-            loss = loss_fn(y.float(), x)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            step += 1
-            row = {
-                "step": step,
-                "elapsed_s": round(elapsed0 + time.monotonic() - start, 1),
-                "lr": f"{lr:.3g}",
-                "loss": f"{loss.item():.6f}",
-                "train_psnr_db": f"{psnr(float(((y.detach().float() - x) ** 2).mean())):.2f}",
-                "val_psnr_db": "",
-                "val_psnr_quantized_db": "",
-            }
-            if step % cfg.val_every == 0 or step == cfg.steps:
-                v_plain, v_quant = evaluate(model, val, device)
-                row["val_psnr_db"], row["val_psnr_quantized_db"] = f"{v_plain:.2f}", f"{v_quant:.2f}"
-                if v_quant > best:
-                    best = v_quant
-                    checkpoint(best_path)
-            writer.writerow(row)
-            csv_file.flush()
-            if progress:
-                progress(row)
-            if (time.monotonic() - last_ckpt) / 60 >= cfg.checkpoint_minutes:
-                checkpoint(last_path)
-                last_ckpt = time.monotonic()
+        with StopOnSignal() as stop:
+            while step < cfg.steps and not stop.is_set():
+                if cfg.max_minutes and (time.monotonic() - start) / 60 >= cfg.max_minutes:
+                    log.info("time budget of %.1f min reached at step %d", cfg.max_minutes, step)
+                    break
+                lr = learning_rate(cfg, step)
+                for group in opt.param_groups:
+                    group["lr"] = lr
+                x = torch.from_numpy(sampler.batch(cfg.batch_size)).to(device)
+                with torch.autocast(autocast_device, dtype=torch.bfloat16, enabled=cfg.bf16):
+                    z = model.encoder(x)
+                    if cfg.latent_noise:
+                        z = latent_noise(z)
+                    y = model.decoder(z)
+                loss = loss_fn(y.float(), x)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                step += 1
+                row = {
+                    "step": step,
+                    "elapsed_s": round(elapsed0 + time.monotonic() - start, 1),
+                    "lr": f"{lr:.3g}",
+                    "loss": f"{loss.item():.6f}",
+                    "train_psnr_db": f"{psnr(float(((y.detach().float() - x) ** 2).mean())):.2f}",
+                    "val_psnr_db": "",
+                    "val_psnr_quantized_db": "",
+                }
+                if step % cfg.val_every == 0 or step == cfg.steps:
+                    v_plain, v_quant = evaluate(model, val, device)
+                    row["val_psnr_db"], row["val_psnr_quantized_db"] = f"{v_plain:.2f}", f"{v_quant:.2f}"
+                    if v_quant > best:
+                        best = v_quant
+                        checkpoint(best_path)
+                writer.writerow(row)
+                csv_file.flush()
+                if progress:
+                    progress(row)
+                if (time.monotonic() - last_ckpt) / 60 >= cfg.checkpoint_minutes:
+                    checkpoint(last_path)
+                    last_ckpt = time.monotonic()
     finally:
         checkpoint(last_path)
         csv_file.close()
-        for sig, handler in previous_handlers.items():
-            signal.signal(sig, handler)
     return best_path if best_path.exists() else last_path

@@ -5,6 +5,12 @@ from __future__ import annotations
 from pacs_cae.codec.weights import ModelCard
 from pacs_cae.train.metrics import DEFINITIONS
 
+#: How the card names each model family.
+ARCHITECTURES = {
+    "cae-paper": "the paper's CAE, unchanged; `pacs_cae.codec.model`",
+    "mshp": "mean-scale hyperprior with gain units, rate-distortion trained, ANS-coded; `pacs_cae.codec.rd`",
+}
+
 
 def _list(items: list[str]) -> str:
     return "\n".join(f"- `{i}`" for i in items) if items else "- (not recorded)"
@@ -22,7 +28,7 @@ def render_readme(card: ModelCard, curve_file: str | None = None) -> str:
         "| | |",
         "|---|---|",
         f"| id | `{card.model_id}` |",
-        f"| architecture | `{card.architecture}` (the paper's CAE, unchanged; `pacs_cae.codec.model`) |",
+        f"| architecture | `{card.architecture}` ({ARCHITECTURES.get(card.architecture, 'see card.json')}) |",
         f"| weights | `model.safetensors`, {x.get('weights_dtype', 'float32')}, sha256 `{card.sha256}` |",
         f"| trained | {'yes' if card.trained else 'NO (untrained)'} |",
         f"| steps | {x.get('steps')} |",
@@ -50,6 +56,12 @@ def render_readme(card: ModelCard, curve_file: str | None = None) -> str:
             ),
             "",
         ]
+    rd = x.get("rd_measurement")
+    if rd:
+        lines += ["## Measured rate-distortion (every quality)", "", rd["text"], "", rd["table_markdown"], "",
+                  "Reproduce with:", "", "```", rd["command"], "```", ""]
+        if rd.get("speed_markdown"):
+            lines += ["## Measured speed", "", rd["speed_markdown"], ""]
     ev = x.get("evaluation")
     lines.append("## Measured evaluation")
     if ev:
@@ -72,8 +84,10 @@ def render_readme(card: ModelCard, curve_file: str | None = None) -> str:
             *[f"- **{k}**: {v}" for k, v in DEFINITIONS.items()],
             "",
         ]
-    else:
+    elif not rd:
         lines += ["Not measured at export (run `pacs-cae export-model ... --evaluate-on VOLUME`).", ""]
+    else:
+        lines += ["See the rate-distortion section above.", ""]
     if curve_file:
         lines += ["## Learning curve", "", f"![learning curve]({curve_file})", ""]
     if x.get("notes"):

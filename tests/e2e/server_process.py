@@ -11,7 +11,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from tests.e2e import dcmtk
 
@@ -95,15 +95,15 @@ class ServerProcess:
 
 
 def start_server(workdir: Path, config: Path, port: int, *, timeout: float = 180,
-                 user: int | None = None) -> ServerProcess:
-    """Start the server and wait until a DCMTK echoscu gets an answer (or the process dies).
+                 user: int | None = None, args: Sequence[str] = ()) -> ServerProcess:
+    """Start the server (``args``: extra `serve` flags) and wait until a DCMTK echoscu gets an answer.
 
     ``user``: run it as this uid (and gid), e.g. so that file permissions apply to it when tests run as root.
     """
     log_path = workdir / "serve.log"
     log = log_path.open("wb")
     as_user = [] if user is None else ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups"]
-    proc = subprocess.Popen([*as_user, *pacs_cae_command(), "serve", "--config", str(config)], cwd=workdir,
+    proc = subprocess.Popen([*as_user, *pacs_cae_command(), "serve", "--config", str(config), *args], cwd=workdir,
                             stdout=log, stderr=subprocess.STDOUT, env=clean_environment())
     log.close()
     server = ServerProcess(proc, port, config, log_path, workdir)
@@ -118,9 +118,10 @@ def start_server(workdir: Path, config: Path, port: int, *, timeout: float = 180
     raise AssertionError(f"pacs-cae serve did not answer C-ECHO within {timeout:.0f} s:\n{server.log()}")
 
 
-def drain(config: Path, workdir: Path, *, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+def drain(config: Path, workdir: Path, *, timeout: float = 600,
+          args: Sequence[str] = ()) -> subprocess.CompletedProcess[str]:
     """``pacs-cae worker --drain --now``: compress everything stored so far (the deferred codec path)."""
-    return subprocess.run([*pacs_cae_command(), "worker", "--drain", "--now", "--config", str(config)],
+    return subprocess.run([*pacs_cae_command(), "worker", "--drain", "--now", "--config", str(config), *args],
                           cwd=workdir, capture_output=True, text=True, timeout=timeout, env=clean_environment())
 
 
