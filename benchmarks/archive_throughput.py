@@ -316,7 +316,7 @@ def main() -> int:
     series = make_mr_series(args.slices, 512, 512, 12, patient_id="BENCH", patient_name="Bench^Mark")
     source = "phantom"
     if args.volume:  # real anatomy: the evaluation's slices (resampled to 512, 12-bit) in the same datasets
-        from pacs_cae.train.eval_slices import load_eval_slices
+        from pacs_cae.evaluation.eval_slices import load_eval_slices
 
         slices = load_eval_slices([args.volume], count=args.slices, size=512, bits=12)
         series = series[: len(slices)]

@@ -168,7 +168,7 @@ def export_checkpoint(
     files = [directory / "model.safetensors", directory / CARD_FILE]
     curve = None
     if run_dir is not None and (Path(run_dir) / "log.csv").exists():
-        from pacs_cae.train.plots import plot_learning_curve
+        from pacs_cae.evaluation.plots import plot_learning_curve
 
         curve = plot_learning_curve(
             Path(run_dir) / "log.csv", directory / CURVE_FILE, title=f"{model_id}: {run_dir}"
@@ -200,9 +200,9 @@ def _evaluate(
 ) -> dict:
     """Run the same evaluation as ``pacs-cae evaluate``; the full JSON goes beside the weights."""
     from pacs_cae.codec import load_codec
-    from pacs_cae.train.eval_slices import load_eval_slices
-    from pacs_cae.train.evaluate import report_dict, run_evaluation
-    from pacs_cae.train.report import markdown_table, run_settings
+    from pacs_cae.evaluation.eval_slices import load_eval_slices
+    from pacs_cae.evaluation.evaluate import report_dict, run_evaluation
+    from pacs_cae.evaluation.report import markdown_table, run_settings
 
     codec = load_codec(model_id, device=device, models_dir=models_dir)
     chosen = load_eval_slices(paths, count=slices or None, size=size, bits=bits)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pacs_cae.codec.weights import ModelCard
-from pacs_cae.train.metrics import DEFINITIONS
+from pacs_cae.evaluation.metrics import DEFINITIONS
 
 #: How the card names each model family.
 ARCHITECTURES = {

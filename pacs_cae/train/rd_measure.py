@@ -4,7 +4,7 @@
     python -m pacs_cae.train.rd_measure --model mshp-v1 DICOM_FOLDER_OR_NIFTI...
 
 Rate: blob bytes x 8 / pixels (container included). PSNR with R = max - min of each slice, averaged over slices
-(the project's definition, ``train.metrics``). Beside each operating point: JPEG 2000 (OpenJPEG via imagecodecs,
+(the project's definition, ``evaluation.metrics``). Beside each operating point: JPEG 2000 (OpenJPEG via imagecodecs,
 ``level`` = a PSNR target relative to BitsStored, 36..100 dB) at the same slices, interpolated to the same mean PSNR, so the card states the rate
 the standard codec needs for that quality. ``--speed`` times encode and decode of 512x512 slices (entropy
 coding included) on this machine's CPU threads. Prints Markdown tables and a JSON blob.
@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from pacs_cae.codec import load_codec
-from pacs_cae.train.eval_slices import load_eval_slices
+from pacs_cae.evaluation.eval_slices import load_eval_slices
 
 #: Real scanner MR slices that ship inside installed Python packages' test data (package, relative path).
 PACKAGE_MR = (

@@ -146,7 +146,7 @@ def test_export_rejects_a_file_that_is_not_a_checkpoint(tmp_path: Path) -> None:
 
 
 def test_learning_curve_log_reader_keeps_the_resumed_rows(tmp_path: Path) -> None:
-    from pacs_cae.train.plots import read_log
+    from pacs_cae.evaluation.plots import read_log
 
     log = tmp_path / "log.csv"
     log.write_text("step,loss,val_psnr_db\n1,0.5,\n2,0.4,12.0\n3,0.3,\n2,0.35,13.0\n3,0.25,\n")
