@@ -1,7 +1,8 @@
 """Scale-out on one PostgreSQL (issue 12): two `pacs-cae serve` and two `pacs-cae worker` processes.
 
-Four modalities store four series at once (two associations per server) while two worker processes compress;
-one worker is SIGKILLed mid-drain and restarted. Then: every instance is retrievable from either server (by the
+Four modalities store four series at once (two associations per server); a worker is SIGKILLed while it holds
+a job (deterministically: the test holds the instance rows' locks until then) and restarted beside a second
+worker; retrieves run while the backlog drains. Then: every instance is retrievable from either server (by the
 original or the served UID), every series' job is done exactly once (the swap counter equals the number of
 instances), and every stored blob is byte-identical to what one process (`import` + `worker --drain` on SQLite)
 stores for the same files.
@@ -94,11 +95,12 @@ def test_two_servers_two_workers_on_one_postgresql(postgresql_url: str, tmp_path
     workers: list[subprocess.Popen[bytes]] = []
     try:
         servers = [start_server(_node_dir(tmp_path, i), configs[i], ports[i]) for i in range(2)]
-        workers = [_worker(configs[i], tmp_path, f"worker{i}") for i in range(2)]
         stores = [subprocess.Popen([dcmtk.tool("storescu"), "-aec", "PACSCAE", "-aet", f"MODALITY{i}", "127.0.0.1",
                                     str(ports[i % 2]), *map(str, f)], env=dcmtk.environment(),
                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
                    for i, f in enumerate(files)]
+        outputs = [p.communicate(timeout=300)[0] for p in stores]
+        assert [p.returncode for p in stores] == [0] * SERIES, outputs
 
         def held_by_worker0() -> list[int]:
             with engine.connect() as conn:
@@ -106,13 +108,21 @@ def test_two_servers_two_workers_on_one_postgresql(postgresql_url: str, tmp_path
                     CompressionJob.state == "running",
                     CompressionJob.lease_owner.like(f"%:{workers[0].pid}:%"))))
 
-        _wait_until(lambda: bool(held_by_worker0()), 300, "worker 0 to hold a job")
-        workers[0].send_signal(signal.SIGKILL)  # mid-run: its claimed job is reclaimed after the lease
-        workers[0].wait(30)
-        orphaned = held_by_worker0()
-        outputs = [p.communicate(timeout=300)[0] for p in stores]
-        assert [p.returncode for p in stores] == [0] * SERIES, outputs
-        workers[0] = _worker(configs[0], tmp_path, "worker0-restarted")
+        # Kill worker 0 while it holds a job, deterministically: the test holds the instance rows' locks, so
+        # the worker claims a job (its lease committed) and then waits at the swap, where it locks them.
+        locker = engine.connect()
+        locker.execute(select(Instance.id).with_for_update()).all()
+        try:
+            workers = [_worker(configs[0], tmp_path, "worker0")]
+            _wait_until(lambda: bool(held_by_worker0()), 300, "worker 0 to hold a job")
+            workers[0].send_signal(signal.SIGKILL)  # mid-run: its claimed job is reclaimed after the lease
+            workers[0].wait(30)
+            orphaned = held_by_worker0()
+            assert orphaned
+        finally:
+            locker.rollback()
+            locker.close()
+        workers = [_worker(configs[0], tmp_path, "worker0-restarted"), _worker(configs[1], tmp_path, "worker1")]
 
         # retrieve while the backlog drains: every study complete, from the server that did not store it
         for i, s in enumerate(series):
