@@ -35,16 +35,16 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.archive.factories import make_mr_series, set_pixels  # noqa: E402
-from tests.e2e import dcmtk  # noqa: E402
-from tests.e2e.server_process import (  # noqa: E402
+from tests.archive.factories import make_mr_series, set_pixels
+from tests.e2e import dcmtk
+from tests.e2e.server_process import (
     clean_environment,
     free_port,
     pacs_cae_command,

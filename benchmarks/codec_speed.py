@@ -27,6 +27,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import brotli
 import numpy as np
@@ -98,15 +99,15 @@ def roofline(device: torch.device, repeats: int) -> dict[str, float]:
     mm_flops = 2 * 1024**3
     with torch.inference_mode():
         for name, dtype in (("fp32", None), ("bf16", torch.bfloat16)):
-            ctx = (lambda: torch.autocast(device.type, dtype=dtype)) if dtype else None
-            def run_conv() -> object:
+            ctx = (lambda dtype=dtype: torch.autocast(device.type, dtype=dtype)) if dtype else None
+            def run_conv(ctx: Any = ctx) -> object:
                 if ctx is None:
                     return conv(x)
                 with ctx():
                     return conv(x)
             out[f"conv {name}"] = conv_flops / timeit(run_conv, repeats, device) / 1e9
             aa, bb = (a, b) if dtype is None else (a.to(dtype), b.to(dtype))
-            out[f"matmul {name}"] = mm_flops / timeit(lambda: aa @ bb, repeats, device) / 1e9
+            out[f"matmul {name}"] = mm_flops / timeit(lambda aa=aa, bb=bb: aa @ bb, repeats, device) / 1e9
     return out
 
 
@@ -242,7 +243,7 @@ def brotli_sweep(codec: Codec, args: argparse.Namespace) -> None:
     qualities = [int(q) for q in args.brotli_qualities.split(",")]
     sizes = {q: len(brotli.compress(raw, quality=q)) for q in qualities}
     for q in qualities:
-        ms = 1e3 * timeit(lambda: brotli.compress(raw, quality=q), args.repeats, torch.device("cpu"))
+        ms = 1e3 * timeit(lambda q=q: brotli.compress(raw, quality=q), args.repeats, torch.device("cpu"))
         sweep.add_row(str(q), str(sizes[q]), f"{sizes[q] / sizes[max(qualities)]:.3f}", f"{ms:.1f}")
     console.print(sweep)
 

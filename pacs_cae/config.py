@@ -11,9 +11,10 @@ import os
 import tomllib
 import types
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 ENV_PREFIX = "PACS_CAE_"
 #: Environment variable naming a TOML file, used when ``load_settings`` gets no path.

@@ -24,19 +24,19 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Protocol, cast
 
 import numpy as np
-from sqlalchemy import select
+from sqlalchemy import Table, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from pacs_cae.archive.compression_rules import eligible, find_rule
 from pacs_cae.archive.floors import Floors
+from pacs_cae.codec.base import SliceCodec
 from pacs_cae.codec.lossless import decode_lossless
 from pacs_cae.config import CompressionRule, Settings
 from pacs_cae.dicom.metadata import decode_metadata
@@ -54,21 +54,10 @@ LOG = logging.getLogger(__name__)
 SERIES_LOSSLESS_REASON = "series-lossless"
 
 
-class Encoder(Protocol):
-    """What a worker needs from a ``Codec`` or ``BatchingCodec``."""
-
-    model_id: str
-    weights_sha256: str
-
-    def encode(self, slices: Sequence[np.ndarray], *, bits_stored: Any = None,
-               quality: Any = None) -> list[bytes]: ...
-    def decode(self, blobs: Sequence[bytes]) -> list[np.ndarray]: ...
-
-
 class EncoderSource(Protocol):
-    """Gives the encoder of a rule's model ("" = the configured ``codec.model``); None = no model."""
+    """Gives the codec of a rule's model ("" = the configured ``codec.model``); None = no model."""
 
-    def encoder_for(self, model: str) -> Encoder | None: ...
+    def encoder_for(self, model: str) -> SliceCodec | None: ...
 
 
 @dataclass
@@ -150,7 +139,8 @@ def _prepare(database: Database, settings: Settings, job: ClaimedJob) -> _Series
                 .order_by(Instance.instance_number, Instance.id)
             ).all()
         for inst, metadata_blob, pixel_blob in rows:
-            ds = rebuild_lossless(decode_metadata(metadata_blob), decode_lossless(pixel_blob))
+            ds = rebuild_lossless(decode_metadata(metadata_blob),
+                                  decode_lossless(pixel_blob) if pixel_blob is not None else None)
             ok, why = eligible(ds, settings.codec)
             pixels = extract_frames(ds) if ok else None
             if pixels is not None and len(pixels.frames) != 1:
@@ -172,7 +162,7 @@ def _prepare(database: Database, settings: Settings, job: ClaimedJob) -> _Series
     return series
 
 
-def _encode_and_judge(settings: Settings, encoder: Encoder | None, group: list[_Series],
+def _encode_and_judge(settings: Settings, encoder: SliceCodec | None, group: list[_Series],
                       quality: int | None = None) -> None:
     """Encode every slice of ``group`` in one call, decode, and set each slice's floor reason (steps 2-3)."""
     if encoder is None:
@@ -280,7 +270,7 @@ def _lock_instance(session: Session, instance_pk: int) -> Instance | None:
     return session.scalars(select(Instance).where(Instance.id == instance_pk).with_for_update()).one_or_none()
 
 
-def _swap(session: Session, slices: list[_Slice], encoder: Encoder | None,
+def _swap(session: Session, slices: list[_Slice], encoder: SliceCodec | None,
           settings: Settings) -> tuple[list[_Slice], int]:
     """Replace lossless blobs by the verified lossy ones; read them back before the caller commits."""
     if encoder is None:
@@ -324,17 +314,16 @@ def _keep_lossless(session: Session, slices: list[_Slice], reasons: dict[int, st
     return kept
 
 
-def _ensure_codec_model(session: Session, encoder: Encoder) -> None:
+def _ensure_codec_model(session: Session, encoder: SliceCodec) -> None:
     """The model's row (old blobs stay attributable); concurrent workers may insert it at the same time."""
     if session.get(CodecModel, encoder.model_id) is not None:
         return
-    codec = getattr(encoder, "codec", encoder)
-    card = getattr(codec, "card", None)
+    card = encoder.card
     insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-    session.execute(insert(CodecModel.__table__).values(
+    session.execute(insert(cast(Table, CodecModel.__table__)).values(
         model_id=encoder.model_id, sha256=encoder.weights_sha256,
-        architecture=str(getattr(card, "architecture", "") or ""),
+        architecture=card.architecture if card is not None else "",
         first_used=datetime.now().astimezone()).on_conflict_do_nothing())
 
 
-__all__ = ["SERIES_LOSSLESS_REASON", "Encoder", "EncoderSource", "RunReport", "compress_claimed"]
+__all__ = ["SERIES_LOSSLESS_REASON", "EncoderSource", "RunReport", "compress_claimed"]

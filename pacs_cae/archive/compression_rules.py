@@ -8,7 +8,7 @@ what to do (compress with a codec under the floors, or keep lossless). The first
 from __future__ import annotations
 
 import dataclasses
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from pydicom.dataset import Dataset
 
@@ -70,7 +70,7 @@ def find_rule(compression: CompressionSettings, settings: Settings, name: str) -
 
 def _study_day(study_date: str | None) -> datetime | None:
     try:
-        return datetime.strptime((study_date or "")[:8], "%Y%m%d").replace(tzinfo=timezone.utc)
+        return datetime.strptime((study_date or "")[:8], "%Y%m%d").replace(tzinfo=UTC)
     except ValueError:
         return None
 

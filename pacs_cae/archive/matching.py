@@ -17,10 +17,14 @@ Other text matching is case-sensitive on both (SQLite connections set ``case_sen
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Any, Literal
 
 from sqlalchemy import String, and_, cast, func, or_
+from sqlalchemy.orm import QueryableAttribute
 from sqlalchemy.sql.elements import ColumnElement
+
+#: A mapped attribute (``Study.study_date``) or a SQL expression to match against.
+Column = ColumnElement[Any] | QueryableAttribute[Any]
 
 Kind = Literal["text", "pn", "uid", "date", "time", "datetime", "int"]
 
@@ -43,7 +47,7 @@ def has_wildcard(value: str) -> bool:
     return "*" in value or "?" in value
 
 
-def condition(column: ColumnElement, kind: Kind, value: str | None) -> ColumnElement[bool] | None:
+def condition(column: Column, kind: Kind, value: str | None) -> ColumnElement[bool] | None:
     """The SQL condition for ``value`` on ``column`` (None: universal, no restriction)."""
     if value is None:
         return None
@@ -65,7 +69,7 @@ def condition(column: ColumnElement, kind: Kind, value: str | None) -> ColumnEle
     return parts[0] if len(parts) == 1 else or_(*parts)
 
 
-def _one(column: ColumnElement, kind: Kind, item: str) -> ColumnElement[bool]:
+def _one(column: Column, kind: Kind, item: str) -> ColumnElement[bool]:
     if kind == "int":
         if has_wildcard(item):
             return cast(column, String).like(like_pattern(item), escape=_ESCAPE)
@@ -99,7 +103,7 @@ def like_pattern(value: str) -> str:
 
 
 def _range_or_single(
-    column: ColumnElement, value: str, pattern: re.Pattern[str], *, prefix: bool, what: str
+    column: Column, value: str, pattern: re.Pattern[str], *, prefix: bool, what: str
 ) -> ColumnElement[bool] | None:
     if has_wildcard(value) or "\\" in value:
         raise MatchError(f"{what} {value!r}: wildcards and lists are not allowed for {what}s")

@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
 from pacs_cae.archive.errors import ArchiveError
-from pacs_cae.archive.matching import MatchError, condition, has_wildcard, is_universal
+from pacs_cae.archive.matching import Column, Kind, MatchError, condition, has_wildcard, is_universal
 from pacs_cae.archive.query_keys import KEYS, LEVELS, MODEL_LEVELS, UNIQUE_KEYS, level_index
 from pacs_cae.dicom.metadata import decode_metadata
 from pacs_cae.dicom.rebuild import LOSSY_KEYS, LossySource, delivered_lossy_attributes
@@ -165,10 +165,10 @@ def _value_text(identifier: Dataset, keyword: str) -> str | None:
 # -- SQL ---------------------------------------------------------------------------------------------------
 
 
-def _select(level: str) -> Select[Any]:
+def _select(level: str) -> Select:
     """The asked level's entity with its ancestors joined (Study Root STUDY queries use patient keys too)."""
     depth = level_index(level)
-    entities = [_ENTITIES[lvl] for lvl in LEVELS[: depth + 1]]
+    entities: list[Any] = [_ENTITIES[lvl] for lvl in LEVELS[: depth + 1]]
     stmt = select(*entities)
     if depth >= 1:
         stmt = stmt.join(Study, Study.patient_pk == Patient.id)
@@ -193,22 +193,30 @@ def _conditions(level: str, identifier: Dataset) -> list[ColumnElement[bool]]:
     return conditions
 
 
+def _matched(column: Column, kind: Kind, value: str) -> ColumnElement[bool]:
+    """The condition for a value the caller knows is not universal."""
+    result = condition(column, kind, value)
+    assert result is not None  # callers skip universal values
+    return result
+
+
 def _key_condition(keyword: str, value: str) -> ColumnElement[bool]:
     key = KEYS[keyword]
     try:
         if keyword == "SOPInstanceUID":
             return or_(
-                condition(Instance.sop_instance_uid, "uid", value),
-                condition(Instance.derived_sop_instance_uid, "uid", value),
+                _matched(Instance.sop_instance_uid, "uid", value),
+                _matched(Instance.derived_sop_instance_uid, "uid", value),
             )
         if keyword == "ModalitiesInStudy":
-            return exists().where(Series.study_pk == Study.id, condition(Series.modality, "text", value))
+            return exists().where(Series.study_pk == Study.id, _matched(Series.modality, "text", value))
         if keyword == "SOPClassesInStudy":
             return exists().where(
                 Series.study_pk == Study.id,
                 Instance.series_pk == Series.id,
-                condition(Instance.sop_class_uid, "uid", value),
+                _matched(Instance.sop_class_uid, "uid", value),
             )
+        assert key.column is not None  # matchable keys have a column
         result = condition(key.column, key.kind, value)
     except MatchError as exc:
         raise QueryError(f"{keyword}: {exc}", status=0xC000) from None
@@ -333,7 +341,7 @@ def _computed(session: Session, depth: int, wanted: set[str], rows: Sequence[Any
         if keyword in wanted and studies:
             grouped: dict[int, set[str]] = defaultdict(set)
             for study_pk, item in session.execute(stmt.where(Series.study_pk.in_(studies)).distinct()).all():
-                grouped[study_pk].update(item.split("\\"))
+                grouped[study_pk].update(str(item).split("\\"))
             for study_pk, items in grouped.items():
                 out[(keyword, study_pk)] = sorted(items)
     return out

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Sequence
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 from pydicom.dataset import Dataset
 from sqlalchemy.exc import SQLAlchemyError
 
 from pacs_cae.archive.errors import ArchiveError, OutOfResources
+from pacs_cae.codec.base import BlobDecoder
 from pacs_cae.codec.container import read_header
 from pacs_cae.codec.lossless import decode_lossless
 from pacs_cae.dicom.metadata import decode_metadata
@@ -34,12 +35,6 @@ STATUS_GONE = 0xC002
 STATUS_NO_SYNTAX = 0xC003
 
 
-class Decoder(Protocol):
-    """Decodes CAE blobs of any model, in input order (``ArchiveCodecs`` or ``CodecRegistry``)."""
-
-    def decode(self, blobs: Sequence[bytes]) -> list[np.ndarray]: ...
-
-
 def ref_id(ref: Any) -> int:
     """The instance row id an ``InstanceRef`` points at."""
     for name in ("id", "instance_pk", "pk"):
@@ -49,7 +44,7 @@ def ref_id(ref: Any) -> int:
     raise TypeError(f"{ref!r} carries no instance row id")
 
 
-def _decode_all(decoder: Decoder | None, rows: list[StoredInstance]) -> dict[int, np.ndarray | Exception]:
+def _decode_all(decoder: BlobDecoder | None, rows: list[StoredInstance]) -> dict[int, np.ndarray | Exception]:
     """Decoded slices by row id; one batch, or one by one when the batch fails, to isolate the culprit."""
     out: dict[int, np.ndarray | Exception] = {}
     if not rows:
@@ -60,7 +55,7 @@ def _decode_all(decoder: Decoder | None, rows: list[StoredInstance]) -> dict[int
         for row, array in zip(rows, decoder.decode([r.pixel_blob or b"" for r in rows])):
             out[row.id] = array
         return out
-    except Exception:  # noqa: BLE001 - retried per instance below
+    except Exception:  # noqa: BLE001, S110 - retried per instance below
         pass
     for row in rows:
         try:
@@ -109,7 +104,7 @@ def for_peer(ds: Dataset, accepted: Sequence[str]) -> Dataset:
     return out
 
 
-def load(refs: Sequence[Any], *, database: Database, decoder: Decoder | None, lossy_uid: str = "derive",
+def load(refs: Sequence[Any], *, database: Database, decoder: BlobDecoder | None, lossy_uid: str = "derive",
          chunk_size: int = 32) -> Iterator[tuple[Any, Dataset | ArchiveError]]:
     """Yield ``(ref, dataset)`` or ``(ref, ArchiveError)`` for every ref, in order."""
     refs = list(refs)
@@ -140,4 +135,4 @@ def load(refs: Sequence[Any], *, database: Database, decoder: Decoder | None, lo
                 yield ref, ArchiveError(STATUS_UNABLE_TO_LOAD, f"{type(exc).__name__}: {exc}")
 
 
-__all__ = ["Decoder", "for_peer", "load", "rebuild", "ref_id"]
+__all__ = ["for_peer", "load", "rebuild", "ref_id"]

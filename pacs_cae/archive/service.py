@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 from pydicom.dataset import Dataset
@@ -22,8 +22,8 @@ from pacs_cae.archive.compression_rules import NO_MODEL
 from pacs_cae.archive.errors import ArchiveError, OutOfResources
 from pacs_cae.archive.ingest import EncodedDataSet, StoreOutcome, ingest
 from pacs_cae.archive.query import InstanceRef
-from pacs_cae.codec import BatchingCodec, Codec, CodecError, CodecRegistry, read_header
-from pacs_cae.codec.rd.codec import RDCodec
+from pacs_cae.codec import BatchingCodec, CodecError, CodecRegistry, read_header
+from pacs_cae.codec.base import SliceCodec
 from pacs_cae.config import CodecSettings, Settings
 from pacs_cae.store.db import Database, ensure_schema
 
@@ -31,7 +31,7 @@ LOG = logging.getLogger(__name__)
 
 
 
-def check_quality(model: Codec | RDCodec, quality: int | None) -> None:
+def check_quality(model: SliceCodec, quality: int | None) -> None:
     """Refuse, at start-up, a ``codec.quality`` the configured model cannot honour."""
     if quality is None:
         return
@@ -51,7 +51,7 @@ class ArchiveCodecs:
     configured model are decoded through the batcher too, so retrieves share batches with ingest.
     """
 
-    def __init__(self, registry: CodecRegistry, encoder: BatchingCodec | Codec | None = None) -> None:
+    def __init__(self, registry: CodecRegistry, encoder: SliceCodec | None = None) -> None:
         self.registry = registry
         self.encoder = encoder
 
@@ -78,7 +78,7 @@ class ArchiveCodecs:
         """The model new slices are encoded with (None: lossless only)."""
         return None if self.encoder is None else self.encoder.model_id
 
-    def encoder_for(self, model: str) -> BatchingCodec | Codec | None:
+    def encoder_for(self, model: str) -> SliceCodec | None:
         """The encoder of a compression rule's model: "" (or the configured one) is :attr:`encoder`."""
         if not model or (self.encoder is not None and model == self.encoder.model_id):
             return self.encoder
@@ -132,7 +132,7 @@ class Archive:
         self.codecs.close()
         self.database.dispose()
 
-    def __enter__(self) -> Archive:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -64,7 +64,7 @@ def _figures(instances: int, original: int, stored_pixel: int, metadata: int) ->
     }
 
 
-def _grouped(session: Session, stmt: Select[Any], names: tuple[str, ...], group_by: tuple[Any, ...]) -> list[dict]:
+def _grouped(session: Session, stmt: Select, names: tuple[str, ...], group_by: tuple[Any, ...]) -> list[dict]:
     rows = session.execute(stmt.group_by(*group_by)).all()
     out = [{**dict(zip(names, row[: len(names)])), **_figures(*row[len(names):])} for row in rows]
     return sorted(out, key=lambda d: tuple(str(d[n] or "") for n in names))
@@ -79,7 +79,7 @@ def _fallbacks(session: Session) -> dict[str, Any]:
         .group_by(Instance.fallback_reason)
     ).all()
     for reason, n in rows:
-        head = reason.split(":", 1)[0].strip() or "unspecified"
+        head = str(reason).split(":", 1)[0].strip() or "unspecified"  # NULLs are filtered out above
         by_reason[head] = by_reason.get(head, 0) + int(n)
     return {
         "total": sum(by_reason.values()),

@@ -3,7 +3,7 @@
 Each command lives in its own module and registers itself on :data:`app` when imported here.
 """
 
+from pacs_cae.cli import db, evaluate, serve, stats, train, transfer, verify, worker  # noqa: F401  (registration)
 from pacs_cae.cli.app import app
-from pacs_cae.cli import serve, db, stats, verify, transfer, train, evaluate, worker  # noqa: F401  (registration)
 
 __all__ = ["app"]

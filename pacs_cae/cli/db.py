@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from pacs_cae.cli.app import app
-from pacs_cae.cli.options import CONFIG_OPTION, URL_OPTION, load_or_exit, require_archive, user_errors
+from pacs_cae.cli.options import ConfigOption, DatabaseUrlOption, load_or_exit, require_archive, user_errors
 
-JSON_OPTION = typer.Option(False, "--json", help="Print the result as JSON.")
+JsonOption = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
 
 if TYPE_CHECKING:
     from pacs_cae.store.db import Database
@@ -22,7 +22,7 @@ app.add_typer(db_app, name="db")
 
 
 
-def _database(config: Optional[Path], database_url: Optional[str], *, create: bool) -> Database:
+def _database(config: Path | None, database_url: str | None, *, create: bool) -> Database:
     """Settings -> Database (``create``: a missing SQLite file may be made); imports stay inside so
     `pacs-cae --help` does not load SQLAlchemy."""
     from pacs_cae.store.db import Database
@@ -36,8 +36,8 @@ def _database(config: Optional[Path], database_url: Optional[str], *, create: bo
 
 
 @db_app.command("upgrade")
-def upgrade(config: Optional[Path] = CONFIG_OPTION, database_url: Optional[str] = URL_OPTION,
-            as_json: bool = JSON_OPTION) -> None:
+def upgrade(config: ConfigOption = None, database_url: DatabaseUrlOption = None,
+            as_json: JsonOption = False) -> None:
     """Create the schema or bring it to the newest Alembic revision (back up PostgreSQL first)."""
     from pacs_cae.store.migrate import head_revision
 
@@ -58,8 +58,8 @@ def upgrade(config: Optional[Path] = CONFIG_OPTION, database_url: Optional[str] 
 
 
 @db_app.command("current")
-def current(config: Optional[Path] = CONFIG_OPTION, database_url: Optional[str] = URL_OPTION,
-            as_json: bool = JSON_OPTION) -> None:
+def current(config: ConfigOption = None, database_url: DatabaseUrlOption = None,
+            as_json: JsonOption = False) -> None:
     """Show the schema revision; exit status 1 when it is not the newest."""
     from pacs_cae.store.migrate import head_revision
 

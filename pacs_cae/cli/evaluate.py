@@ -12,7 +12,7 @@ import typer
 
 from pacs_cae.archive.service import NO_MODEL
 from pacs_cae.cli.app import app
-from pacs_cae.cli.options import CONFIG_OPTION, URL_OPTION, load_or_exit, require_extra
+from pacs_cae.cli.options import ConfigOption, DatabaseUrlOption, load_or_exit, require_extra
 
 
 @app.command()
@@ -30,8 +30,8 @@ def evaluate(
         "--study", help="Evaluate on this archived study's original instances (repeatable; see --config).")] = None,
     real_mr: Annotated[bool, typer.Option(
         "--real-mr", help="Evaluate on the real clinical MR shipped in installed packages (pydicom-data...).")] = False,
-    config: Path | None = CONFIG_OPTION,
-    database_url: str | None = URL_OPTION,
+    config: ConfigOption = None,
+    database_url: DatabaseUrlOption = None,
     slices: Annotated[int, typer.Option(
         "--slices", min=0, help="Evenly spaced non-empty slices per volume/series (0 = all).")] = 16,
     size: Annotated[int, typer.Option(
@@ -192,28 +192,24 @@ def _model_info(codec: Any) -> dict:
 
 @app.command("export-model")
 def export_model(
-    checkpoint: Path = typer.Argument(
-        ..., exists=True, dir_okay=False, help="A training checkpoint (best.pt)."
-    ),
-    model_id: str = typer.Option(..., "--model-id", help="The new model's id (its directory name)."),
-    models_dir: Path = typer.Option(Path("models"), "--models-dir"),
-    run_dir: Path | None = typer.Option(
-        None, "--run-dir", help="The run folder; its log.csv gives the curve."
-    ),
-    notes: str | None = typer.Option(None, "--notes", help="Free text for the model card."),
-    evaluate_on: list[Path] = typer.Option(
-        None, "--evaluate-on", help="Held-out NIfTI/DICOM to measure for the card (repeatable)."
-    ),
-    slices: int = typer.Option(16, "--slices", min=0, help="Slices per volume for --evaluate-on (0 = all)."),
-    size: int = typer.Option(512, "--size", min=0, help="As for evaluate (0 = native grid)."),
-    bits: int = typer.Option(12, "--bits", min=2, max=16),
-    device: str = typer.Option("auto", "--device"),
-    evaluate_held_out: bool = typer.Option(
-        False,
-        "--evaluate-held-out",
-        help="Also measure on the checkpoint's own held-out volumes (val_names).",
-    ),
-    force: bool = typer.Option(False, "--force", help="Replace an existing model directory (see docs)."),
+    checkpoint: Annotated[Path, typer.Argument(
+        exists=True, dir_okay=False, help="A training checkpoint (best.pt).")],
+    model_id: Annotated[str, typer.Option("--model-id", help="The new model's id (its directory name).")],
+    models_dir: Annotated[Path, typer.Option("--models-dir")] = Path("models"),
+    run_dir: Annotated[Path | None, typer.Option(
+        "--run-dir", help="The run folder; its log.csv gives the curve.")] = None,
+    notes: Annotated[str | None, typer.Option("--notes", help="Free text for the model card.")] = None,
+    evaluate_on: Annotated[list[Path] | None, typer.Option(
+        "--evaluate-on", help="Held-out NIfTI/DICOM to measure for the card (repeatable).")] = None,
+    slices: Annotated[int, typer.Option(
+        "--slices", min=0, help="Slices per volume for --evaluate-on (0 = all).")] = 16,
+    size: Annotated[int, typer.Option("--size", min=0, help="As for evaluate (0 = native grid).")] = 512,
+    bits: Annotated[int, typer.Option("--bits", min=2, max=16)] = 12,
+    device: Annotated[str, typer.Option("--device")] = "auto",
+    evaluate_held_out: Annotated[bool, typer.Option(
+        "--evaluate-held-out", help="Also measure on the checkpoint's own held-out volumes (val_names).")] = False,
+    force: Annotated[bool, typer.Option(
+        "--force", help="Replace an existing model directory (see docs).")] = False,
 ) -> None:
     """Write models/ID/{model.safetensors, card.json, README.md, learning_curve.png} from a checkpoint."""
     from rich.console import Console

@@ -9,15 +9,22 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn, Optional
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 
 if TYPE_CHECKING:
     from pacs_cae.config import Settings
 
-CONFIG_OPTION = typer.Option(None, "--config", "-c", help="TOML configuration file (else $PACS_CAE_CONFIG).")
-URL_OPTION = typer.Option(None, "--database-url", help="SQLAlchemy URL (overrides database.url).")
+#: The options every command that reads the configuration takes (``name: ConfigOption = None``).
+ConfigOption = Annotated[Path | None, typer.Option(
+    "--config", "-c", help="TOML configuration file (else $PACS_CAE_CONFIG).")]
+DatabaseUrlOption = Annotated[str | None, typer.Option(
+    "--database-url", help="SQLAlchemy URL (overrides database.url).")]
+DeviceOption = Annotated[str | None, typer.Option("--device", help="Codec device: auto, cpu, cuda (codec.device).")]
+ModelsDirOption = Annotated[Path | None, typer.Option(
+    "--models-dir", help="Model directories (overrides codec.models_dir; default: the shipped models).")]
+LogLevelOption = Annotated[str | None, typer.Option("--log-level", help="DEBUG, INFO, WARNING, ...")]
 
 #: Command-line flag name -> settings key it overrides.
 FLAG_KEYS = {
@@ -32,7 +39,7 @@ def flag_overrides(**flags: Any) -> dict[str, Any]:
     return {FLAG_KEYS[name]: value for name, value in flags.items() if value is not None}
 
 
-def load_or_exit(command: str, config: Optional[Path], **flags: Any) -> Settings:
+def load_or_exit(command: str, config: Path | None, **flags: Any) -> Settings:
     """The settings for ``pacs-cae COMMAND``, or exit 2 with the configuration error on stderr."""
     from pacs_cae.config import ConfigError, load_settings
 

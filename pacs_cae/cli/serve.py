@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import logging
-from pathlib import Path
-from typing import Any, Optional
+from typing import Annotated, Any
 
 import typer
 
 from pacs_cae.cli.app import app
-from pacs_cae.cli.options import CONFIG_OPTION, URL_OPTION, load_or_exit
+from pacs_cae.cli.options import ConfigOption, DatabaseUrlOption, DeviceOption, LogLevelOption, load_or_exit
 
 LOG = logging.getLogger("pacs_cae.serve")
 
@@ -20,7 +19,7 @@ def safe_url(url: str) -> str:
         from sqlalchemy.engine import make_url
 
         return make_url(url).render_as_string(hide_password=True)
-    except Exception:
+    except Exception:  # noqa: BLE001 - an unparsable URL: mask what could be credentials
         return url.split("@")[-1] if "@" in url else url
 
 
@@ -44,17 +43,18 @@ def describe_model(archive: Any, model_id: str) -> str:
 
 @app.command()
 def serve(
-    config: Optional[Path] = CONFIG_OPTION,
-    host: Optional[str] = typer.Option(None, help="Address to listen on (server.host)."),
-    port: Optional[int] = typer.Option(None, help="TCP port (server.port)."),
-    ae_title: Optional[str] = typer.Option(None, "--ae-title", help="Our AE title (server.ae_title)."),
-    database_url: Optional[str] = URL_OPTION,
-    device: Optional[str] = typer.Option(None, help="Codec device: auto, cpu, cuda (codec.device)."),
-    model: Optional[str] = typer.Option(None, help="Codec model id for new instances (codec.model)."),
-    quality: Optional[int] = typer.Option(None, "--quality", min=1,
-                                          help="Operating point of a variable-rate model (codec.quality)."),
-    data_dir: Optional[str] = typer.Option(None, "--data-dir", help="Data directory (data_dir)."),
-    log_level: Optional[str] = typer.Option(None, "--log-level", help="DEBUG, INFO, WARNING, ..."),
+    config: ConfigOption = None,
+    host: Annotated[str | None, typer.Option(help="Address to listen on (server.host).")] = None,
+    port: Annotated[int | None, typer.Option(help="TCP port (server.port).")] = None,
+    ae_title: Annotated[str | None, typer.Option(
+        "--ae-title", help="Our AE title (server.ae_title).")] = None,
+    database_url: DatabaseUrlOption = None,
+    device: DeviceOption = None,
+    model: Annotated[str | None, typer.Option(help="Codec model id for new instances (codec.model).")] = None,
+    quality: Annotated[int | None, typer.Option(
+        "--quality", min=1, help="Operating point of a variable-rate model (codec.quality).")] = None,
+    data_dir: Annotated[str | None, typer.Option("--data-dir", help="Data directory (data_dir).")] = None,
+    log_level: LogLevelOption = None,
 ) -> None:
     """Serve C-ECHO, C-STORE, C-FIND, C-GET and C-MOVE until SIGINT/SIGTERM."""
     settings = load_or_exit("serve", config, host=host, port=port, ae_title=ae_title, database_url=database_url,

@@ -3,20 +3,19 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
-from typing import Any, Optional
+from typing import Annotated, Any
 
 import typer
 
 from pacs_cae.cli.app import app
-from pacs_cae.cli.options import CONFIG_OPTION, URL_OPTION, load_or_exit, require_archive, user_errors
+from pacs_cae.cli.options import ConfigOption, DatabaseUrlOption, load_or_exit, require_archive, user_errors
 
 
 @app.command("stats")
 def stats(
-    config: Optional[Path] = CONFIG_OPTION,
-    database_url: Optional[str] = URL_OPTION,
-    as_json: bool = typer.Option(False, "--json", help="Print the figures as JSON."),
+    config: ConfigOption = None,
+    database_url: DatabaseUrlOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the figures as JSON.")] = False,
 ) -> None:
     """Counts per level, original vs stored bytes and ratios (overall, per codec model, per modality)."""
     from pacs_cae.archive.stats import collect

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Annotated, Any
 
 import typer
 
@@ -14,26 +15,39 @@ from pacs_cae.cli.options import require_extra
 
 @app.command()
 def train(
-    sources: list[Path] = typer.Argument(None, help="NIfTI volumes and DICOM folders (default: the shipped set)."),
-    val: list[Path] = typer.Option(None, "--val", help="Held-out volumes/folders (default: MNI152 2009a)."),
-    arch: str = typer.Option("cae-paper", "--arch", help="cae-paper (the paper's CAE) | mshp (rate-distortion)."),
-    run_dir: Optional[Path] = typer.Option(None, help="Checkpoints and log.csv (default: runs/<arch>)."),
-    steps: Optional[int] = typer.Option(None, help="Total optimizer steps (cae-paper 4000, mshp 20000)."),
-    batch_size: Optional[int] = typer.Option(None, help="Crops per step (cae-paper 16, mshp 8)."),
-    crop: int = typer.Option(128, help="Random crop size (multiple of 32); 512 = the paper's full slices."),
-    size: int = typer.Option(512, help="Slices are resampled so their longer side fills SIZE (the codec's size)."),
-    lr: Optional[float] = typer.Option(None, help="Peak learning rate (cae-paper 1e-3, the paper 1e-4; mshp 3e-4)."),
-    loss: str = typer.Option("mse", help="mse | bce (the paper's)."),
-    latent_noise: bool = typer.Option(True, help="Train with one quantisation step of latent noise."),
-    device: str = typer.Option("auto", help="auto | cpu | cuda"),
-    bf16: bool = typer.Option(True, help="bf16 autocast (AVX-512 BF16 CPUs, CUDA)."),
-    threads: Optional[int] = typer.Option(None, help="torch CPU threads."),
-    val_every: Optional[int] = typer.Option(None, help="Steps between validations (cae-paper 200, mshp 250)."),
-    val_slices: Optional[int] = typer.Option(None, help="Held-out slices scored at each validation (8 / 4)."),
-    checkpoint_minutes: Optional[float] = typer.Option(None, help="Minutes between checkpoints (10 / 5)."),
-    max_minutes: Optional[float] = typer.Option(None, help="Stop (with a checkpoint) after this long."),
-    resume: bool = typer.Option(False, help="Continue from RUN_DIR/last.pt."),
-    seed: int = typer.Option(0),
+    sources: Annotated[list[Path] | None, typer.Argument(
+        help="NIfTI volumes and DICOM folders (default: the shipped set).")] = None,
+    val: Annotated[list[Path] | None, typer.Option(
+        "--val", help="Held-out volumes/folders (default: MNI152 2009a).")] = None,
+    arch: Annotated[str, typer.Option(
+        "--arch", help="cae-paper (the paper's CAE) | mshp (rate-distortion).")] = "cae-paper",
+    run_dir: Annotated[Path | None, typer.Option(
+        help="Checkpoints and log.csv (default: runs/<arch>).")] = None,
+    steps: Annotated[int | None, typer.Option(
+        help="Total optimizer steps (cae-paper 4000, mshp 20000).")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Crops per step (cae-paper 16, mshp 8).")] = None,
+    crop: Annotated[int, typer.Option(
+        help="Random crop size (multiple of 32); 512 = the paper's full slices.")] = 128,
+    size: Annotated[int, typer.Option(
+        help="Slices are resampled so their longer side fills SIZE (the codec's size).")] = 512,
+    lr: Annotated[float | None, typer.Option(
+        help="Peak learning rate (cae-paper 1e-3, the paper 1e-4; mshp 3e-4).")] = None,
+    loss: Annotated[str, typer.Option(help="mse | bce (the paper's).")] = "mse",
+    latent_noise: Annotated[bool, typer.Option(
+        help="Train with one quantisation step of latent noise.")] = True,
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
+    bf16: Annotated[bool, typer.Option(help="bf16 autocast (AVX-512 BF16 CPUs, CUDA).")] = True,
+    threads: Annotated[int | None, typer.Option(help="torch CPU threads.")] = None,
+    val_every: Annotated[int | None, typer.Option(
+        help="Steps between validations (cae-paper 200, mshp 250).")] = None,
+    val_slices: Annotated[int | None, typer.Option(
+        help="Held-out slices scored at each validation (8 / 4).")] = None,
+    checkpoint_minutes: Annotated[float | None, typer.Option(
+        help="Minutes between checkpoints (10 / 5).")] = None,
+    max_minutes: Annotated[float | None, typer.Option(
+        help="Stop (with a checkpoint) after this long.")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue from RUN_DIR/last.pt.")] = False,
+    seed: Annotated[int, typer.Option()] = 0,
 ) -> None:
     """Train a codec network on random crops (``--arch``); checkpoints and a CSV log go to RUN_DIR."""
     require_extra("train", "train", "nibabel", "scipy")
@@ -108,10 +122,10 @@ def _with_progress(console: Any, steps: int, describe: Callable[[dict], str], va
     return run(progress)
 
 
-def _train_rd(sources: Optional[list[Path]], val: Optional[list[Path]], run_dir: Optional[Path],
-              steps: Optional[int], batch_size: Optional[int], crop: int, size: int, lr: Optional[float],
-              device: str, threads: Optional[int], val_every: Optional[int], val_slices: Optional[int],
-              checkpoint_minutes: Optional[float], max_minutes: Optional[float], resume: bool, seed: int) -> None:
+def _train_rd(sources: list[Path] | None, val: list[Path] | None, run_dir: Path | None,
+              steps: int | None, batch_size: int | None, crop: int, size: int, lr: float | None,
+              device: str, threads: int | None, val_every: int | None, val_slices: int | None,
+              checkpoint_minutes: float | None, max_minutes: float | None, resume: bool, seed: int) -> None:
     """``--arch mshp``: rate-distortion training on realistic MR crops (``pacs_cae.train.rd_loop``)."""
     from rich.console import Console
 

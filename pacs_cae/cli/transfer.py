@@ -12,12 +12,20 @@ import logging
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Optional
+from typing import Annotated, Any
 
 import typer
 
 from pacs_cae.cli.app import app
-from pacs_cae.cli.options import fail, load_or_exit, require_archive, user_errors
+from pacs_cae.cli.options import (
+    ConfigOption,
+    DatabaseUrlOption,
+    DeviceOption,
+    fail,
+    load_or_exit,
+    require_archive,
+    user_errors,
+)
 
 IMPORT_AET = "PACSCAE-IMPORT"
 
@@ -44,13 +52,14 @@ def iter_files(paths: list[Path]) -> Iterator[Path]:
 
 @app.command("import")
 def import_files(
-    paths: list[Path] = typer.Argument(..., exists=True, help="DICOM files and/or folders (searched recursively)."),
-    config: Optional[Path] = typer.Option(None, "--config", "-c", help="TOML configuration file."),
-    database_url: Optional[str] = typer.Option(None, "--database-url", help="SQLAlchemy URL (database.url)."),
-    model: Optional[str] = typer.Option(None, help="Codec model id for new instances (codec.model)."),
-    device: Optional[str] = typer.Option(None, help="Codec device: auto, cpu, cuda (codec.device)."),
-    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log every stored instance."),
-    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+    paths: Annotated[list[Path], typer.Argument(
+        exists=True, help="DICOM files and/or folders (searched recursively).")],
+    config: ConfigOption = None,
+    database_url: DatabaseUrlOption = None,
+    model: Annotated[str | None, typer.Option(help="Codec model id for new instances (codec.model).")] = None,
+    device: DeviceOption = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log every stored instance.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Store DICOM files in the archive as if they had arrived by C-STORE."""
     from pydicom import dcmread
@@ -147,20 +156,21 @@ def export_path(outdir: Path, ds: Any) -> Path:
 
 @app.command("export")
 def export_files(
-    outdir: Path = typer.Argument(..., file_okay=False, help="Folder to write the .dcm files into."),
-    study: list[str] = typer.Option([], "--study", help="Study Instance UID (repeatable)."),
-    patient: list[str] = typer.Option([], "--patient", help="Patient ID (repeatable)."),
-    everything: bool = typer.Option(False, "--all", help="Every study in the archive."),
-    config: Optional[Path] = typer.Option(None, "--config", "-c", help="TOML configuration file."),
-    database_url: Optional[str] = typer.Option(None, "--database-url", help="SQLAlchemy URL (database.url)."),
-    device: Optional[str] = typer.Option(None, help="Codec device: auto, cpu, cuda (codec.device)."),
-    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+    outdir: Annotated[Path, typer.Argument(file_okay=False, help="Folder to write the .dcm files into.")],
+    study: Annotated[list[str] | None, typer.Option("--study", help="Study Instance UID (repeatable).")] = None,
+    patient: Annotated[list[str] | None, typer.Option("--patient", help="Patient ID (repeatable).")] = None,
+    everything: Annotated[bool, typer.Option("--all", help="Every study in the archive.")] = False,
+    config: ConfigOption = None,
+    database_url: DatabaseUrlOption = None,
+    device: DeviceOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Write what a C-GET would deliver for the named studies/patients as DICOM Part 10 files."""
     from pydicom.dataset import Dataset
 
     from pacs_cae.archive.errors import ArchiveError
 
+    study, patient = study or [], patient or []
     if not (study or patient or everything):
         fail("export", "name --study UID, --patient ID or --all", 2)
     settings = load_or_exit("export", config, database_url=database_url, device=device)

@@ -7,16 +7,14 @@ import logging
 import signal
 import threading
 from pathlib import Path
-from typing import Any, Optional
+from typing import Annotated, Any
 
 import typer
 
 from pacs_cae.cli.app import app
-from pacs_cae.cli.options import CONFIG_OPTION, URL_OPTION, load_or_exit
+from pacs_cae.cli.options import ConfigOption, DatabaseUrlOption, DeviceOption, LogLevelOption, load_or_exit
 
 LOG = logging.getLogger("pacs_cae.worker")
-
-JOB_IDS_ARGUMENT = typer.Argument(None, help="Job ids (default: every failed job).")
 
 jobs_app = typer.Typer(help="Compression jobs: list them, retry failed ones.", no_args_is_help=True)
 app.add_typer(jobs_app, name="jobs")
@@ -24,14 +22,16 @@ app.add_typer(jobs_app, name="jobs")
 
 @app.command("worker")
 def worker(
-    config: Optional[Path] = CONFIG_OPTION,
-    database_url: Optional[str] = URL_OPTION,
-    device: Optional[str] = typer.Option(None, help="Codec device: auto, cpu, cuda (codec.device)."),
-    quality: Optional[int] = typer.Option(None, "--quality", min=1,
-                                          help="Operating point of a variable-rate model (codec.quality)."),
-    drain: bool = typer.Option(False, "--drain", help="Empty the due backlog (with a progress bar), then exit."),
-    now: bool = typer.Option(False, "--now", help="Ignore when jobs are due (compression.delay_s, after_days)."),
-    log_level: Optional[str] = typer.Option(None, "--log-level", help="DEBUG, INFO, WARNING, ..."),
+    config: ConfigOption = None,
+    database_url: DatabaseUrlOption = None,
+    device: DeviceOption = None,
+    quality: Annotated[int | None, typer.Option(
+        "--quality", min=1, help="Operating point of a variable-rate model (codec.quality).")] = None,
+    drain: Annotated[bool, typer.Option(
+        "--drain", help="Empty the due backlog (with a progress bar), then exit.")] = False,
+    now: Annotated[bool, typer.Option(
+        "--now", help="Ignore when jobs are due (compression.delay_s, after_days).")] = False,
+    log_level: LogLevelOption = None,
 ) -> None:
     """Compress stored series by the compression rules until SIGINT/SIGTERM (any number, on one database)."""
     from pacs_cae.cli.serve import configure_logging
@@ -101,7 +101,7 @@ def _drain(archive: Any, stop: threading.Event, *, ignore_delay: bool) -> Any:
         return w.run(stop, drain=True, ignore_delay=ignore_delay, on_report=advance)
 
 
-def _open_db_or_exit(command: str, config: Optional[Path], database_url: Optional[str]) -> Any:
+def _open_db_or_exit(command: str, config: Path | None, database_url: str | None) -> Any:
     from pacs_cae.store.db import SchemaOutOfDate, ensure_schema
 
     settings = load_or_exit(command, config, database_url=database_url)
@@ -114,10 +114,11 @@ def _open_db_or_exit(command: str, config: Optional[Path], database_url: Optiona
 
 @jobs_app.command("list")
 def list_jobs(
-    config: Optional[Path] = CONFIG_OPTION,
-    database_url: Optional[str] = URL_OPTION,
-    state: Optional[str] = typer.Option(None, help="Only jobs in this state: pending, running, done, failed."),
-    as_json: bool = typer.Option(False, "--json", help="Print the jobs as JSON."),
+    config: ConfigOption = None,
+    database_url: DatabaseUrlOption = None,
+    state: Annotated[str | None, typer.Option(
+        help="Only jobs in this state: pending, running, done, failed.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the jobs as JSON.")] = False,
 ) -> None:
     """Compression jobs (one per series) with their state, attempts and the reason of a failure."""
     from sqlalchemy import select
@@ -151,9 +152,9 @@ def list_jobs(
 
 @jobs_app.command("retry")
 def retry_jobs(
-    job_ids: Optional[list[int]] = JOB_IDS_ARGUMENT,
-    config: Optional[Path] = CONFIG_OPTION,
-    database_url: Optional[str] = URL_OPTION,
+    job_ids: Annotated[list[int] | None, typer.Argument(help="Job ids (default: every failed job).")] = None,
+    config: ConfigOption = None,
+    database_url: DatabaseUrlOption = None,
 ) -> None:
     """Make failed jobs pending again (due now, fresh attempts); a worker picks them up."""
     from pacs_cae.store import jobs

@@ -23,16 +23,16 @@ from .registry import CodecRegistry
 from .weights import ModelCard, available_models, default_models_dir, load_model, save_model
 
 __all__ = [
+    "CONTAINER_VERSION",
+    "DEFAULT_BROTLI_QUALITY",
+    "DEFAULT_MODE",
+    "MODES",
     "BatchingCodec",
     "BlobHeader",
-    "CONTAINER_VERSION",
     "Codec",
     "CodecError",
     "CodecRegistry",
     "CorruptBlobError",
-    "DEFAULT_BROTLI_QUALITY",
-    "DEFAULT_MODE",
-    "MODES",
     "ModelCard",
     "ModelMismatchError",
     "PixelLayout",

@@ -11,16 +11,20 @@ from __future__ import annotations
 import queue
 import threading
 import time
+from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Self
 
 import numpy as np
 import torch
 
-from .engine import Codec, _per_item
+from .base import PerSlice, SliceCodec
+from .engine import _per_item
 from .errors import CodecError
-from .rd.codec import RDCodec
+
+if TYPE_CHECKING:
+    from .weights import ModelCard
 
 
 @dataclass
@@ -36,9 +40,9 @@ _STOP = object()
 
 
 class BatchingCodec:
-    """Same ``encode``/``decode`` signatures as :class:`Codec`; safe to call from any number of threads."""
+    """A :class:`~pacs_cae.codec.base.SliceCodec` over another one; safe to call from any number of threads."""
 
-    def __init__(self, codec: Codec | RDCodec, max_batch: int = 8, max_wait_ms: float = 2.0) -> None:
+    def __init__(self, codec: SliceCodec, max_batch: int = 8, max_wait_ms: float = 2.0) -> None:
         if max_batch < 1 or max_wait_ms < 0:
             raise ValueError("max_batch must be >= 1 and max_wait_ms >= 0")
         self.codec = codec
@@ -64,8 +68,8 @@ class BatchingCodec:
         return self.codec.device
 
     @property
-    def model(self) -> torch.nn.Module:
-        return self.codec.model
+    def card(self) -> ModelCard | None:
+        return self.codec.card
 
     @property
     def qualities(self) -> int | None:
@@ -75,8 +79,8 @@ class BatchingCodec:
         self,
         slices: Sequence[np.ndarray],
         *,
-        bits_stored: int | Sequence[int | None] | None = None,
-        quality: int | Sequence[int | None] | None = None,
+        bits_stored: PerSlice = None,
+        quality: PerSlice = None,
     ) -> list[bytes]:
         """Like ``Codec.encode``; blocks until this request's batch has run."""
         bits = _per_item(bits_stored, len(slices))
@@ -95,7 +99,7 @@ class BatchingCodec:
             self._queue.put(_STOP)
         self._worker.join()
 
-    def __enter__(self) -> "BatchingCodec":
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -30,8 +30,9 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable, Iterator, Literal, Sequence
+from typing import TYPE_CHECKING, Literal, TypeVar
 
 import brotli
 import numpy as np
@@ -53,6 +54,7 @@ MODES: tuple[str, ...] = ("fp32", "channels_last", "bf16", "fp64")
 DEFAULT_MODE: Mode = "auto"
 DEFAULT_BROTLI_QUALITY = 5
 DEFAULT_MAX_BATCH = 8
+ModuleT = TypeVar("ModuleT", bound=torch.nn.Module)
 
 
 class Codec:
@@ -86,8 +88,7 @@ class Codec:
         self.brotli_quality = brotli_quality
         self.max_batch = max_batch
         self.card = card
-        self.model = network.to(self.device, mode_dtype(self.mode)).to(
-            memory_format=mode_memory_format(self.mode)).eval()
+        self.model = place_in_mode(network, self.device, self.mode)
         convs = [m for m in network.encoder.modules() if isinstance(m, torch.nn.Conv2d)]
         self._latent_channels = convs[-1].out_channels
         self._lock = threading.Lock()
@@ -206,7 +207,14 @@ def mode_memory_format(mode: Mode) -> torch.memory_format:
     return torch.contiguous_format if mode in ("fp32", "fp64") else torch.channels_last
 
 
-def run_in_mode(module: torch.nn.Module, x: torch.Tensor, device: torch.device, mode: Mode,
+def place_in_mode(module: ModuleT, device: torch.device, mode: Mode) -> ModuleT:
+    """``module`` on ``device`` in the mode's dtype and memory layout, in eval mode."""
+    module = module.to(device, mode_dtype(mode))
+    # torch's Module.to overloads leave out memory_format, which it accepts
+    return module.to(memory_format=mode_memory_format(mode)).eval()  # type: ignore[call-overload]
+
+
+def run_in_mode(module: Callable[..., torch.Tensor], x: torch.Tensor, device: torch.device, mode: Mode,
                 *args: torch.Tensor) -> torch.Tensor:
     """``module(x, *args)`` in the execution mode (dtype, layout, bf16 autocast), returned as float32."""
     x = x.to(device, mode_dtype(mode)).contiguous(memory_format=mode_memory_format(mode))

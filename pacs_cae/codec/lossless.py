@@ -21,16 +21,14 @@ import zlib
 from dataclasses import dataclass
 
 import brotli
+import imagecodecs
 import numpy as np
 
 from .errors import CorruptBlobError
 
 try:  # imagecodecs is a dependency, but its JPEG-LS codec is an optional build component.
-    import imagecodecs
-
     _HAVE_JPEGLS = bool(imagecodecs.JPEGLS.available)
-except Exception:  # pragma: no cover - depends on the installed wheel
-    imagecodecs = None
+except Exception:  # noqa: BLE001  # pragma: no cover - depends on the installed wheel
     _HAVE_JPEGLS = False
 
 MAGIC = b"PCLL"
@@ -117,7 +115,7 @@ def decode_lossless(blob: bytes) -> bytes:
             raise CorruptBlobError(f"unknown lossless method {method}")
     except CorruptBlobError:
         raise
-    except Exception as exc:  # noqa: BLE001 - Brotli/CharLS errors on damaged input
+    except Exception as exc:
         raise CorruptBlobError(f"lossless blob is damaged: {exc}") from exc
     if len(data) != length or zlib.crc32(data) != crc:
         raise CorruptBlobError("lossless blob is damaged: decoded bytes fail the length/CRC check")
@@ -127,7 +125,7 @@ def decode_lossless(blob: bytes) -> bytes:
 def _decode_jpegls(
     view: memoryview, flags: int, itemsize: int, rows: int, cols: int, nframes: int, length: int
 ) -> bytes:
-    if imagecodecs is None or not _HAVE_JPEGLS:
+    if not _HAVE_JPEGLS:
         raise CorruptBlobError("this blob needs JPEG-LS, which this imagecodecs build lacks")
     at = _HEADER.size
     lengths = [_LENGTH.unpack_from(view, at + 4 * i)[0] for i in range(nframes)]

@@ -8,7 +8,7 @@ It is fully convolutional, so any height and width that are multiples of 32 work
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn

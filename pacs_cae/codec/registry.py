@@ -8,15 +8,15 @@ from __future__ import annotations
 
 import threading
 from collections import defaultdict
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
 
+from .base import SliceCodec
 from .container import read_header
-from .engine import DEFAULT_BROTLI_QUALITY, DEFAULT_MAX_BATCH, DEFAULT_MODE, Codec, Mode, load_codec
-from .rd.codec import RDCodec
+from .engine import DEFAULT_BROTLI_QUALITY, DEFAULT_MAX_BATCH, DEFAULT_MODE, Mode, load_codec
 
 
 class CodecRegistry:
@@ -36,10 +36,10 @@ class CodecRegistry:
         self.brotli_quality = brotli_quality
         self.mode = mode
         self.max_batch = max_batch
-        self._codecs: dict[str, Codec | RDCodec] = {}
+        self._codecs: dict[str, SliceCodec] = {}
         self._lock = threading.Lock()
 
-    def get(self, model_id: str) -> Codec | RDCodec:
+    def get(self, model_id: str) -> SliceCodec:
         """The codec for ``model_id``, loading it once (raises ``UnknownModelError`` if absent)."""
         with self._lock:
             codec = self._codecs.get(model_id)

@@ -42,7 +42,7 @@ class ModelCard:
         return json.dumps(data, indent=2, sort_keys=False) + "\n"
 
     @classmethod
-    def from_json(cls, text: str) -> "ModelCard":
+    def from_json(cls, text: str) -> ModelCard:
         data = json.loads(text)
         known = {k: data.pop(k) for k in ("model_id", "architecture", "sha256", "trained")}
         return cls(**known, extra=data)

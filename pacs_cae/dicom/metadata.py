@@ -86,7 +86,7 @@ def encode_metadata(ds: Dataset, *, quality: int = 5) -> bytes:
     """Serialise every element of ``ds`` but Pixel Data (Part 10, received transfer syntax, Brotli)."""
     transfer_syntax = received_transfer_syntax(ds)
     out = Dataset()
-    for tag in ds.keys():
+    for tag in ds.keys():  # noqa: SIM118 - iterating a Dataset yields elements, decoding raw ones
         if tag != PIXEL_DATA:
             out[tag] = ds.get_item(tag)  # raw elements stay raw: their bytes are written unchanged
     pixel_vr = _pixel_vr(ds)

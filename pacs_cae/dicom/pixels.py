@@ -15,10 +15,11 @@ as it showed the originals.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
+from pydicom.dataset import Dataset
 from pydicom.uid import UID
 
 from pacs_cae.dicom.transcode import decoding_plugin
@@ -120,7 +121,7 @@ class DatasetPixels:
     photometric_interpretation: str
 
 
-def extract_frames(ds: "Dataset") -> DatasetPixels:  # noqa: F821 - pydicom imported lazily
+def extract_frames(ds: Dataset) -> DatasetPixels:
     """Decode a dataset's pixels (any transfer syntax pydicom can decode) into per-frame 2-D arrays.
 
     Only single-sample (monochrome) data is returned; anything else raises ``ValueError`` so the caller

@@ -11,7 +11,8 @@ The reason string is recorded with the instance and shown in logs, so it names t
 
 from __future__ import annotations
 
-from typing import Protocol, Sequence
+from collections.abc import Sequence
+from typing import Protocol
 
 from pydicom.dataset import Dataset
 from pydicom.uid import UID, ExplicitVRBigEndian
@@ -25,11 +26,16 @@ ELIGIBLE = "eligible"
 class CodecPolicySettings(Protocol):
     """The part of ``pacs_cae.config.CodecSettings`` the policy reads."""
 
-    modalities: Sequence[str]
-    max_rows: int
-    max_columns: int
-    min_rows: int
-    min_columns: int
+    @property
+    def modalities(self) -> Sequence[str]: ...
+    @property
+    def max_rows(self) -> int: ...
+    @property
+    def max_columns(self) -> int: ...
+    @property
+    def min_rows(self) -> int: ...
+    @property
+    def min_columns(self) -> int: ...
 
 
 #: Transfer syntaxes whose pixels may go to the learned codec (pydicom decodes each with a required plugin):

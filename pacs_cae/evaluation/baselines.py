@@ -32,8 +32,9 @@ from dataclasses import dataclass
 import imagecodecs
 import numpy as np
 
-Encoder = Callable[[np.ndarray, int], bytes]
-Decoder = Callable[[bytes, int], np.ndarray]  # (codestream, bits) -> pixels
+Codestream = bytes | bytearray  # what imagecodecs returns
+EncodeFn = Callable[[np.ndarray, int], Codestream]  # (pixels, bits) -> codestream
+DecodeFn = Callable[[Codestream, int], np.ndarray]  # (codestream, bits) -> pixels
 
 JPEG_QUALITIES = (50, 75, 90, 95)
 J2K_TARGET_PSNR_DB = (40, 45, 50, 55, 60, 65, 70, 75)
@@ -50,10 +51,10 @@ class StandardCodec:
     name: str  # unique row label, e.g. "JPEG q75"
     family: str  # "JPEG", "JPEG 2000", ... (one line per family in the plot)
     lossless: bool
-    encoder: Encoder
-    decoder: Decoder
+    encoder: EncodeFn
+    decoder: DecodeFn
 
-    def roundtrip(self, pixels: np.ndarray, bits: int) -> tuple[bytes, np.ndarray, float, float]:
+    def roundtrip(self, pixels: np.ndarray, bits: int) -> tuple[Codestream, np.ndarray, float, float]:
         """Encode and decode one integer slice.
 
         Returns the codestream, the decoded slice (input dtype), and the encode and decode times in seconds.
@@ -72,8 +73,8 @@ class StandardCodec:
         return stream, np.clip(decoded, info.min, info.max).astype(pixels.dtype), t1 - t0, t2 - t1
 
 
-def _jpeg_encode(quality: int) -> Encoder:
-    def encode(img: np.ndarray, bits: int) -> bytes:
+def _jpeg_encode(quality: int) -> EncodeFn:
+    def encode(img: np.ndarray, bits: int) -> Codestream:
         if bits <= 8:
             return imagecodecs.jpeg8_encode(img.astype(np.uint8), level=quality)
         if bits > 12:  # scale to 12 bits; the scaling error is part of JPEG's error
@@ -83,20 +84,21 @@ def _jpeg_encode(quality: int) -> Encoder:
     return encode
 
 
-def _jpeg_decode(stream: bytes, bits: int) -> np.ndarray:
+def _jpeg_decode(stream: Codestream, bits: int) -> np.ndarray:
     out = imagecodecs.jpeg8_decode(stream)
     if bits > 12:
         return np.rint(out.astype(np.float64) * (((1 << bits) - 1) / 4095))
     return out
 
 
-def _j2k_encode(target_db: float) -> Encoder:
+def _j2k_encode(target_db: float) -> EncodeFn:
     """OpenJPEG at a PSNR target relative to the slice's own range R (its ``level`` is relative to 2**bits - 1)."""
 
-    def encode(img: np.ndarray, bits: int) -> bytes:
+    def encode(img: np.ndarray, bits: int) -> Codestream:
         span = float(img.max()) - float(img.min())
         level = target_db + 20 * math.log10(((1 << bits) - 1) / span) if span > 0 else target_db
-        return imagecodecs.jpeg2k_encode(img, level=level, bitspersample=bits)
+        # imagecodecs' annotation says int, but OpenJPEG's PSNR level is a float (fractional dB honoured)
+        return imagecodecs.jpeg2k_encode(img, level=level, bitspersample=bits)  # type: ignore[arg-type]
 
     return encode
 
@@ -105,8 +107,8 @@ def _avif_bits(bits: int) -> int:
     return 8 if bits <= 8 else 10 if bits <= 10 else 12
 
 
-def _avif_encode(quality: int) -> Encoder:
-    def encode(img: np.ndarray, bits: int) -> bytes:
+def _avif_encode(quality: int) -> EncodeFn:
+    def encode(img: np.ndarray, bits: int) -> Codestream:
         depth = _avif_bits(bits)
         if bits > 12:  # AV1 stops at 12 bits; the scaling error is part of AVIF's error
             img = np.rint(img.astype(np.float64) * (4095 / ((1 << bits) - 1)))
@@ -119,7 +121,7 @@ def _avif_encode(quality: int) -> Encoder:
     return encode
 
 
-def _avif_decode(stream: bytes, bits: int) -> np.ndarray:
+def _avif_decode(stream: Codestream, bits: int) -> np.ndarray:
     out = imagecodecs.avif_decode(stream)
     out = out[..., 0] if out.ndim == 3 else out
     if bits > 12:
@@ -127,7 +129,15 @@ def _avif_decode(stream: bytes, bits: int) -> np.ndarray:
     return out
 
 
-def _plain(decode: Callable[[bytes], np.ndarray]) -> Decoder:
+def _jpegls_near_encode(near: int) -> EncodeFn:
+    return lambda img, bits: imagecodecs.jpegls_encode(img, level=near)
+
+
+def _jxl_encode(distance: float) -> EncodeFn:
+    return lambda img, bits: imagecodecs.jpegxl_encode(img, distance=distance, bitspersample=bits)
+
+
+def _plain(decode: Callable[[Codestream], np.ndarray]) -> DecodeFn:
     """A decoder that needs no side information."""
     return lambda stream, bits: decode(stream)
 
@@ -167,7 +177,7 @@ def standard_codecs() -> list[StandardCodec]:
                 f"JPEG-LS near {near}",
                 "JPEG-LS near-lossless",
                 False,
-                lambda img, bits, n=near: imagecodecs.jpegls_encode(img, level=n),
+                _jpegls_near_encode(near),
                 _plain(imagecodecs.jpegls_decode),
             )
         )
@@ -186,7 +196,7 @@ def standard_codecs() -> list[StandardCodec]:
                 f"JPEG-XL d{distance:g}",
                 "JPEG-XL",
                 False,
-                lambda img, bits, d=distance: imagecodecs.jpegxl_encode(img, distance=d, bitspersample=bits),
+                _jxl_encode(distance),
                 _plain(imagecodecs.jpegxl_decode),
             )
         )

@@ -67,9 +67,9 @@ class _Curve:
         if self.count < 2:
             self.low = self.high = math.nan
             return
-        psnr = np.array(sorted(best))
-        self.low, self.high = float(psnr[0]), float(psnr[-1])
-        self._fit = PchipInterpolator(psnr, np.log([best[p] for p in psnr]), extrapolate=False)
+        levels = np.array(sorted(best))
+        self.low, self.high = float(levels[0]), float(levels[-1])
+        self._fit = PchipInterpolator(levels, np.log([best[p] for p in levels]), extrapolate=False)
 
     def problem(self) -> str | None:
         if self.count < 2:

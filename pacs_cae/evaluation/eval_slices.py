@@ -50,7 +50,7 @@ class EvalSlice:
 def _evenly(items: list, count: int | None) -> list:
     if count is None or len(items) <= count:
         return items
-    return [items[int(round(i))] for i in np.linspace(0, len(items) - 1, count)]
+    return [items[round(i)] for i in np.linspace(0, len(items) - 1, count)]
 
 
 def nifti_slices(path: Path, count: int | None, size: int, bits: int) -> list[EvalSlice]:

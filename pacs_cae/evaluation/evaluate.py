@@ -57,8 +57,10 @@ def operating_points(codec: LearnedCodec) -> list[int | None]:
     qualities = getattr(codec, "qualities", None)
     if qualities is None or isinstance(qualities, bool):
         return [None]
+    points: list[int | None]
     if isinstance(qualities, (int, np.integer)):
-        return list(range(1, int(qualities) + 1)) or [None]
+        points = list(range(1, int(qualities) + 1))
+        return points or [None]
     points = [int(q) for q in qualities]
     if len(set(points)) != len(points):
         raise ValueError(f"{codec.model_id}: qualities repeat: {points}")

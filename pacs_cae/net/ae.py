@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import socket
-from typing import Sequence
+from collections.abc import Sequence
 
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE, AllStoragePresentationContexts, evt
@@ -67,6 +67,7 @@ def build_ae(settings: ServerSettings) -> AE:
     ae.network_timeout = settings.idle_timeout_s
     ae.add_supported_context(Verification, ACCEPTED_TRANSFER_SYNTAXES)
     for cx in AllStoragePresentationContexts:
+        assert cx.abstract_syntax is not None  # pynetdicom's storage contexts all name their SOP class
         ae.add_supported_context(cx.abstract_syntax, ACCEPTED_TRANSFER_SYNTAXES, scu_role=True, scp_role=True)
     for sop_class in [*FIND_MODELS, *GET_MODELS, *MOVE_MODELS]:
         ae.add_supported_context(sop_class, UNCOMPRESSED_TRANSFER_SYNTAXES)
@@ -98,7 +99,8 @@ def storage_contexts_for(pairs: Sequence[tuple[str, str]]) -> list[PresentationC
     contexts: list[PresentationContext] = []
     seen: set[tuple[str, tuple[str, ...]]] = set()
     # every SOP class's uncompressed context first: within the limit, each instance then has a way through
-    wanted = [(sop_class, (ExplicitVRLittleEndian, ImplicitVRLittleEndian)) for sop_class, _ in pairs]
+    wanted: list[tuple[str, tuple[str, ...]]] = [
+        (sop_class, (ExplicitVRLittleEndian, ImplicitVRLittleEndian)) for sop_class, _ in pairs]
     wanted += [(sop_class, (syntax,)) for sop_class, syntax in pairs if syntax and syntax != ExplicitVRLittleEndian]
     for key in wanted:
         if key in seen:
@@ -136,7 +138,7 @@ def prefer_requested_retrieve_syntaxes(event: Event) -> None:
             LOG.warning("retrieve syntax preferences not applied: %s", exc)
         negotiate()
 
-    acse._negotiate_as_acceptor = negotiate_with_retrieve_preferences
+    acse._negotiate_as_acceptor = negotiate_with_retrieve_preferences  # type: ignore[method-assign]
 
 
 def _reorder_for_retrieve(assoc: object) -> None:

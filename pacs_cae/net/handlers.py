@@ -11,11 +11,12 @@ import io
 import logging
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian
 from pynetdicom import evt
+from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.events import Event
 
 from pacs_cae.archive.errors import ArchiveError, CannotUnderstand
@@ -171,12 +172,12 @@ class ArchiveHandlers:
         The archive checks the data set (missing UIDs 0xC001 before a mismatch with the request 0xA900, an
         incomplete stream or Pixel Data 0xC003, ...); a data set pydicom cannot decode at all is 0xC000.
         """
-        request = event.request
+        request = cast(C_STORE, event.request)  # evt.EVT_C_STORE carries a C-STORE request
         try:
             ds = event.dataset
             ds.file_meta = event.file_meta
             ds_instance = str(ds.get("SOPInstanceUID", ""))
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - any decoding failure of the received bytes is 0xC000
             LOG.error("C-STORE from %s: data set cannot be parsed: %s", _calling_aet(event), exc)
             return CANNOT_UNDERSTAND
         try:
@@ -226,7 +227,7 @@ class ArchiveHandlers:
         model = GET_MODELS.get(str(event.request.AffectedSOPClassUID), "S")
         try:
             refs = self.archive.locate(model, _identifier(event))
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - reported to the peer as the C-GET failure
             yield 1  # pynetdicom wants the count first; the failure below then ends the operation
             yield self._locate_failure(event, "C-GET", exc)
             return
@@ -246,7 +247,7 @@ class ArchiveHandlers:
         try:
             refs = self.archive.locate(model, _identifier(event))
             failure = None
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - reported to the peer as the C-MOVE failure
             refs, failure = [], exc
         # pynetdicom opens the sub-association with these keyword arguments to AE.associate()
         options: dict[str, Any] = {}
@@ -289,7 +290,7 @@ class ArchiveHandlers:
                     result = for_peer(result, accepted_syntaxes(assoc, str(result.SOPClassUID)))
                 except ArchiveError as exc:
                     result = exc
-                except Exception as exc:  # noqa: BLE001 - one bad instance fails alone, the rest go on
+                except Exception as exc:
                     LOG.exception("retrieve: instance %s cannot be converted", _ref_uid(ref))
                     result = ArchiveError(CANNOT_UNDERSTAND, f"{type(exc).__name__}: {exc}")
             if isinstance(result, Exception):

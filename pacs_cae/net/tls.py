@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import socket
 import ssl
-from typing import Any
+from typing import Any, cast
 
 from pacs_cae.config import ConfigError, Remote, ServerSettings
 from pacs_cae.net.limits import GuardedRequestHandler
@@ -146,7 +146,8 @@ def _handshake(sock: ssl.SSLSocket, peer: Any) -> bool:
         LOG.warning("TLS handshake with %s:%s failed: %s", peer[0], peer[1], exc)
         sock.close()
         return False
-    subject = dict(item for rdn in (sock.getpeercert() or {}).get("subject", ()) for item in rdn)
+    rdns = cast("tuple[tuple[tuple[str, str], ...], ...]", (sock.getpeercert() or {}).get("subject", ()))
+    subject = dict(item for rdn in rdns for item in rdn)
     LOG.debug("TLS %s with %s:%s, client certificate %s", sock.version(), peer[0], peer[1],
               subject.get("commonName", "none"))
     return True

@@ -18,9 +18,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import and_, case, func, or_, select, update
+from sqlalchemy import Table, and_, case, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -46,7 +46,7 @@ def enqueue(session: Session, series_pk: int, rule: str, not_before: datetime) -
     A running job stays running (its worker sees the newer ``generation`` when it finishes and leaves the
     job pending); a done or failed one becomes pending with fresh attempts.
     """
-    table = CompressionJob.__table__
+    table = cast(Table, CompressionJob.__table__)
     now = utcnow()
     insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
     stmt = insert(table).values(

@@ -17,7 +17,16 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from pacs_cae.store.record import InstanceRecord
-from pacs_cae.store.schema import STORAGE_KINDS, CodecModel, Instance, InstanceBlob, Patient, Series, Study, utcnow
+from pacs_cae.store.schema import (
+    STORAGE_KINDS,
+    CodecModel,
+    Instance,
+    InstanceBlob,
+    Patient,
+    Series,
+    Study,
+    utcnow,
+)
 
 DuplicatePolicy = Literal["replace", "keep-first"]
 #: "stored" new; "replaced" a re-send overwrote it (policy replace); "identical" a byte-identical re-send
@@ -310,10 +319,10 @@ def load_instance_rows(session: Session, ids: Sequence[int]) -> list[StoredInsta
 
 
 __all__ = [
-    "DuplicatePolicy",
-    "HierarchyConflict",
     "IDENTITY_ATTRIBUTES",
     "QUALITY_GATE_REASON",
+    "DuplicatePolicy",
+    "HierarchyConflict",
     "StoredInstance",
     "UpsertResult",
     "identity_conflict",

@@ -8,7 +8,7 @@ as DICOM strings (``YYYYMMDD``, ``HHMMSS.FFFFFF``), which sort and compare corre
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from sqlalchemy import (
     BigInteger,
@@ -36,7 +36,7 @@ STORAGE_KINDS = ("cae", "lossless", "none")
 
 def utcnow() -> datetime:
     """Timestamps are stored in UTC."""
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 class Base(DeclarativeBase):

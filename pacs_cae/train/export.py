@@ -14,6 +14,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -135,7 +136,7 @@ def export_checkpoint(
         raise ExportError(f"evaluation sources not found: {missing}")
     steps = int(ckpt.get("step", 0))
     elapsed = float(ckpt.get("elapsed_s", 0.0))
-    extra = {
+    extra: dict[str, Any] = {
         "description": (
             f"The paper's CAE trained by `pacs-cae train` for {steps} steps."
             if steps

@@ -16,9 +16,10 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, TextIO
+from typing import TextIO
 
 import numpy as np
 import torch
@@ -121,7 +122,7 @@ def evaluate(model: ConvAutoencoder, slices: torch.Tensor, device: torch.device)
 
 def open_csv_log(
     path: Path, fields: list[str], resume: bool, step: int
-) -> tuple[TextIO, "csv.DictWriter[str]"]:
+) -> tuple[TextIO, csv.DictWriter[str]]:
     """The run's CSV log, opened for appending; on resume, rows after ``step`` are dropped (redone)."""
     new = not path.exists() or not resume
     if not new:

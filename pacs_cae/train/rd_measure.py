@@ -40,7 +40,7 @@ def package_mr_folder() -> Path:
 
     folder = Path(tempfile.mkdtemp(prefix="package-mr-"))
     for package, relative in PACKAGE_MR:
-        source = Path(importlib.import_module(package).__file__).parent / relative
+        source = Path(str(importlib.import_module(package).__file__)).parent / relative
         shutil.copy(source, folder / source.name)
     return folder
 
@@ -61,7 +61,7 @@ def jpeg2000_curve(slices: list[np.ndarray], bits: list[int], targets: list[floa
     for target in targets:
         total, scores = 0, []
         for s, b in zip(slices, bits):
-            blob = imagecodecs.jpeg2k_encode(s, level=target, bitspersample=b)
+            blob = imagecodecs.jpeg2k_encode(s, level=target, bitspersample=b)  # type: ignore[arg-type]  # float PSNR
             total += len(blob)
             scores.append(psnr_db(s, imagecodecs.jpeg2k_decode(blob)))
         out.append((float(np.mean(scores)), 8 * total / pixels))
@@ -174,7 +174,7 @@ def main() -> None:
         print(f"\n| quality | batch | encode slices/s | decode slices/s |  ({args.threads} threads, 512x512)")
         print("|---:|---:|---:|---:|")
         out["speed"] = []
-        for q in (1, codec.qualities):
+        for q in (1, codec.qualities or 1):
             for batch in (1, 4):
                 e, d = speed(codec, big, q, batch)
                 out["speed"].append({"quality": q, "batch": batch, "encode_per_s": e, "decode_per_s": d})

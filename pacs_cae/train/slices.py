@@ -67,7 +67,7 @@ def axial_slices(volume: Volume, count: int | None = None) -> list[np.ndarray]:
     """Non-empty axial slices (axis 2), rotated to radiological display; ``count`` evenly spaced if given."""
     idx = non_empty_indices(volume.data, 2)
     if count is not None and len(idx) > count:
-        idx = [idx[int(round(i))] for i in np.linspace(0, len(idx) - 1, count)]
+        idx = [idx[round(i)] for i in np.linspace(0, len(idx) - 1, count)]
     return [np.rot90(volume.data[:, :, z]).copy() for z in idx]
 
 

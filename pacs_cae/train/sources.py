@@ -38,6 +38,7 @@ def load_nifti(path: Path) -> Volume:
     import nibabel as nib
 
     img = nib.load(str(path))
+    assert isinstance(img, nib.spatialimages.SpatialImage)  # NIfTI-1/2 images are spatial images
     data = np.asarray(img.dataobj, dtype=np.float32)
     if data.ndim == 4:
         data = data[..., 0]
@@ -57,7 +58,7 @@ def load_dicom_folder(folder: Path) -> list[Volume]:
         try:
             ds = pydicom.dcmread(path)
             arr = ds.pixel_array
-        except Exception:  # not DICOM, or no decodable pixels: not training data
+        except Exception:  # noqa: BLE001, S112 - not DICOM, or no decodable pixels: not training data
             continue
         if arr.ndim != 2:
             continue

@@ -20,7 +20,7 @@ from pacs_cae.codec import BatchingCodec, CodecRegistry
 from pacs_cae.codec.weights import initial_model, save_model
 from pacs_cae.config import CodecSettings, CompressionSettings, DatabaseSettings, Settings
 from pacs_cae.store.db import Database
-from tests.archive.helpers import TEST_MODEL, ZERO_MODEL  # noqa: E402
+from tests.archive.helpers import TEST_MODEL, ZERO_MODEL
 
 REPO_MODELS = _ROOT / "models"
 

@@ -36,7 +36,7 @@ def refs_for(archive: Archive, *sop_instance_uids: str) -> list[Ref]:
 
 def load_one(archive: Archive, sop_instance_uid: str) -> Dataset:
     """The served dataset for one stored instance (fails the test on an ArchiveError)."""
-    [(ref, result)] = list(archive.load(refs_for(archive, sop_instance_uid)))
+    [(_ref, result)] = list(archive.load(refs_for(archive, sop_instance_uid)))
     assert isinstance(result, Dataset), result
     return result
 

@@ -47,7 +47,7 @@ def test_find_and_locate_use_the_uid_retrieve_delivers(open_archive) -> None:
     for uid in (series[0].SOPInstanceUID, derive_lossy_uid(series[0].SOPInstanceUID, TEST_MODEL)):
         ident = _identifier("IMAGE", StudyInstanceUID=study, SeriesInstanceUID=series[0].SeriesInstanceUID,
                             SOPInstanceUID=uid)
-        [(ref, ds)] = list(archive.load(archive.locate("S", ident)))
+        [(_ref, ds)] = list(archive.load(archive.locate("S", ident)))
         assert ds.SOPInstanceUID == derive_lossy_uid(series[0].SOPInstanceUID, TEST_MODEL)
 
     figures = archive.stats()

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from pydicom import dcmread
 from pydicom.dataset import Dataset, FileMetaDataset
-from pynetdicom.dsutils import decode, encode
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, RLELossless
+from pynetdicom.dsutils import decode, encode
 from sqlalchemy import func, select
 
 from pacs_cae.archive.errors import ArchiveError, CannotUnderstand, DataSetMismatch, OutOfResources
@@ -28,7 +28,15 @@ from tests.archive.factories import (
     make_sr,
     set_pixels,
 )
-from tests.archive.helpers import TEST_MODEL, ZERO_MODEL, load_one, part10, refs_for, reread, store_and_compress
+from tests.archive.helpers import (
+    TEST_MODEL,
+    ZERO_MODEL,
+    load_one,
+    part10,
+    refs_for,
+    reread,
+    store_and_compress,
+)
 
 #: Attributes a CAE-reconstructed instance is allowed (required) to change.
 LOSSY_CHANGES = {
@@ -302,8 +310,8 @@ def test_damaged_blob_is_a_per_instance_error(open_archive) -> None:
     with archive.database.session() as session:
         row = session.scalars(select(Instance).where(Instance.sop_instance_uid == bad.SOPInstanceUID)).one()
         row.blob.pixel_blob = row.blob.pixel_blob[:40]
-    results = dict((ref.sop_instance_uid, result) for ref, result in
-                   archive.load(refs_for(archive, good.SOPInstanceUID, bad.SOPInstanceUID)))
+    results = {ref.sop_instance_uid: result for ref, result in
+                   archive.load(refs_for(archive, good.SOPInstanceUID, bad.SOPInstanceUID))}
     assert isinstance(results[good.SOPInstanceUID], Dataset)
     assert isinstance(results[bad.SOPInstanceUID], ArchiveError)
 

@@ -9,11 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from codec_helpers import MODELS_DIR, TEST_MODEL, Phantom  # tests/codec is on sys.path under pytest
 
 from pacs_cae.codec import (
+    MODES,
     Codec,
     CodecError,
-    MODES,
     CorruptBlobError,
     ModelMismatchError,
     UnknownModelError,
@@ -24,8 +25,6 @@ from pacs_cae.codec import (
     read_header,
 )
 from pacs_cae.codec.weights import ModelCard, sha256_file
-
-from codec_helpers import MODELS_DIR, TEST_MODEL, Phantom  # tests/codec is on sys.path under pytest
 
 
 @pytest.mark.parametrize(

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from pacs_cae.codec import CorruptBlobError, PixelLayout, decode_lossless, encode_lossless
-from pacs_cae.codec import lossless
-
 from codec_helpers import Phantom  # tests/codec is on sys.path under pytest
+
+from pacs_cae.codec import CorruptBlobError, PixelLayout, decode_lossless, encode_lossless, lossless
 
 
 def _method(blob: bytes) -> int:

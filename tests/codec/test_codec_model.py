@@ -27,7 +27,7 @@ def _record(module: nn.Module, kinds: tuple[type, ...]) -> tuple[list, list]:
     handles = []
     for layer in module.modules():
         if isinstance(layer, kinds):
-            def hook(mod, _inp, out, kind=type(layer)):  # noqa: ANN001
+            def hook(mod, _inp, out, kind=type(layer)):  # noqa: B008 - binds this layer's type
                 seen.append((kind, (out.shape[2], out.shape[3], out.shape[1])))
             handles.append(layer.register_forward_hook(hook))
     return seen, handles
@@ -56,7 +56,7 @@ def test_activations_and_kernels_follow_the_paper() -> None:
     assert acts == [nn.SiLU] * 9 + [nn.Sigmoid]
 
 
-def test_parameter_count(capsys) -> None:  # noqa: ANN001
+def test_parameter_count(capsys) -> None:
     model = build_model("cae-paper")
     enc = sum(p.numel() for p in model.encoder.parameters())
     dec = sum(p.numel() for p in model.decoder.parameters())

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from codec_helpers import TEST_MODEL, Phantom  # tests/codec is on sys.path under pytest
 
 from pacs_cae.codec import (
     BatchingCodec,
@@ -16,8 +17,6 @@ from pacs_cae.codec import (
     CorruptBlobError,
     UnknownModelError,
 )
-
-from codec_helpers import TEST_MODEL, Phantom  # tests/codec is on sys.path under pytest
 
 
 def test_registry_decodes_a_mix_of_models_in_order(
@@ -51,16 +50,16 @@ class _CountingCodec:
         self.codec, self.calls = codec, []
         self.model_id, self.weights_sha256 = codec.model_id, codec.weights_sha256
 
-    def encode(self, slices, *, bits_stored=None):  # noqa: ANN001, ANN201
+    def encode(self, slices, *, bits_stored=None):
         self.calls.append(("encode", len(slices)))
         return self.codec.encode(slices, bits_stored=bits_stored)
 
-    def decode(self, blobs):  # noqa: ANN001, ANN201
+    def decode(self, blobs):
         self.calls.append(("decode", len(blobs)))
         return self.codec.decode(blobs)
 
 
-def _in_threads(count: int, target) -> None:  # noqa: ANN001
+def _in_threads(count: int, target) -> None:
     barrier = threading.Barrier(count)
     threads = [threading.Thread(target=lambda i=i: (barrier.wait(), target(i))) for i in range(count)]
     for t in threads:

@@ -12,7 +12,7 @@ DOCS = [ROOT / "README.md", ROOT / "docs" / "codec.md"]
 
 
 def python_blocks(path: Path) -> list[str]:
-    return re.findall(r"```python\n(.*?)```", path.read_text(), flags=re.S)
+    return re.findall(r"```python\n(.*?)```", path.read_text(), flags=re.DOTALL)
 
 
 @pytest.mark.parametrize("doc", DOCS, ids=lambda p: p.name)

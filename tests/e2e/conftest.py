@@ -10,8 +10,8 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -20,10 +20,10 @@ _ROOT = Path(__file__).resolve().parents[2]
 if str(_ROOT) not in sys.path:
     sys.path.insert(0, str(_ROOT))
 
-from tests.archive.factories import make_mr_series, make_odd_size, make_rgb, make_sr  # noqa: E402
-from tests.e2e import dcmtk  # noqa: E402
-from tests.e2e.scenario import MOVE_AET, MR_SLICES, Scenario, codec_under_test, write_datasets  # noqa: E402
-from tests.e2e.server_process import (  # noqa: E402
+from tests.archive.factories import make_mr_series, make_odd_size, make_rgb, make_sr
+from tests.e2e import dcmtk
+from tests.e2e.scenario import MOVE_AET, MR_SLICES, Scenario, codec_under_test, write_datasets
+from tests.e2e.server_process import (
     clean_environment,
     drain,
     free_port,
@@ -74,9 +74,9 @@ def scenario(module_database_url: str, tmp_path_factory: pytest.TempPathFactory)
     if not module_database_url.startswith("sqlite"):
         # A fresh PostgreSQL schema is out of date: serve must refuse it; `db upgrade` then sets it up.
         refused = subprocess.run([*pacs_cae_command(), "serve", "--config", str(config)], cwd=work,
-                                 capture_output=True, text=True, timeout=90, env=clean_environment())
+                                 check=False, capture_output=True, text=True, timeout=90, env=clean_environment())
         upgrade = subprocess.run([*pacs_cae_command(), "db", "upgrade", "--config", str(config)], cwd=work,
-                                 capture_output=True, text=True, timeout=180, env=clean_environment())
+                                 check=False, capture_output=True, text=True, timeout=180, env=clean_environment())
         assert upgrade.returncode == 0, upgrade.stdout + upgrade.stderr
     server = start_server(work, config, port)
     try:

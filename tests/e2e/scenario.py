@@ -75,7 +75,7 @@ class Scenario:
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
         """Run another `pacs-cae` command against the same configuration."""
         return subprocess.run([*pacs_cae_command(), *args, "--config", str(self.server.config)],
-                              cwd=self.work, capture_output=True, text=True, timeout=180,
+                              cwd=self.work, check=False, capture_output=True, text=True, timeout=180,
                               env=clean_environment())
 
 

@@ -9,9 +9,10 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from tests.e2e import dcmtk
 
@@ -122,7 +123,7 @@ def drain(config: Path, workdir: Path, *, timeout: float = 600,
           args: Sequence[str] = ()) -> subprocess.CompletedProcess[str]:
     """``pacs-cae worker --drain --now``: compress everything stored so far (the deferred codec path)."""
     return subprocess.run([*pacs_cae_command(), "worker", "--drain", "--now", "--config", str(config), *args],
-                          cwd=workdir, capture_output=True, text=True, timeout=timeout, env=clean_environment())
+                          cwd=workdir, check=False, capture_output=True, text=True, timeout=timeout, env=clean_environment())
 
 
 def echo(port: int) -> subprocess.CompletedProcess[str]:

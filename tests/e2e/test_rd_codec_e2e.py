@@ -27,9 +27,9 @@ from tests.e2e.compare import check_lossy, psnr_db
 from tests.e2e.scenario import write_datasets
 from tests.e2e.server_process import (
     clean_environment,
+    drain,
     free_port,
     pacs_cae_command,
-    drain,
     start_server,
     write_config,
 )

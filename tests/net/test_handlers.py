@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import socket
 import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from types import SimpleNamespace
-from typing import Iterator, Sequence
 
 import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
@@ -97,7 +97,7 @@ def served():
     settings.server.host, settings.server.port = "127.0.0.1", 0
     archive = FakeArchive()
     server = ArchiveServer(settings, archive)
-    host, port = server.start()
+    _host, port = server.start()
     yield settings, archive, port
     server.stop(grace_s=5)
 
@@ -110,7 +110,7 @@ def _scu(*contexts: str, calling: str = "TESTSCU") -> AE:
 
 
 def test_echo_and_store_statuses(served) -> None:
-    settings, archive, port = served
+    _settings, archive, port = served
     ae = _scu(Verification, MRImageStorage)
     assoc = ae.associate("127.0.0.1", port, ae_title="PACSCAE")
     assert assoc.is_established
@@ -200,7 +200,7 @@ def test_get_counts_a_broken_instance_as_failed(served) -> None:
 
 
 def test_move_to_unknown_destination_is_a801(served) -> None:
-    settings, archive, port = served
+    _settings, archive, port = served
     uid = generate_uid()
     archive.stored[uid] = _mr(uid)
     ae = _scu(StudyRootQueryRetrieveInformationModelMove)

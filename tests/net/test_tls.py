@@ -11,8 +11,9 @@ import socket
 import ssl
 import sys
 import time
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import pytest
 from pydicom.dataset import Dataset, FileMetaDataset

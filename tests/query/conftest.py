@@ -12,10 +12,9 @@ from collections.abc import Callable, Iterator
 
 import pytest
 from pydicom.dataset import Dataset
+from query_data import store_all
 
 from pacs_cae.store import Database
-
-from query_data import store_all
 
 
 @pytest.fixture(scope="module")

@@ -11,32 +11,32 @@ CT = "1.2.840.10008.5.1.4.1.1.2"
 SR = "1.2.840.10008.5.1.4.1.1.88.11"
 
 PATIENTS = {
-    "PID1": dict(PatientName="Doe^John", PatientBirthDate="19700101", PatientSex="M"),
-    "PID2": dict(PatientName="Smith^Jane", PatientBirthDate="19851231", PatientSex="F", IssuerOfPatientID="HOSP"),
-    "PID3": dict(PatientName="Müller^Hans", PatientBirthDate="19600615", PatientSex="M"),
+    "PID1": {"PatientName": "Doe^John", "PatientBirthDate": "19700101", "PatientSex": "M"},
+    "PID2": {"PatientName": "Smith^Jane", "PatientBirthDate": "19851231", "PatientSex": "F", "IssuerOfPatientID": "HOSP"},
+    "PID3": {"PatientName": "Müller^Hans", "PatientBirthDate": "19600615", "PatientSex": "M"},
 }
 STUDIES = {
-    "1.2.3.1": ("PID1", dict(StudyDate="20240115", StudyTime="101500", AccessionNumber="ACC1", StudyID="S1",
-                             ReferringPhysicianName="Ref^Alice", StudyDescription="Brain MRI")),
-    "1.2.3.2": ("PID1", dict(StudyDate="20240301", StudyTime="154500.123", AccessionNumber="ACC2", StudyID="S2",
-                             StudyDescription="Follow-up")),
-    "1.2.3.3": ("PID2", dict(StudyDate="20231231", StudyTime="080000", AccessionNumber="ACC_3%", StudyID="S3",
-                             StudyDescription="Head CT")),
-    "1.2.3.4": ("PID3", dict(StudyDate="20220601", StudyTime="000000", AccessionNumber="ACC4", StudyID="S4",
-                             StudyDescription="Brain MRI")),
+    "1.2.3.1": ("PID1", {"StudyDate": "20240115", "StudyTime": "101500", "AccessionNumber": "ACC1", "StudyID": "S1",
+                             "ReferringPhysicianName": "Ref^Alice", "StudyDescription": "Brain MRI"}),
+    "1.2.3.2": ("PID1", {"StudyDate": "20240301", "StudyTime": "154500.123", "AccessionNumber": "ACC2", "StudyID": "S2",
+                             "StudyDescription": "Follow-up"}),
+    "1.2.3.3": ("PID2", {"StudyDate": "20231231", "StudyTime": "080000", "AccessionNumber": "ACC_3%", "StudyID": "S3",
+                             "StudyDescription": "Head CT"}),
+    "1.2.3.4": ("PID3", {"StudyDate": "20220601", "StudyTime": "000000", "AccessionNumber": "ACC4", "StudyID": "S4",
+                             "StudyDescription": "Brain MRI"}),
 }
 # series uid -> (study uid, attributes, [(sop uid, sop class, instance number, storage)])
 SERIES = {
-    "1.2.3.1.1": ("1.2.3.1", dict(Modality="MR", SeriesNumber=1, SeriesDescription="T1 axial",
-                                  BodyPartExamined="BRAIN"),
+    "1.2.3.1.1": ("1.2.3.1", {"Modality": "MR", "SeriesNumber": 1, "SeriesDescription": "T1 axial",
+                                  "BodyPartExamined": "BRAIN"},
                   [("1.2.3.1.1.1", MR, 1, "cae"), ("1.2.3.1.1.2", MR, 2, "cae"), ("1.2.3.1.1.3", MR, 3, "lossless")]),
-    "1.2.3.1.2": ("1.2.3.1", dict(Modality="SR", SeriesNumber=2, SeriesDescription="Report"),
+    "1.2.3.1.2": ("1.2.3.1", {"Modality": "SR", "SeriesNumber": 2, "SeriesDescription": "Report"},
                   [("1.2.3.1.2.1", SR, 1, "none")]),
-    "1.2.3.2.1": ("1.2.3.2", dict(Modality="MR", SeriesNumber=1, SeriesDescription="T2 axial"),
+    "1.2.3.2.1": ("1.2.3.2", {"Modality": "MR", "SeriesNumber": 1, "SeriesDescription": "T2 axial"},
                   [("1.2.3.2.1.1", MR, 1, "cae"), ("1.2.3.2.1.2", MR, 2, "cae")]),
-    "1.2.3.3.1": ("1.2.3.3", dict(Modality="CT", SeriesNumber=5, SeriesDescription="Head"),
+    "1.2.3.3.1": ("1.2.3.3", {"Modality": "CT", "SeriesNumber": 5, "SeriesDescription": "Head"},
                   [("1.2.3.3.1.1", CT, 1, "lossless")]),
-    "1.2.3.4.1": ("1.2.3.4", dict(Modality="MR", SeriesNumber=1, SeriesDescription="T1 sagittal"),
+    "1.2.3.4.1": ("1.2.3.4", {"Modality": "MR", "SeriesNumber": 1, "SeriesDescription": "T1 sagittal"},
                   [("1.2.3.4.1.1", MR, 7, "lossless")]),
 }
 
@@ -74,7 +74,7 @@ def instance_dataset(sop_uid: str) -> Dataset:
 
 def store_all(db: Database) -> None:
     with db.session() as session:
-        for _series_uid, (_study, _attrs, instances) in SERIES.items():
+        for (_study, _attrs, instances) in SERIES.values():
             for uid, _cls, _number, storage in instances:
                 extra: dict = {"storage": storage, "transfer_syntax_uid": "1.2.840.10008.1.2.1"}
                 if storage != "none":

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from query_data import derived
 
 from pacs_cae.archive.query import QueryError, find
-
-from query_data import derived
 
 
 def _values(responses, keyword):

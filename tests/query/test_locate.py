@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import pytest
 from pydicom.dataset import Dataset
+from query_data import derived
 
 from pacs_cae.archive.query import QueryError, locate
-
-from query_data import derived
 
 
 def _locate(db, model, level, lossy_uid="derive", **keys):

@@ -88,11 +88,10 @@ def test_ensure_schema_upgrades_sqlite_but_only_checks_postgresql(database_url):
 
 
 def test_foreign_keys_are_enforced(database):
-    with pytest.raises(IntegrityError):
-        with database.engine.begin() as conn:
-            conn.execute(text(
-                "INSERT INTO study (patient_pk, study_instance_uid, created) VALUES (999, '1.2', CURRENT_TIMESTAMP)"
-            ))
+    with pytest.raises(IntegrityError), database.engine.begin() as conn:
+        conn.execute(text(
+            "INSERT INTO study (patient_pk, study_instance_uid, created) VALUES (999, '1.2', CURRENT_TIMESTAMP)"
+        ))
 
 
 def test_delete_cascades_to_instances_and_blobs(database):
@@ -134,11 +133,10 @@ def test_session_commits_or_rolls_back(database):
 
     with database.session() as session:
         session.add(Patient(patient_id="A", issuer=""))
-    with pytest.raises(RuntimeError):
-        with database.session() as session:
-            session.add(Patient(patient_id="B", issuer=""))
-            session.flush()
-            raise RuntimeError("boom")
+    with pytest.raises(RuntimeError), database.session() as session:
+        session.add(Patient(patient_id="B", issuer=""))
+        session.flush()
+        raise RuntimeError("boom")
     with database.session(readonly=True) as session:
         assert [p.patient_id for p in session.query(Patient).all()] == ["A"]
 

@@ -34,8 +34,7 @@ from ..engine import (
     Mode,
     _per_item,
     batches_by_shape,
-    mode_dtype,
-    mode_memory_format,
+    place_in_mode,
     resolve_mode,
     run_in_mode,
 )
@@ -114,8 +113,7 @@ class RDCodec:
         self._table_choice = Uniform(entropy.scales.size)  # the residual layer's per-block table map
         # the probability path: float64, CPU, whatever the mode of the transforms
         self._h_s = copy.deepcopy(network.h_s).to("cpu", torch.float64).eval()
-        self.model = network.to(self.device, mode_dtype(self.mode)).to(
-            memory_format=mode_memory_format(self.mode)).eval()
+        self.model = place_in_mode(network, self.device, self.mode)
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -183,9 +181,9 @@ class RDCodec:
         with self._lock:
             images = run_in_mode(self.model.synthesis, torch.cat(list(y_hat)), self.device, self.mode,
                                  gains.to(self.device))
-        images = images[:, 0].clamp(0, 1).cpu().numpy()
+        pixels = images[:, 0].clamp(0, 1).cpu().numpy()
         return [restore_slice(img, rows=g.rows, columns=g.columns, dtype=g.dtype, bits_stored=g.bits_stored,
-                              value_min=g.value_min, value_max=g.value_max) for img, g in zip(images, geometry)]
+                              value_min=g.value_min, value_max=g.value_max) for img, g in zip(pixels, geometry)]
 
     # ------------------------------------------------------------------ entropy coding
     def _parameters(self, z_hat: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
@@ -261,7 +259,7 @@ class RDCodec:
             except Exception as exc:  # constriction: exhausted or inconsistent stream
                 raise CorruptBlobError(f"entropy-coded stream is damaged: {exc}") from exc
             rows = table_map.astype(np.int64)[blocks]
-            symbols, used = self.entropy.gaussian.decode(coder, rows, overflow)  # type: ignore[arg-type]
+            symbols, used = self.entropy.gaussian.decode(coder, rows, overflow)
             overflow = overflow[used:]
             values = x_hat.astype(np.int64) + residual.dequantize(symbols, header.residual_delta).reshape(
                 x_hat.shape)

@@ -8,6 +8,8 @@ on every machine. Values outside a table's range code its escape symbol and trav
 
 from __future__ import annotations
 
+from typing import TypeAlias
+
 import constriction
 import numpy as np
 
@@ -15,9 +17,10 @@ from ..errors import CorruptBlobError
 from .tables import PRECISION, Tables
 
 # constriction's submodules are attributes of its extension module, not importable packages
-Categorical = constriction.stream.model.Categorical
-AnsCoder = constriction.stream.stack.AnsCoder
-Uniform = constriction.stream.model.Uniform
+# (constriction ships no type information: these are Any to mypy)
+Categorical: TypeAlias = constriction.stream.model.Categorical
+AnsCoder: TypeAlias = constriction.stream.stack.AnsCoder
+Uniform: TypeAlias = constriction.stream.model.Uniform
 
 
 class TableCoder:
