@@ -39,12 +39,9 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from tests.archive.factories import make_mr_series, set_pixels
-from tests.e2e import dcmtk
-from tests.e2e.server_process import (
+from pacs_cae.testing import dcmtk
+from pacs_cae.testing.factories import make_mr_series, set_pixels
+from pacs_cae.testing.server_process import (
     clean_environment,
     free_port,
     pacs_cae_command,

@@ -12,7 +12,7 @@ import typer
 
 from pacs_cae.archive.service import NO_MODEL
 from pacs_cae.cli.app import app
-from pacs_cae.cli.options import ConfigOption, DatabaseUrlOption, load_or_exit, require_extra
+from pacs_cae.cli.options import ConfigOption, DatabaseUrlOption, ModelsDirOption, load_or_exit, require_extra
 
 
 @app.command()
@@ -22,8 +22,7 @@ def evaluate(
     )] = None,
     model: Annotated[str | None, typer.Option(
         "--model", help="Model id under --models-dir, or a model directory (default: codec.model).")] = None,
-    models_dir: Annotated[Path | None, typer.Option(
-        "--models-dir", help="Default: codec.models_dir, else $PACS_CAE_MODELS_DIR or models/.")] = None,
+    models_dir: ModelsDirOption = None,
     quality: Annotated[list[int] | None, typer.Option(
         "--quality", "-q", help="Only this operating point of the learned codec (repeatable; default: all).")] = None,
     study: Annotated[list[str] | None, typer.Option(
@@ -64,13 +63,13 @@ def evaluate(
         window = _bd_window(bd_range)
         if sum(bool(x) for x in (sources, study, real_mr)) > 1:
             raise _UserError("give SOURCES, --study or --real-mr, one of them")
-        wants_settings = bool(study or config or database_url)
-        settings = load_or_exit("evaluate", config, database_url=database_url) if wants_settings else None
-        codec_settings = settings.codec if settings else None
-        model_id = model or (codec_settings.model if codec_settings and codec_settings.model.strip().lower()
-                             not in NO_MODEL else "cae-paper")
-        models = models_dir or (codec_settings.models_dir if codec_settings else None)
-        codec = _load(model_id, device or (codec_settings.device if codec_settings else "auto"), models)
+        # the same settings as serve (file, PACS_CAE_* environment, flags): models directory, model, device
+        settings = load_or_exit("evaluate", config, database_url=database_url, models_dir=models_dir)
+        codec_settings = settings.codec
+        model_id = model or (codec_settings.model if codec_settings.model.strip().lower() not in NO_MODEL
+                             else "cae-paper")
+        models = codec_settings.models_dir
+        codec = _load(model_id, device or codec_settings.device, models)
         try:
             select_points(codec, quality or None)
         except ValueError as exc:
@@ -195,7 +194,8 @@ def export_model(
     checkpoint: Annotated[Path, typer.Argument(
         exists=True, dir_okay=False, help="A training checkpoint (best.pt).")],
     model_id: Annotated[str, typer.Option("--model-id", help="The new model's id (its directory name).")],
-    models_dir: Annotated[Path, typer.Option("--models-dir")] = Path("models"),
+    models_dir: ModelsDirOption = None,
+    config: ConfigOption = None,
     run_dir: Annotated[Path | None, typer.Option(
         "--run-dir", help="The run folder; its log.csv gives the curve.")] = None,
     notes: Annotated[str | None, typer.Option("--notes", help="Free text for the model card.")] = None,
@@ -214,9 +214,13 @@ def export_model(
     """Write models/ID/{model.safetensors, card.json, README.md, learning_curve.png} from a checkpoint."""
     from rich.console import Console
 
+    from pacs_cae.codec.weights import default_models_dir
     from pacs_cae.train.export import ExportError, export_checkpoint
 
     console = Console(stderr=True, soft_wrap=True)
+    # where serve looks for models: codec.models_dir (file, environment, --models-dir), else the default
+    configured = load_or_exit("export-model", config, models_dir=models_dir).codec.models_dir
+    models_dir = Path(configured) if configured else default_models_dir()
     try:
         out = export_checkpoint(
             checkpoint,

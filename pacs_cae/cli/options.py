@@ -30,13 +30,14 @@ LogLevelOption = Annotated[str | None, typer.Option("--log-level", help="DEBUG, 
 FLAG_KEYS = {
     "host": "server.host", "port": "server.port", "ae_title": "server.ae_title",
     "database_url": "database.url", "device": "codec.device", "model": "codec.model", "quality": "codec.quality",
-    "data_dir": "data_dir", "log_level": "log_level",
+    "models_dir": "codec.models_dir", "data_dir": "data_dir", "log_level": "log_level",
 }
 
 
 def flag_overrides(**flags: Any) -> dict[str, Any]:
     """Flags as ``load_settings`` dotted overrides; flags left unset (None) do not override."""
-    return {FLAG_KEYS[name]: value for name, value in flags.items() if value is not None}
+    return {FLAG_KEYS[name]: str(value) if isinstance(value, Path) else value
+            for name, value in flags.items() if value is not None}
 
 
 def load_or_exit(command: str, config: Path | None, **flags: Any) -> Settings:

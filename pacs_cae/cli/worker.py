@@ -12,7 +12,14 @@ from typing import Annotated, Any
 import typer
 
 from pacs_cae.cli.app import app
-from pacs_cae.cli.options import ConfigOption, DatabaseUrlOption, DeviceOption, LogLevelOption, load_or_exit
+from pacs_cae.cli.options import (
+    ConfigOption,
+    DatabaseUrlOption,
+    DeviceOption,
+    LogLevelOption,
+    ModelsDirOption,
+    load_or_exit,
+)
 
 LOG = logging.getLogger("pacs_cae.worker")
 
@@ -25,6 +32,7 @@ def worker(
     config: ConfigOption = None,
     database_url: DatabaseUrlOption = None,
     device: DeviceOption = None,
+    models_dir: ModelsDirOption = None,
     quality: Annotated[int | None, typer.Option(
         "--quality", min=1, help="Operating point of a variable-rate model (codec.quality).")] = None,
     drain: Annotated[bool, typer.Option(
@@ -37,7 +45,7 @@ def worker(
     from pacs_cae.cli.serve import configure_logging
 
     settings = load_or_exit("worker", config, database_url=database_url, device=device, quality=quality,
-                            log_level=log_level)
+                            models_dir=models_dir, log_level=log_level)
     configure_logging(settings.log_level if not drain else "WARNING")
     archive = _open_or_exit(settings)
     stop = threading.Event()

@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import re
+import sysconfig
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,12 +49,24 @@ class ModelCard:
         return cls(**known, extra=data)
 
 
+#: Where a (non-editable) install puts the shipped models: ``[tool.setuptools.data-files]`` in pyproject.toml.
+INSTALLED_MODELS = Path("share") / "pacs-cae" / "models"
+
+
 def default_models_dir() -> Path:
-    """``$PACS_CAE_MODELS_DIR`` if set, else the repository's ``models/`` folder."""
+    """Where model ids are looked up when ``codec.models_dir`` (``--models-dir``) is unset.
+
+    ``$PACS_CAE_MODELS_DIR`` if set; else the ``models/`` folder of the checkout the package runs from (an
+    editable install, the repository); else the shipped models a wheel install put under the environment's
+    data directory (``<venv>/share/pacs-cae/models``).
+    """
     env = os.environ.get(MODELS_DIR_ENV)
     if env:
         return Path(env)
-    return Path(__file__).resolve().parents[2] / "models"
+    checkout = Path(__file__).resolve().parents[2] / "models"
+    if checkout.is_dir():
+        return checkout
+    return Path(sysconfig.get_path("data")) / INSTALLED_MODELS
 
 
 def validate_model_id(model_id: str) -> str:

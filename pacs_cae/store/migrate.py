@@ -1,11 +1,11 @@
-"""Alembic, configured in code: the schema is only ever created or changed by the revisions in ``migrations/``.
+"""Alembic, configured in code: the schema is only ever created or changed by the revisions in
+``pacs_cae/migrations/``, which ship inside the package (so a non-editable install can upgrade a database).
 
 No ``alembic.ini`` is needed; ``pacs-cae db upgrade`` and ``serve`` call these helpers with an open connection.
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from alembic import command
@@ -14,20 +14,15 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Connection
 
-#: The repository's ``migrations/`` directory (the package is installed editable from the checkout, as in
-#: deploy/); ``$PACS_CAE_MIGRATIONS_DIR`` points elsewhere for other layouts.
-MIGRATIONS_DIR = Path(os.environ.get("PACS_CAE_MIGRATIONS_DIR") or Path(__file__).resolve().parents[2] / "migrations")
+#: Alembic's package-resource form: found wherever the package is installed (editable or not).
+SCRIPT_LOCATION = "pacs_cae:migrations"
+MIGRATIONS_DIR = Path(__file__).resolve().parents[1] / "migrations"
 
 
 def alembic_config(connection: Connection | None = None) -> Config:
-    """An Alembic ``Config`` pointing at ``migrations/``, optionally bound to an open connection."""
-    if not (MIGRATIONS_DIR / "env.py").is_file():
-        raise FileNotFoundError(
-            f"Alembic migrations not found at {MIGRATIONS_DIR}: install pacs-cae from its checkout "
-            "(pip install -e .) or set PACS_CAE_MIGRATIONS_DIR to the repository's migrations/ directory"
-        )
+    """An Alembic ``Config`` pointing at the packaged migrations, optionally bound to an open connection."""
     config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    config.set_main_option("script_location", SCRIPT_LOCATION)
     if connection is not None:
         config.attributes["connection"] = connection
     return config

@@ -25,7 +25,7 @@ from pacs_cae.config import CompressionRule, ConfigError, load_settings
 from pacs_cae.dicom.uids import derive_lossy_uid
 from pacs_cae.store import jobs
 from pacs_cae.store.schema import CompressionJob, Instance, InstanceBlob, utcnow
-from tests.archive.factories import make_mr_series, set_pixels
+from pacs_cae.testing.factories import make_mr_series, set_pixels
 from tests.archive.helpers import TEST_MODEL, load_one, refs_for, reread, store_and_compress
 
 

@@ -14,7 +14,7 @@ from pacs_cae.dicom.metadata import MetadataError, decode_metadata, encode_metad
 from pacs_cae.dicom.policy import ELIGIBLE, check_eligibility
 from pacs_cae.dicom.rebuild import LOSSY_METHOD, LossySource, compression_ratio, rebuild_lossy
 from pacs_cae.dicom.uids import derive_lossy_uid
-from tests.archive.factories import make_mr_series, make_odd_size, make_rgb, make_sr
+from pacs_cae.testing.factories import make_mr_series, make_odd_size, make_rgb, make_sr
 from tests.archive.helpers import part10, reread
 
 SETTINGS = CodecSettings()

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from pacs_cae.archive.service import Archive
 from pacs_cae.cli import app
 from pacs_cae.dicom.uids import derive_lossy_uid
-from tests.archive.factories import make_mr_series, make_rgb, make_sr
+from pacs_cae.testing.factories import make_mr_series, make_rgb, make_sr
 from tests.archive.helpers import TEST_MODEL, reread, store_and_compress
 
 

@@ -20,7 +20,7 @@ from pacs_cae.dicom.rebuild import LOSSY_METHOD
 from pacs_cae.dicom.uids import derive_lossy_uid
 from pacs_cae.store.db import Database
 from pacs_cae.store.schema import Instance
-from tests.archive.factories import (
+from pacs_cae.testing.factories import (
     make_mr_series,
     make_odd_size,
     make_presentation_state,

@@ -26,7 +26,7 @@ from pacs_cae.dicom.policy import CODEC_INPUT_SYNTAXES, missing_decoders
 from pacs_cae.dicom.rebuild import LOSSY_METHOD, LossySource, delivered_lossy_attributes, rebuild_lossy
 from pacs_cae.dicom.transcode import aligned_lossy_history, choose_syntax, to_little_endian, transcode
 from pacs_cae.net.ae import storage_contexts_for
-from tests.archive.factories import make_mr_series, make_rgb, make_sr
+from pacs_cae.testing.factories import make_mr_series, make_rgb, make_sr
 from tests.archive.helpers import part10, reread
 
 MR = "1.2.840.10008.5.1.4.1.1.4"

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from pacs_cae.archive.service import Archive
 from pacs_cae.cli import app
 from pacs_cae.store.schema import Instance, InstanceBlob
-from tests.archive.factories import make_mr_series, make_sr
+from pacs_cae.testing.factories import make_mr_series, make_sr
 from tests.archive.helpers import TEST_MODEL, store_and_compress
 
 

@@ -14,9 +14,9 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from tests.archive.factories import make_mr_series, make_sr
+from pacs_cae.testing.factories import make_mr_series, make_sr
+from pacs_cae.testing.server_process import clean_environment, pacs_cae_command
 from tests.e2e.scenario import write_datasets
-from tests.e2e.server_process import clean_environment, pacs_cae_command
 
 
 def cli(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:

@@ -18,9 +18,9 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from tests.archive.factories import make_mr_series
-from tests.e2e import dcmtk
-from tests.e2e.server_process import free_port, start_server, write_config
+from pacs_cae.testing import dcmtk
+from pacs_cae.testing.factories import make_mr_series
+from pacs_cae.testing.server_process import free_port, start_server, write_config
 
 pytestmark = pytest.mark.e2e
 

@@ -20,10 +20,9 @@ _ROOT = Path(__file__).resolve().parents[2]
 if str(_ROOT) not in sys.path:
     sys.path.insert(0, str(_ROOT))
 
-from tests.archive.factories import make_mr_series, make_odd_size, make_rgb, make_sr
-from tests.e2e import dcmtk
-from tests.e2e.scenario import MOVE_AET, MR_SLICES, Scenario, codec_under_test, write_datasets
-from tests.e2e.server_process import (
+from pacs_cae.testing import dcmtk
+from pacs_cae.testing.factories import make_mr_series, make_odd_size, make_rgb, make_sr
+from pacs_cae.testing.server_process import (
     clean_environment,
     drain,
     free_port,
@@ -31,6 +30,7 @@ from tests.e2e.server_process import (
     start_server,
     write_config,
 )
+from tests.e2e.scenario import MOVE_AET, MR_SLICES, Scenario, codec_under_test, write_datasets
 
 
 def pytest_configure(config: pytest.Config) -> None:

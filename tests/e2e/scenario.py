@@ -9,7 +9,7 @@ from pathlib import Path
 
 from pydicom.dataset import Dataset
 
-from tests.e2e.server_process import ServerProcess, clean_environment, pacs_cae_command
+from pacs_cae.testing.server_process import ServerProcess, clean_environment, pacs_cae_command
 
 #: The MR series under test: few slices keep the run short; 512x512 12-bit is the paper's format.
 MR_SLICES = 8

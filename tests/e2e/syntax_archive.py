@@ -34,10 +34,8 @@ from pydicom.uid import (
 )
 
 from pacs_cae.dicom.transcode import LOSSY_METHODS
-from tests.e2e import dcmtk
-from tests.e2e.compare import psnr_db
-from tests.e2e.scenario import codec_under_test
-from tests.e2e.server_process import (
+from pacs_cae.testing import dcmtk
+from pacs_cae.testing.server_process import (
     ServerProcess,
     clean_environment,
     free_port,
@@ -45,6 +43,8 @@ from tests.e2e.server_process import (
     start_server,
     write_config,
 )
+from tests.e2e.compare import psnr_db
+from tests.e2e.scenario import codec_under_test
 from tests.e2e.syntax_corpus import CorpusFile, decoded
 
 #: storescu's "propose" option for each syntax (that syntax, in its own context, with -R).

@@ -15,11 +15,11 @@ import time
 import pytest
 from pydicom.dataset import Dataset
 
-from tests.archive.factories import make_mr_series
-from tests.e2e import dcmtk
+from pacs_cae.testing import dcmtk
+from pacs_cae.testing.factories import make_mr_series
+from pacs_cae.testing.server_process import echo
 from tests.e2e.compare import check_lossless, check_lossy
 from tests.e2e.scenario import MOVE_AET, Scenario, write_datasets
-from tests.e2e.server_process import echo
 
 pytestmark = pytest.mark.e2e
 

@@ -16,10 +16,9 @@ from pathlib import Path
 import imagecodecs
 import pytest
 
-from tests.archive.factories import make_mr_series
-from tests.e2e import dcmtk
-from tests.e2e.scenario import UNTRAINED_FLOOR_DB, write_datasets
-from tests.e2e.server_process import (
+from pacs_cae.testing import dcmtk
+from pacs_cae.testing.factories import make_mr_series
+from pacs_cae.testing.server_process import (
     clean_environment,
     drain,
     free_port,
@@ -27,6 +26,7 @@ from tests.e2e.server_process import (
     start_server,
     write_config,
 )
+from tests.e2e.scenario import UNTRAINED_FLOOR_DB, write_datasets
 
 pytestmark = pytest.mark.e2e
 

@@ -25,8 +25,8 @@ from typing import Any
 import pytest
 from pydicom import dcmread
 
-from tests.e2e import dcmtk
-from tests.e2e.server_process import free_port
+from pacs_cae.testing import dcmtk
+from pacs_cae.testing.server_process import free_port
 from tests.e2e.syntax_archive import Stored, check, open_archive
 from tests.e2e.syntax_corpus import build
 

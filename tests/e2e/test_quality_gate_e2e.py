@@ -17,11 +17,9 @@ import pytest
 import torch
 
 from pacs_cae.codec.weights import initial_model, save_model
-from tests.archive.factories import make_mr_series
-from tests.e2e import dcmtk
-from tests.e2e.compare import check_lossless
-from tests.e2e.scenario import codec_under_test, write_datasets
-from tests.e2e.server_process import (
+from pacs_cae.testing import dcmtk
+from pacs_cae.testing.factories import make_mr_series
+from pacs_cae.testing.server_process import (
     clean_environment,
     drain,
     free_port,
@@ -29,6 +27,8 @@ from tests.e2e.server_process import (
     start_server,
     write_config,
 )
+from tests.e2e.compare import check_lossless
+from tests.e2e.scenario import codec_under_test, write_datasets
 
 pytestmark = pytest.mark.e2e
 

@@ -20,12 +20,9 @@ import numpy as np
 import pytest
 
 from pacs_cae.codec import load_codec
-from pacs_cae.train.mr_realism import realistic_slice
-from tests.archive.factories import make_mr_series
-from tests.e2e import dcmtk
-from tests.e2e.compare import check_lossy, psnr_db
-from tests.e2e.scenario import write_datasets
-from tests.e2e.server_process import (
+from pacs_cae.testing import dcmtk
+from pacs_cae.testing.factories import make_mr_series
+from pacs_cae.testing.server_process import (
     clean_environment,
     drain,
     free_port,
@@ -33,6 +30,9 @@ from tests.e2e.server_process import (
     start_server,
     write_config,
 )
+from pacs_cae.train.mr_realism import realistic_slice
+from tests.e2e.compare import check_lossy, psnr_db
+from tests.e2e.scenario import write_datasets
 
 pytestmark = pytest.mark.e2e
 

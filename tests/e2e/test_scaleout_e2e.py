@@ -22,10 +22,9 @@ from sqlalchemy.engine import Engine
 
 from pacs_cae.dicom.uids import derive_lossy_uid
 from pacs_cae.store.schema import CompressionJob, Instance, InstanceBlob
-from tests.archive.factories import make_mr_series
-from tests.e2e import dcmtk
-from tests.e2e.scenario import UNTRAINED_FLOOR_DB, write_datasets
-from tests.e2e.server_process import (
+from pacs_cae.testing import dcmtk
+from pacs_cae.testing.factories import make_mr_series
+from pacs_cae.testing.server_process import (
     ServerProcess,
     clean_environment,
     drain,
@@ -34,6 +33,7 @@ from tests.e2e.server_process import (
     start_server,
     write_config,
 )
+from tests.e2e.scenario import UNTRAINED_FLOOR_DB, write_datasets
 
 pytestmark = pytest.mark.e2e
 

@@ -29,8 +29,8 @@ _ROOT = Path(__file__).resolve().parents[2]
 if str(_ROOT) not in sys.path:
     sys.path.insert(0, str(_ROOT))
 
-from tests.archive.factories import make_mr_series
-from tests.e2e.server_process import (
+from pacs_cae.testing.factories import make_mr_series
+from pacs_cae.testing.server_process import (
     AE_TITLE,
     ServerProcess,
     clean_environment,

@@ -20,10 +20,9 @@ from pathlib import Path
 import pytest
 from pydicom import dcmread
 
-from tests.archive.factories import make_mr_series
-from tests.e2e import dcmtk
-from tests.e2e.scenario import codec_under_test, write_datasets
-from tests.e2e.server_process import (
+from pacs_cae.testing import dcmtk
+from pacs_cae.testing.factories import make_mr_series
+from pacs_cae.testing.server_process import (
     AE_TITLE,
     ServerProcess,
     clean_environment,
@@ -31,6 +30,7 @@ from tests.e2e.server_process import (
     pacs_cae_command,
     write_config,
 )
+from tests.e2e.scenario import codec_under_test, write_datasets
 from tests.net.tls_pki import Pair, Pki, make_ca, make_leaf, make_pki
 
 pytestmark = pytest.mark.e2e

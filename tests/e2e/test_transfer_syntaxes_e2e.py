@@ -44,8 +44,8 @@ from pydicom.uid import (
 )
 
 from pacs_cae.dicom.transcode import LOSSLESS_ENCODINGS
-from tests.e2e import dcmtk
-from tests.e2e.server_process import free_port
+from pacs_cae.testing import dcmtk
+from pacs_cae.testing.server_process import free_port
 from tests.e2e.syntax_archive import Stored, check, match, open_archive, values
 from tests.e2e.syntax_corpus import build
 

@@ -130,7 +130,7 @@ def test_a_silent_association_loses_its_slot_after_the_idle_timeout(make_server)
 def test_a_data_set_larger_than_max_dataset_bytes_is_aborted(make_server) -> None:  # type: ignore[no-untyped-def]
     from pynetdicom.sop_class import MRImageStorage
 
-    from tests.archive.factories import make_mr_series
+    from pacs_cae.testing.factories import make_mr_series
 
     port = make_server(max_dataset_bytes=64 * 1024)
     ae = AE(ae_title="LIMITS")

@@ -95,7 +95,7 @@ def test_train_takes_a_dicom_series_folder(tmp_path: Path) -> None:
     import sys
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-    from tests.archive.factories import make_mr_series
+    from pacs_cae.testing.factories import make_mr_series
 
     folder = tmp_path / "dicom"
     folder.mkdir()

@@ -24,7 +24,7 @@ TEST_ROOT = "1.2.826.0.1.3680043.8.498.77."  # under pydicom's root: test object
 def _file_dataset(sop_class: UID, sop_instance: str) -> FileDataset:
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = sop_class
-    meta.MediaStorageSOPInstanceUID = sop_instance
+    meta.MediaStorageSOPInstanceUID = UID(sop_instance)
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     ds = FileDataset("", Dataset(), file_meta=meta, preamble=b"\0" * 128)
     ds.SOPClassUID = sop_class

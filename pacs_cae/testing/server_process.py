@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.e2e import dcmtk
+from pacs_cae.testing import dcmtk
 
 AE_TITLE = "PACSCAE"
 
