@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from pacs_cae.codec.metrics import dynamic_range, max_abs_error, mse, psnr_db
 from pacs_cae.config import CodecSettings, CompressionRule
 from pacs_cae.store.repository import QUALITY_GATE_REASON
 
@@ -72,20 +73,10 @@ class Floors:
 
 
 def measure(original: np.ndarray, decoded: np.ndarray) -> tuple[float, float]:
-    """(PSNR dB with R = max - min of the original, max absolute error); PSNR is inf when exact."""
-    a = np.asarray(original, dtype=np.float64)
-    b = np.asarray(decoded, dtype=np.float64)
-    if a.shape != b.shape:
-        raise ValueError(f"decoded shape {b.shape} differs from the original {a.shape}")
-    diff = a - b
-    mse = float(np.mean(diff * diff))
-    max_err = float(np.max(np.abs(diff))) if diff.size else 0.0
-    if mse == 0.0:
-        return math.inf, max_err
-    value_range = float(a.max() - a.min())
-    if value_range == 0.0:
-        return -math.inf, max_err
-    return 10.0 * math.log10(value_range * value_range / mse), max_err
+    """(PSNR dB with R = max - min of the original, max absolute error); PSNR is inf when exact and -inf for
+    a flat original decoded with any error, so such a slice never passes a PSNR floor."""
+    a, b = np.asarray(original), np.asarray(decoded)
+    return psnr_db(mse(a, b), dynamic_range(a), undefined=-math.inf), max_abs_error(a, b)
 
 
 def quality_gate(original: np.ndarray, decoded: np.ndarray, min_psnr_db: float | None,

@@ -38,11 +38,11 @@ import brotli
 import numpy as np
 import torch
 
-from ..dicom.pixels import NormalizedSlice, normalize_slice, restore_slice
 from .container import BlobHeader, codes_from_payload, codes_to_payload_order, pack_blob, unpack_blob
 from .device import resolve_device
 from .errors import CodecError, CorruptBlobError, ModelMismatchError
 from .model import DOWNSCALE, ConvAutoencoder
+from .normalize import NormalizedSlice, normalize_slice, restore_slice
 from .quant import dequantize, quantize
 from .weights import ModelCard, load_checked, load_model, read_card
 

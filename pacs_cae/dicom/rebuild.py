@@ -36,8 +36,9 @@ from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
 from pydicom.uid import UID, ExplicitVRLittleEndian
 
+from pacs_cae.codec.normalize import value_range
 from pacs_cae.dicom.metadata import PIXEL_DATA, StoredMetadata, restore_pixel_data
-from pacs_cae.dicom.pixels import frames_to_pixel_data, value_range
+from pacs_cae.dicom.pixels import frames_to_pixel_data
 from pacs_cae.dicom.transcode import aligned_lossy_history, declare_received_loss
 from pacs_cae.dicom.uids import derive_lossy_uid
 

@@ -1,5 +1,8 @@
 """The figures every evaluation reports, defined once so the table, the JSON and the model card agree.
 
+MSE, PSNR and the maximum error are the codec's own (:mod:`pacs_cae.codec.metrics`, shared with the quality
+gate and training); this module adds the background mask, bits per pixel and the ratios.
+
 Definitions (also printed by ``pacs-cae evaluate`` and written in ``docs/evaluation.md``):
 
 * ``MSE`` -- mean of (original - decoded)² over all pixels, in stored pixel units.
@@ -15,9 +18,9 @@ Definitions (also printed by ``pacs-cae evaluate`` and written in ``docs/evaluat
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
+
+from pacs_cae.codec.metrics import dynamic_range, max_abs_error, mse, psnr_db
 
 #: Pixels below min + this fraction of the slice's range are background (air).
 BACKGROUND_FRACTION = 0.05
@@ -34,30 +37,6 @@ DEFINITIONS: dict[str, str] = {
         "exact_slices counts them); MSE: mean of per-slice values; bpp and ratios: from total bytes"
     ),
 }
-
-
-def dynamic_range(original: np.ndarray) -> float:
-    """R = max - min of the original slice (0 for a constant slice)."""
-    return float(original.max()) - float(original.min())
-
-
-def mse(original: np.ndarray, decoded: np.ndarray, mask: np.ndarray | None = None) -> float:
-    """Mean squared error in stored pixel units, optionally over ``mask`` only."""
-    if original.shape != decoded.shape:
-        raise ValueError(f"shape mismatch: {original.shape} vs {decoded.shape}")
-    diff = original.astype(np.float64) - decoded.astype(np.float64)
-    if mask is not None:
-        diff = diff[mask]
-    return float(np.mean(diff * diff)) if diff.size else 0.0
-
-
-def psnr_from_mse(error: float, value_range: float) -> float:
-    """10·log10(R²/MSE); +inf for a perfect reconstruction, nan when R = 0 and MSE > 0."""
-    if error <= 0:
-        return math.inf
-    if value_range <= 0:
-        return math.nan
-    return 10.0 * math.log10(value_range * value_range / error)
 
 
 def background_mask(original: np.ndarray, fraction: float = BACKGROUND_FRACTION) -> np.ndarray:
@@ -91,10 +70,10 @@ def slice_metrics(
     err_fg = mse(original, decoded, fg)
     original_bytes = stored_bytes(rows, columns, bits_allocated)
     return {
-        "psnr_db": psnr_from_mse(err, r),
-        "psnr_fg_db": psnr_from_mse(err_fg, r),
+        "psnr_db": psnr_db(err, r),  # NaN for a flat original decoded with error: left out of means
+        "psnr_fg_db": psnr_db(err_fg, r),
         "mse": err,
-        "max_abs_error": float(np.max(np.abs(original.astype(np.float64) - decoded.astype(np.float64)))),
+        "max_abs_error": max_abs_error(original, decoded),
         "original_bytes": original_bytes,
         "compressed_bytes": int(compressed_bytes),
         "bpp": bits_per_pixel(compressed_bytes, rows, columns),

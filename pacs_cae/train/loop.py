@@ -25,8 +25,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from pacs_cae.codec.device import resolve_device
+from pacs_cae.codec.metrics import psnr_db
 from pacs_cae.codec.model import ConvAutoencoder, build_model
-from pacs_cae.train.slices import CropSampler, axial_slices, fit_to, normalize
+from pacs_cae.codec.normalize import unit_range
+from pacs_cae.codec.quant import LEVELS, dequantize, quantize
+from pacs_cae.train.slices import CropSampler, axial_slices, fit_to
 from pacs_cae.train.sources import Volume
 
 log = logging.getLogger(__name__)
@@ -61,12 +65,6 @@ class TrainConfig:
     val_names: list[str] = field(default_factory=list)
 
 
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
 def learning_rate(cfg: TrainConfig, step: int) -> float:
     """Linear warm-up, then cosine decay from ``lr`` to ``min_lr`` at ``steps``."""
     if step < cfg.warmup_steps:
@@ -76,24 +74,17 @@ def learning_rate(cfg: TrainConfig, step: int) -> float:
 
 
 def quantize_latent(z: torch.Tensor) -> torch.Tensor:
-    """Paper Eq. 2 then Eq. 3 per sample (what the codec stores), for validation."""
-    flat = z.flatten(1)
-    lo, hi = flat.min(1, keepdim=True).values, flat.max(1, keepdim=True).values
-    span = (hi - lo).clamp_min(1e-12)
-    q = torch.floor((flat - lo) / span * 255).clamp(0, 255)
-    return (q / 255 * span + lo).view_as(z)
+    """The product's Eq. 2 then Eq. 3 per sample (:mod:`pacs_cae.codec.quant`, what the codec stores)."""
+    q = quantize(z)
+    return dequantize(q.codes, q.minimum, q.maximum).to(z.dtype)
 
 
 def latent_noise(z: torch.Tensor) -> torch.Tensor:
     """Additive uniform noise of one quantisation step, so the decoder learns to live with Eq. 2/3."""
     flat = z.flatten(1)
     span = (flat.max(1, keepdim=True).values - flat.min(1, keepdim=True).values).detach()
-    noise = (torch.rand_like(flat) - 0.5) * span / 255
+    noise = (torch.rand_like(flat) - 0.5) * span / LEVELS
     return (flat + noise).view_as(z)
-
-
-def psnr(mse: float) -> float:
-    return float("inf") if mse <= 0 else 10 * math.log10(1.0 / mse)
 
 
 def validation_slices(volumes: list[Volume], count: int, target: int) -> torch.Tensor:
@@ -102,7 +93,7 @@ def validation_slices(volumes: list[Volume], count: int, target: int) -> torch.T
     per = max(1, count // max(1, len(volumes)))
     for vol in volumes:
         for s in axial_slices(vol, per):
-            out.append(normalize(fit_to(s, target)))
+            out.append(unit_range(fit_to(s, target)))
     return torch.from_numpy(np.stack(out)[:, None])
 
 
@@ -114,8 +105,8 @@ def evaluate(model: ConvAutoencoder, slices: torch.Tensor, device: torch.device)
     for i in range(slices.shape[0]):
         x = slices[i : i + 1].to(device)
         z = model.encoder(x)
-        plain.append(psnr(float(((model.decoder(z) - x) ** 2).mean())))
-        quant.append(psnr(float(((model.decoder(quantize_latent(z)) - x) ** 2).mean())))
+        plain.append(psnr_db(float(((model.decoder(z) - x) ** 2).mean()), 1.0))
+        quant.append(psnr_db(float(((model.decoder(quantize_latent(z)) - x) ** 2).mean()), 1.0))
     model.train()
     return float(np.mean(plain)), float(np.mean(quant))
 
@@ -176,7 +167,7 @@ def train(
     cfg.run_dir.mkdir(parents=True, exist_ok=True)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    device = pick_device(cfg.device)
+    device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.architecture).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
@@ -237,7 +228,7 @@ def train(
                     "elapsed_s": round(elapsed0 + time.monotonic() - start, 1),
                     "lr": f"{lr:.3g}",
                     "loss": f"{loss.item():.6f}",
-                    "train_psnr_db": f"{psnr(float(((y.detach().float() - x) ** 2).mean())):.2f}",
+                    "train_psnr_db": f"{psnr_db(float(((y.detach().float() - x) ** 2).mean()), 1.0):.2f}",
                     "val_psnr_db": "",
                     "val_psnr_quantized_db": "",
                 }

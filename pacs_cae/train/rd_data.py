@@ -20,9 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
+from pacs_cae.codec.normalize import unit_range
 from pacs_cae.train.data import MRICRON_TEMPLATES
 from pacs_cae.train.mr_realism import realistic_slice
-from pacs_cae.train.slices import center_to, fit_to, non_empty_indices, normalize
+from pacs_cae.train.slices import center_to, fit_to, non_empty_indices
 from pacs_cae.train.sources import Volume, load_nifti, mni152_template_path
 
 RD_TRAIN_FILES = ("ch2.nii.gz", "ch2bet.nii.gz", "ch2better.nii.gz", "inia19-t1-brain.nii.gz")
@@ -104,7 +105,7 @@ class RealisticCropSampler:
             img = fit_to(realistic_slice(img, rng), self.target, scale=rng.uniform(*self.zoom_range))
         else:
             img = realistic_slice(fit_to(img, self.target, scale=rng.uniform(*self.zoom_range)), rng)
-        return normalize(img)
+        return unit_range(img)
 
     def crop_of(self, img: np.ndarray) -> np.ndarray:
         h, w = img.shape
@@ -135,5 +136,5 @@ def realistic_val_slices(volumes: list[Volume], count: int, target: int, seed: i
         idx = non_empty_indices(vol.data, 2)
         for z in [idx[round(i)] for i in np.linspace(len(idx) * 0.2, len(idx) * 0.8, per)]:
             img = fit_to(np.rot90(vol.data[:, :, z]).astype(np.float32), target)
-            out.append(normalize(realistic_slice(img, rng)))
+            out.append(unit_range(realistic_slice(img, rng)))
     return np.stack(out)[:, None].astype(np.float32)

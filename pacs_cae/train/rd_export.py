@@ -7,11 +7,13 @@ every number decoding depends on.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 
+from pacs_cae.codec.metrics import psnr
 from pacs_cae.codec.rd.codec import ARCHITECTURE, entropy_tensors
 from pacs_cae.codec.rd.network import MeanScaleHyperprior, RDConfig
 from pacs_cae.codec.weights import CARD_FILE, ModelCard, save_model
@@ -89,7 +91,8 @@ def choose_operating_points(directory: Path, slices: list[np.ndarray]) -> list[d
     for level in range(1, codec.model.config.qualities + 1):
         blobs = codec.encode(slices, bits_stored=12, quality=level)  # card without points: quality = level
         bases.append((level, 8 * sum(map(len, blobs)) / pixels, codec.decode(blobs)))
-    psnrs = [float(np.mean([_psnr(s, d) for s, d in zip(slices, dec)])) for _, _, dec in bases]
+    psnrs = [float(np.mean([psnr(s, d, undefined=-math.inf) for s, d in zip(slices, dec)]))
+             for _, _, dec in bases]
     learned = max(range(len(bases)), key=lambda i: psnrs[i] - 6.02 * bases[i][1])  # ~6 dB per bit
     points = [{"gain_level": bases[learned][0], "residual_db": None,
                "validation_psnr_db": round(psnrs[learned], 2), "validation_bpp": round(bases[learned][1], 4)}]
@@ -108,13 +111,6 @@ def choose_operating_points(directory: Path, slices: list[np.ndarray]) -> list[d
         points.append({"gain_level": best[0], "residual_db": target, "validation_bpp_estimate": round(best[1], 4)})
     OperatingPoint.parse(points[0])  # the card's format is what the codec reads
     return points
-
-
-def _psnr(a: np.ndarray, b: np.ndarray) -> float:
-    err = a.astype(np.float64) - b.astype(np.float64)
-    mse = float(np.mean(err * err))
-    peak = float(a.max()) - float(a.min())
-    return float("inf") if mse == 0 else 10 * float(np.log10(peak * peak / mse))
 
 
 def is_rd_checkpoint(ckpt: dict) -> bool:

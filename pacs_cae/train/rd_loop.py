@@ -21,10 +21,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from pacs_cae.codec.device import resolve_device
 from pacs_cae.codec.engine import place_in_mode
+from pacs_cae.codec.metrics import psnr_db
 from pacs_cae.codec.rd.network import MeanScaleHyperprior, RDConfig
 from pacs_cae.codec.rd.priors import gaussian_likelihood
-from pacs_cae.train.loop import StopOnSignal, open_csv_log, pick_device, psnr, save_atomic
+from pacs_cae.train.loop import StopOnSignal, open_csv_log, save_atomic
 from pacs_cae.train.rd_data import RealisticCropSampler, realistic_val_slices
 from pacs_cae.train.sources import Volume
 
@@ -83,7 +85,7 @@ def rd_loss(model: MeanScaleHyperprior, x: torch.Tensor, levels: torch.Tensor) -
     mse = ((out["x_hat"].float() - x) ** 2).mean(dim=(1, 2, 3))
     lambdas = torch.tensor(model.config.lambdas, device=x.device)[levels]
     loss = (bpp + lambdas * PEAK**2 * mse).mean()
-    return loss, {"bpp": float(bpp.detach().mean()), "psnr": psnr(float(mse.detach().mean()))}
+    return loss, {"bpp": float(bpp.detach().mean()), "psnr": psnr_db(float(mse.detach().mean()), 1.0)}
 
 
 @torch.inference_mode()
@@ -104,7 +106,7 @@ def validate(model: MeanScaleHyperprior, slices: torch.Tensor) -> dict[int, tupl
             x_hat = model.synthesis(sym + means, level).clamp(0, 1)
             bits.append(float(b) / x.numel())
             mses.append(float(((x_hat - x) ** 2).mean()))
-        result[q] = (float(np.mean(bits)), float(np.mean([psnr(m) for m in mses])))
+        result[q] = (float(np.mean(bits)), float(np.mean([psnr_db(m, 1.0) for m in mses])))
     model.train()
     return result
 
@@ -125,7 +127,7 @@ def train_rd(
     cfg.run_dir.mkdir(parents=True, exist_ok=True)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    device = pick_device(cfg.device)
+    device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
     # channels_last: oneDNN's fastest fp32 layout here (~2x NCHW for this network's backward pass)
     model = place_in_mode(MeanScaleHyperprior(cfg.model_config()), device, "channels_last").train()

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import math
 import time
 from pathlib import Path
 
@@ -22,6 +23,7 @@ import numpy as np
 import torch
 
 from pacs_cae.codec import load_codec
+from pacs_cae.codec.metrics import psnr
 from pacs_cae.evaluation.eval_slices import load_eval_slices
 
 #: Real scanner MR slices that ship inside installed Python packages' test data (package, relative path).
@@ -45,13 +47,6 @@ def package_mr_folder() -> Path:
     return folder
 
 
-def psnr_db(a: np.ndarray, b: np.ndarray) -> float:
-    err = a.astype(np.float64) - b.astype(np.float64)
-    mse = float(np.mean(err * err))
-    peak = float(a.max()) - float(a.min())
-    return float("inf") if mse == 0 else 10 * np.log10(peak * peak / mse)
-
-
 def jpeg2000_curve(slices: list[np.ndarray], bits: list[int], targets: list[float]) -> list[tuple[float, float]]:
     """(mean PSNR, bpp) of JPEG 2000 at each OpenJPEG PSNR target (relative to BitsStored) over all slices."""
     import imagecodecs
@@ -63,7 +58,7 @@ def jpeg2000_curve(slices: list[np.ndarray], bits: list[int], targets: list[floa
         for s, b in zip(slices, bits):
             blob = imagecodecs.jpeg2k_encode(s, level=target, bitspersample=b)  # type: ignore[arg-type]  # float PSNR
             total += len(blob)
-            scores.append(psnr_db(s, imagecodecs.jpeg2k_decode(blob)))
+            scores.append(psnr(s, imagecodecs.jpeg2k_decode(blob), undefined=-math.inf))
         out.append((float(np.mean(scores)), 8 * total / pixels))
     return out
 
@@ -84,7 +79,7 @@ def rd_table(codec, slices: list[np.ndarray], bits: list[int]) -> list[dict]:
     for q in range(1, codec.qualities + 1):
         blobs = codec.encode(slices, bits_stored=bits, quality=q)
         decoded = codec.decode(blobs)
-        scores = [psnr_db(s, d) for s, d in zip(slices, decoded)]
+        scores = [psnr(s, d, undefined=-math.inf) for s, d in zip(slices, decoded)]
         worst = max(int(np.abs(s.astype(np.int64) - d.astype(np.int64)).max()) for s, d in zip(slices, decoded))
         finite = [v for v in scores if np.isfinite(v)]  # lossless slices: counted apart
         rows.append({"quality": q, "psnr_db": float(np.mean(finite)) if finite else float("inf"),

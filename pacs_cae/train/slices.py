@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from pacs_cae.codec.normalize import unit_range
 from pacs_cae.train.sources import Volume
 
 #: A slice whose mean normalised intensity is below this is "empty" (air) and skipped.
@@ -32,14 +33,6 @@ def non_empty_indices(data: np.ndarray, axis: int) -> list[int]:
     span = np.where(hi > lo, hi - lo, 1.0)
     keep = (hi > lo) & ((mean - lo) / span >= EMPTY_FRACTION)
     return [int(i) for i in np.flatnonzero(keep)]
-
-
-def normalize(slice_: np.ndarray) -> np.ndarray:
-    """Per-slice min/max to [0, 1], as the codec does (constant slices map to 0)."""
-    lo, hi = float(slice_.min()), float(slice_.max())
-    if hi <= lo:
-        return np.zeros_like(slice_, dtype=np.float32)
-    return ((slice_ - lo) / (hi - lo)).astype(np.float32)
 
 
 def fit_to(slice_: np.ndarray, target: int, scale: float = 1.0, order: int = 1) -> np.ndarray:
@@ -120,7 +113,7 @@ class CropSampler:
             img = img[:, ::-1]
         zoom = rng.uniform(*self.zoom_range)
         img = fit_to(img, self.target, scale=zoom)
-        img = normalize(img)
+        img = unit_range(img)
         img = img ** rng.uniform(0.7, 1.4)  # intensity (contrast) augmentation, stays in [0, 1]
         if self.noise_max > 0:
             img = np.clip(img + rng.normal(0, rng.uniform(0, self.noise_max), img.shape), 0, 1)

@@ -29,11 +29,3 @@ def phantom(rows: int, columns: int, dtype: str = "uint16", bits: int = 12, seed
 
 #: The shipped rate-distortion model (the real, trained one).
 RD_MODEL = "mshp-v1"
-
-
-def psnr_db(original: np.ndarray, decoded: np.ndarray) -> float:
-    """PSNR with R = max - min of the original slice (the project's definition)."""
-    err = original.astype(np.float64) - decoded.astype(np.float64)
-    mse = float(np.mean(err * err))
-    peak = float(original.max()) - float(original.min())
-    return float("inf") if mse == 0 else 10 * np.log10(peak * peak / mse)

@@ -9,10 +9,11 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 import torch
-from codec_helpers import MODELS_DIR, RD_MODEL, TEST_MODEL, phantom, psnr_db
+from codec_helpers import MODELS_DIR, RD_MODEL, TEST_MODEL, phantom
 
 from pacs_cae.codec import CodecError, CorruptBlobError, ModelMismatchError, load_codec, read_header
 from pacs_cae.codec.container import RDBlobHeader, unpack_rd_blob
+from pacs_cae.codec.metrics import psnr as psnr_db
 from pacs_cae.codec.rd.codec import RDCodec
 from pacs_cae.codec.rd.coder import TableCoder, new_coder
 from pacs_cae.codec.rd.tables import PRECISION, gaussian_tables, quantize_pmf

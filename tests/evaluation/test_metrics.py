@@ -7,7 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from pacs_cae.evaluation.metrics import background_mask, bits_per_pixel, mse, psnr_from_mse, slice_metrics
+from pacs_cae.codec.metrics import psnr_db
+from pacs_cae.evaluation.metrics import background_mask, bits_per_pixel, mse, slice_metrics
 
 
 def test_mse_and_psnr_use_the_original_slice_range() -> None:
@@ -46,9 +47,9 @@ def test_sizes_bpp_and_both_ratios() -> None:
 
 
 def test_psnr_edge_cases() -> None:
-    assert math.isinf(psnr_from_mse(0.0, 0.0))
-    assert math.isnan(psnr_from_mse(1.0, 0.0))
-    assert psnr_from_mse(1.0, 10.0) == pytest.approx(20.0)
+    assert math.isinf(psnr_db(0.0, 0.0))
+    assert math.isnan(psnr_db(1.0, 0.0))
+    assert psnr_db(1.0, 10.0) == pytest.approx(20.0)
     with pytest.raises(ValueError):
         mse(np.zeros((2, 2)), np.zeros((2, 3)))
 

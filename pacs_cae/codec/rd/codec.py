@@ -24,7 +24,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ...dicom.pixels import NormalizedSlice, normalize_slice, restore_slice
 from ..container import RDBlobHeader, pack_rd_blob, read_header, unpack_rd_blob
 from ..device import resolve_device
 from ..engine import (
@@ -39,6 +38,7 @@ from ..engine import (
     run_in_mode,
 )
 from ..errors import CodecError, CorruptBlobError, ModelMismatchError
+from ..normalize import NormalizedSlice, normalize_slice, restore_slice
 from ..weights import ModelCard
 from . import residual
 from .coder import TableCoder, Uniform, new_coder

@@ -1,21 +1,11 @@
-"""dicom.pixels: normalisation, padding, restoration to the original dtype and BitsStored range."""
+"""codec.normalize: normalisation, padding, restoration to the original dtype and BitsStored range."""
 
 from __future__ import annotations
 
 import numpy as np
-import pydicom
 import pytest
-from pydicom.dataset import FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, RLELossless, generate_uid
 
-from pacs_cae.dicom.pixels import (
-    extract_frames,
-    frames_to_pixel_data,
-    normalize_slice,
-    pad_amount,
-    restore_slice,
-    value_range,
-)
+from pacs_cae.codec.normalize import normalize_slice, pad_amount, restore_slice, unit_range, value_range
 
 CASES = [("uint8", 8), ("int8", 8), ("uint16", 12), ("int16", 12), ("uint16", 16), ("int16", 16)]
 
@@ -81,50 +71,7 @@ def test_rejects_what_cannot_be_rebuilt() -> None:
         normalize_slice(np.zeros((4, 4), dtype=np.float32))
 
 
-def _dataset(frames: np.ndarray, photometric: str = "MONOCHROME1") -> pydicom.Dataset:
-    ds = pydicom.Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.SOPInstanceUID = generate_uid()
-    ds.Rows, ds.Columns = frames.shape[-2:]
-    ds.NumberOfFrames = frames.shape[0]
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = photometric
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, 12, 11
-    ds.PixelRepresentation = 1
-    ds.PixelData = frames_to_pixel_data(list(frames), 16, 1)
-    return ds
-
-
-def test_extract_frames_and_rebuild_pixel_data(make_phantom: Phantom) -> None:
-    frames = np.stack([make_phantom(7, 9, "int16", 12, seed=s) for s in range(3)])
-    ds = _dataset(frames)
-    got = extract_frames(ds)
-    assert (got.bits_allocated, got.bits_stored, got.pixel_representation) == (16, 12, 1)
-    assert got.photometric_interpretation == "MONOCHROME1"
-    assert len(got.frames) == 3
-    for a, b in zip(got.frames, frames):
-        np.testing.assert_array_equal(a, b)
-    assert frames_to_pixel_data(got.frames, 16, 1) == ds.PixelData
-
-
-def test_extract_frames_from_a_compressed_transfer_syntax(make_phantom: Phantom) -> None:
-    frames = np.stack([make_phantom(7, 9, "int16", 12, seed=s) for s in range(2)])
-    ds = _dataset(frames, "MONOCHROME2")
-    ds.compress(RLELossless)  # encapsulated: pixels come through pydicom's decoder
-    assert ds.file_meta.TransferSyntaxUID == RLELossless
-    got = extract_frames(ds)
-    assert [f.dtype for f in got.frames] == [np.dtype("int16")] * 2
-    for a, b in zip(got.frames, frames):
-        np.testing.assert_array_equal(a, b)
-
-
-def test_pixel_data_is_padded_to_even_length() -> None:
-    data = frames_to_pixel_data([np.ones((3, 3), dtype=np.uint8)], 8, 0)
-    assert len(data) == 10 and data.endswith(b"\0")
-
-
-def test_colour_is_refused(make_phantom: Phantom) -> None:
-    ds = _dataset(make_phantom(4, 4, "int16", 12)[None], "RGB")
-    with pytest.raises(ValueError, match="monochrome"):
-        extract_frames(ds)
+def test_unit_range_maps_float_data_like_normalize_slice() -> None:
+    pixels = np.arange(12, dtype=np.uint16).reshape(3, 4) * 300
+    np.testing.assert_array_equal(unit_range(pixels.astype(np.float32)), normalize_slice(pixels).data[:3, :4])
+    assert not unit_range(np.full((2, 2), 5.0)).any()
