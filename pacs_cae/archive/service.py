@@ -22,7 +22,7 @@ from pacs_cae.archive.compression_rules import NO_MODEL
 from pacs_cae.archive.errors import ArchiveError, OutOfResources
 from pacs_cae.archive.ingest import EncodedDataSet, StoreOutcome, ingest
 from pacs_cae.archive.query import InstanceRef
-from pacs_cae.codec import BatchingCodec, CodecError, CodecRegistry, read_header
+from pacs_cae.codec import BatchingCodec, CodecError, CodecRegistry
 from pacs_cae.codec.base import SliceCodec
 from pacs_cae.config import CodecSettings, Settings
 from pacs_cae.store.db import Database, ensure_schema
@@ -47,13 +47,14 @@ class ArchiveCodecs:
     """The codecs an archive uses.
 
     ``encoder`` is the configured model behind one :class:`BatchingCodec` (``None``: everything is stored
-    losslessly); ``registry`` decodes blobs of any model the archive still references. Blobs made by the
-    configured model are decoded through the batcher too, so retrieves share batches with ingest.
+    losslessly); ``registry`` decodes blobs of any model the archive still references. The batcher is the
+    registry's codec for the configured model, so its blobs are decoded in the batches the workers use too.
     """
 
     def __init__(self, registry: CodecRegistry, encoder: SliceCodec | None = None) -> None:
         self.registry = registry
         self.encoder = encoder
+        self._replaced = registry.use(encoder) if encoder is not None else None
 
     @classmethod
     def from_settings(cls, codec: CodecSettings, *, decode_only: bool = False) -> ArchiveCodecs:
@@ -80,27 +81,18 @@ class ArchiveCodecs:
 
     def encoder_for(self, model: str) -> SliceCodec | None:
         """The encoder of a compression rule's model: "" (or the configured one) is :attr:`encoder`."""
-        if not model or (self.encoder is not None and model == self.encoder.model_id):
+        if not model:
             return self.encoder
         return None if model.strip().lower() in NO_MODEL else self.registry.get(model)
 
     def decode(self, blobs: Sequence[bytes]) -> list[np.ndarray]:
-        """Decode CAE blobs of any model in input order."""
-        if self.encoder is None:
-            return self.registry.decode(blobs)
-        active = self.encoder.model_id
-        is_mine = [read_header(b).model_id == active for b in blobs]
-        mine = [i for i, m in enumerate(is_mine) if m]
-        others = [i for i, m in enumerate(is_mine) if not m]
-        out: list[np.ndarray] = [np.empty(0)] * len(blobs)
-        for i, array in zip(mine, self.encoder.decode([blobs[i] for i in mine])):
-            out[i] = array
-        for i, array in zip(others, self.registry.decode([blobs[i] for i in others])):
-            out[i] = array
-        return out
+        """Decode CAE blobs of any model in input order (each with the model it names)."""
+        return self.registry.decode(blobs)
 
     def close(self) -> None:
-        """Stop the batching worker (finishing queued work)."""
+        """Stop the batching worker (finishing queued work); the registry decodes without it again."""
+        if self.encoder is not None:
+            self.registry.release(self.encoder, self._replaced)
         if isinstance(self.encoder, BatchingCodec):
             self.encoder.close()
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -16,6 +16,9 @@ from pacs_cae.cli.options import (
     ModelsDirOption,
     load_or_exit,
 )
+
+if TYPE_CHECKING:
+    from pacs_cae.archive.service import Archive
 
 LOG = logging.getLogger("pacs_cae.serve")
 
@@ -38,14 +41,12 @@ def configure_logging(level: str) -> None:
         logging.getLogger(chatty).setLevel(quiet)
 
 
-def describe_model(archive: Any, model_id: str) -> str:
+def describe_model(archive: Archive, model_id: str) -> str:
     """``id (sha256 prefix, device)`` of the model new slices are encoded with."""
-    codec = getattr(archive.codecs, "encoder", None)
-    codec = getattr(codec, "codec", codec)  # a BatchingCodec wraps the Codec
+    codec = archive.codecs.encoder
     if codec is None:
         return f"none: {model_id!r} stores every instance losslessly"
-    sha = str(getattr(codec, "weights_sha256", ""))[:12]
-    return f"{getattr(codec, 'model_id', model_id)} (sha256 {sha}…, device {getattr(codec, 'device', '?')})"
+    return f"{codec.model_id} (sha256 {codec.weights_sha256[:12]}…, device {codec.device})"
 
 
 @app.command()

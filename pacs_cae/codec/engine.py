@@ -32,22 +32,21 @@ import threading
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, TypeVar
+from typing import Literal, TypeVar, cast
 
 import brotli
 import numpy as np
 import torch
 
+from .base import PerSlice, SliceCodec
 from .container import BlobHeader, codes_from_payload, codes_to_payload_order, pack_blob, unpack_blob
 from .device import resolve_device
 from .errors import CodecError, CorruptBlobError, ModelMismatchError
-from .model import DOWNSCALE, ConvAutoencoder
+from .families import family, register_model
+from .model import ARCHITECTURE, DOWNSCALE, ConvAutoencoder
 from .normalize import NormalizedSlice, normalize_slice, restore_slice
 from .quant import dequantize, quantize
-from .weights import ModelCard, load_checked, load_model, read_card
-
-if TYPE_CHECKING:
-    from .rd.codec import RDCodec
+from .weights import ModelCard, cae_network, load_checked, read_card
 
 Mode = Literal["auto", "fp32", "channels_last", "bf16", "fp64"]
 MODES: tuple[str, ...] = ("fp32", "channels_last", "bf16", "fp64")
@@ -104,8 +103,8 @@ class Codec:
         self,
         slices: Sequence[np.ndarray],
         *,
-        bits_stored: int | Sequence[int | None] | None = None,
-        quality: int | Sequence[int | None] | None = None,
+        bits_stored: PerSlice = None,
+        quality: PerSlice = None,
     ) -> list[bytes]:
         """Encode 2-D integer slices (any size) into self-describing blobs, in input order.
 
@@ -250,7 +249,7 @@ def resolve_mode(mode: Mode, device: torch.device) -> Mode:
     return "channels_last"
 
 
-def _per_item(value: int | Sequence[int | None] | None, count: int) -> list[int | None]:
+def _per_item(value: PerSlice, count: int) -> list[int | None]:
     """One value (or None) for every slice, from one value or a per-slice sequence."""
     if value is None or isinstance(value, (int, np.integer)):
         return [None if value is None else int(value)] * count
@@ -268,26 +267,22 @@ def load_codec(
     mode: Mode = DEFAULT_MODE,
     brotli_quality: int = DEFAULT_BROTLI_QUALITY,
     max_batch: int = DEFAULT_MAX_BATCH,
-) -> Codec | RDCodec:
-    """Load ``<models_dir>/<model>/`` (or the model directory ``model`` points at) into its codec: a ``Codec``
-    for the paper's CAE, an ``RDCodec`` (``codec.rd``) for the rate-distortion family.
+) -> SliceCodec:
+    """Load ``<models_dir>/<model>/`` (or the model directory ``model`` points at) into the codec of the family
+    its card names (:mod:`pacs_cae.codec.families`): a ``Codec`` for the paper's CAE, an ``RDCodec``
+    (``codec.rd``) for the rate-distortion family.
 
     Raises ``UnknownModelError`` (naming the id and the directory searched) when the model is absent and
     ``WeightsIntegrityError`` when the weights do not match their card's sha256.
     """
-    if read_card(model, models_dir).architecture == "mshp":  # the rate-distortion family (codec.rd)
-        from .rd.codec import rd_codec_from_tensors
+    loader = family(read_card(model, models_dir).architecture)
+    tensors, card = load_checked(model, models_dir)
+    return loader(tensors, card, device=device, mode=mode, brotli_quality=brotli_quality, max_batch=max_batch)
 
-        tensors, rd_card = load_checked(model, models_dir)
-        return rd_codec_from_tensors(tensors, rd_card, device=device, mode=mode, max_batch=max_batch)
-    network, card = load_model(model, models_dir)
-    return Codec(
-        network,
-        model_id=card.model_id,
-        weights_sha256=card.sha256,
-        device=device,
-        mode=mode,
-        brotli_quality=brotli_quality,
-        max_batch=max_batch,
-        card=card,
-    )
+
+@register_model(ARCHITECTURE)
+def cae_codec_from_tensors(tensors: dict[str, torch.Tensor], card: ModelCard, *, device: str | torch.device,
+                           mode: str, brotli_quality: int, max_batch: int) -> Codec:
+    """A ``Codec`` (the paper's CAE) from a hash-checked weights file's tensors and its card."""
+    return Codec(cae_network(tensors, card), model_id=card.model_id, weights_sha256=card.sha256, device=device,
+                 mode=cast(Mode, mode), brotli_quality=brotli_quality, max_batch=max_batch, card=card)

@@ -8,8 +8,6 @@ It is fully convolutional, so any height and width that are multiples of 32 work
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 from torch import nn
 
@@ -20,7 +18,7 @@ ENCODER_FILTERS = (32, 64, 128, 256, 512)
 DECODER_FILTERS = (512, 256, 128, 64, 1)
 
 
-class Encoder(nn.Module):
+class CaeEncoder(nn.Module):
     """Table 1: (N, 1, H, W) in [0, 1] -> (N, 512, H/32, W/32)."""
 
     def __init__(self) -> None:
@@ -36,7 +34,7 @@ class Encoder(nn.Module):
         return self.layers(x)
 
 
-class Decoder(nn.Module):
+class CaeDecoder(nn.Module):
     """Table 2: (N, 512, h, w) -> (N, 1, 32h, 32w) in [0, 1].
 
     ``padding=1, output_padding=1`` is the PyTorch spelling of Keras' stride-2 'same' transposed
@@ -65,23 +63,19 @@ class ConvAutoencoder(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        self.encoder = Encoder()
-        self.decoder = Decoder()
+        self.encoder = CaeEncoder()
+        self.decoder = CaeDecoder()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.decoder(self.encoder(x))
 
 
-#: Architectures by name. A model id in ``models/`` names one of these in its card.
-ARCHITECTURES: dict[str, Callable[[], nn.Module]] = {"cae-paper": ConvAutoencoder}
+#: The name a model card gives this architecture (its codec family: ``engine.cae_codec_from_tensors``).
+ARCHITECTURE = "cae-paper"
 
 
-def build_model(architecture: str = "cae-paper") -> ConvAutoencoder:
-    """Instantiate a registered architecture (randomly initialised)."""
-    try:
-        factory = ARCHITECTURES[architecture]
-    except KeyError:
-        raise KeyError(f"unknown architecture {architecture!r}; known: {sorted(ARCHITECTURES)}") from None
-    model = factory()
-    assert isinstance(model, ConvAutoencoder)
-    return model
+def build_model(architecture: str = ARCHITECTURE) -> ConvAutoencoder:
+    """The paper's CAE, randomly initialised (other families build their own networks: ``codec.families``)."""
+    if architecture != ARCHITECTURE:
+        raise KeyError(f"unknown architecture {architecture!r} for the paper's CAE; known: [{ARCHITECTURE!r}]")
+    return ConvAutoencoder()

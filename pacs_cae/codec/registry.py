@@ -51,6 +51,23 @@ class CodecRegistry:
                 self._codecs[model_id] = codec
             return codec
 
+    def use(self, codec: SliceCodec) -> SliceCodec | None:
+        """Decode ``codec``'s model with ``codec`` (e.g. a ``BatchingCodec`` over the configured model) until
+        :meth:`release`; returns the codec it replaces."""
+        with self._lock:
+            previous = self._codecs.get(codec.model_id)
+            self._codecs[codec.model_id] = codec
+            return previous
+
+    def release(self, codec: SliceCodec, previous: SliceCodec | None) -> None:
+        """Undo :meth:`use` (when ``codec`` is still the one in use): back to ``previous``, or load on demand."""
+        with self._lock:
+            if self._codecs.get(codec.model_id) is codec:
+                if previous is None:
+                    del self._codecs[codec.model_id]
+                else:
+                    self._codecs[codec.model_id] = previous
+
     def loaded(self) -> list[str]:
         """Ids of the models loaded so far."""
         with self._lock:

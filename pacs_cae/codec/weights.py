@@ -131,12 +131,17 @@ def load_checked(model: str | Path, models_dir: str | Path | None = None) -> tup
 def load_model(model: str | Path, models_dir: str | Path | None = None) -> tuple[ConvAutoencoder, ModelCard]:
     """Load and hash-check a CAE model directory; returns the float32 network (eval mode, CPU) and its card."""
     tensors, card = load_checked(model, models_dir)
+    return cae_network(tensors, card), card
+
+
+def cae_network(tensors: dict[str, torch.Tensor], card: ModelCard) -> ConvAutoencoder:
+    """The paper's CAE (float32, eval mode, CPU) holding a weights file's tensors."""
     try:
         network = build_model(card.architecture)
     except KeyError as exc:
         raise CodecError(f"model {card.model_id!r}: {exc.args[0]}") from exc
     network.load_state_dict({k: v.float() for k, v in tensors.items()}, strict=True)
-    return network.eval(), card
+    return network.eval()
 
 
 def save_model(

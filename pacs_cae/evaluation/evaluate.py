@@ -38,7 +38,8 @@ BEST_OF_FAMILIES = ("JPEG 2000", "JPEG-XL", "AVIF")
 class LearnedCodec(Protocol):
     """The interface evaluation needs (``pacs_cae.codec.Codec`` has it; ``qualities`` is optional)."""
 
-    model_id: str
+    @property
+    def model_id(self) -> str: ...
 
     def encode(
         self, slices: Sequence[np.ndarray], *, bits_stored: int | Sequence[int | None] | None = None

@@ -24,6 +24,7 @@ import torch
 
 from pacs_cae.codec import load_codec
 from pacs_cae.codec.metrics import psnr
+from pacs_cae.codec.rd.codec import RDCodec
 from pacs_cae.evaluation.eval_slices import load_eval_slices
 
 #: Real scanner MR slices that ship inside installed Python packages' test data (package, relative path).
@@ -144,6 +145,8 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     codec = load_codec(args.model, device="cpu", models_dir=args.models_dir, mode=args.mode)
+    if not isinstance(codec, RDCodec):
+        raise SystemExit(f"{args.model}: rd_measure measures a rate-distortion (mshp) model")
     sources = list(args.sources) + ([package_mr_folder()] if args.package_mr else [])
     if not sources:
         parser.error("give DICOM folders / NIfTI volumes, or --package-mr")

@@ -20,6 +20,7 @@ import copy
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 import torch
@@ -38,6 +39,7 @@ from ..engine import (
     run_in_mode,
 )
 from ..errors import CodecError, CorruptBlobError, ModelMismatchError
+from ..families import register_model
 from ..normalize import NormalizedSlice, normalize_slice, restore_slice
 from ..weights import ModelCard
 from . import residual
@@ -299,11 +301,13 @@ def network_from_card(card: ModelCard) -> MeanScaleHyperprior:
     return MeanScaleHyperprior(RDConfig(**cfg))
 
 
+@register_model(ARCHITECTURE)
 def rd_codec_from_tensors(
     tensors: dict[str, torch.Tensor], card: ModelCard, *, device: str | torch.device = "auto",
-    mode: Mode = DEFAULT_MODE, max_batch: int = DEFAULT_MAX_BATCH,
+    mode: str = DEFAULT_MODE, brotli_quality: int | None = None, max_batch: int = DEFAULT_MAX_BATCH,
 ) -> RDCodec:
-    """An ``RDCodec`` from a hash-checked weights file's tensors and its card."""
+    """An ``RDCodec`` from a hash-checked weights file's tensors and its card (``brotli_quality`` does not
+    apply: this family entropy-codes with its own tables)."""
     network = network_from_card(card)
     state = {k: v.float() for k, v in tensors.items() if not k.startswith("entropy.")}
     try:
@@ -314,5 +318,5 @@ def rd_codec_from_tensors(
         raise CodecError(f"model {card.model_id!r}: weights do not match a {ARCHITECTURE} network: {exc}") from exc
     points = [OperatingPoint.parse(p) for p in card.extra.get("operating_points") or []] or None
     return RDCodec(network.eval(), entropy, model_id=card.model_id, weights_sha256=card.sha256, device=device,
-                   mode=mode, max_batch=max_batch, operating_points=points,
+                   mode=cast(Mode, mode), max_batch=max_batch, operating_points=points,
                    default_quality=card.extra.get("default_quality"), card=card)
