@@ -8,11 +8,14 @@ from __future__ import annotations
 
 
 class ArchiveError(Exception):
-    """A failed archive operation; ``status`` is the DIMSE status code to answer with."""
+    """A failed archive operation; ``status`` is the DIMSE status code to answer with.
+
+    Every class takes the message first and the status by keyword (default: the class's own status).
+    """
 
     default_status: int = 0xC000
 
-    def __init__(self, status: int | None = None, message: str = "") -> None:
+    def __init__(self, message: str = "", *, status: int | None = None) -> None:
         self.status = self.default_status if status is None else int(status)
         self.message = message
         super().__init__(f"0x{self.status:04X}: {message}" if message else f"0x{self.status:04X}")
@@ -23,17 +26,11 @@ class OutOfResources(ArchiveError):
 
     default_status = 0xA700
 
-    def __init__(self, message: str = "", status: int | None = None) -> None:
-        super().__init__(status, message)
-
 
 class DataSetMismatch(ArchiveError):
     """Error: data set does not match SOP Class (0xA900), or the Affected SOP Instance UID differs."""
 
     default_status = 0xA900
-
-    def __init__(self, message: str = "", status: int | None = None) -> None:
-        super().__init__(status, message)
 
 
 class CannotUnderstand(ArchiveError):
@@ -41,10 +38,10 @@ class CannotUnderstand(ArchiveError):
 
     default_status = 0xC000
 
-    def __init__(self, message: str = "", status: int | None = None) -> None:
+    def __init__(self, message: str = "", *, status: int | None = None) -> None:
         if status is not None and not 0xC000 <= status <= 0xCFFF:
             raise ValueError(f"CannotUnderstand status must be in 0xC000-0xCFFF, got 0x{status:04X}")
-        super().__init__(status, message)
+        super().__init__(message, status=status)
 
 
 class NotAuthorized(ArchiveError):
@@ -52,17 +49,11 @@ class NotAuthorized(ArchiveError):
 
     default_status = 0x0124
 
-    def __init__(self, message: str = "", status: int | None = None) -> None:
-        super().__init__(status, message)
-
 
 class UnknownDestination(ArchiveError):
     """Refused: move destination unknown (0xA801) for C-MOVE."""
 
     default_status = 0xA801
-
-    def __init__(self, message: str = "", status: int | None = None) -> None:
-        super().__init__(status, message)
 
 
 __all__ = [

@@ -102,9 +102,11 @@ def validate(ds: Dataset, affected_sop_class: str | None = None,
         try:
             value = str(ds.get(keyword, "") or "").strip()
         except Exception as exc:  # an element pydicom cannot convert
-            raise CannotUnderstand(f"{keyword} cannot be parsed: {exc}", STATUS_MISSING_ATTRIBUTE) from exc
+            raise CannotUnderstand(f"{keyword} cannot be parsed: {exc}",
+                                   status=STATUS_MISSING_ATTRIBUTE) from exc
         if not value:
-            raise CannotUnderstand(f"required attribute {keyword} is missing or empty", STATUS_MISSING_ATTRIBUTE)
+            raise CannotUnderstand(f"required attribute {keyword} is missing or empty",
+                                   status=STATUS_MISSING_ATTRIBUTE)
     sop_class, sop_instance = str(ds.SOPClassUID).strip(), str(ds.SOPInstanceUID).strip()
     if affected_sop_class and sop_class != str(affected_sop_class).strip():
         raise DataSetMismatch(f"SOP Class UID {sop_class} does not match the request's {affected_sop_class}")
@@ -116,7 +118,7 @@ def validate(ds: Dataset, affected_sop_class: str | None = None,
         problem = encoding_problem(encoded)
     problem = problem or pixel_data_problem(ds)
     if problem:
-        raise CannotUnderstand(problem, STATUS_INCOMPLETE)
+        raise CannotUnderstand(problem, status=STATUS_INCOMPLETE)
 
 
 def _layout(ds: Dataset) -> PixelLayout | None:
@@ -191,23 +193,24 @@ def _ingest(ds: Dataset, *, settings: Settings, database: Database, calling_aet:
         # Explicit VR Big Endian (retired) is stored as Explicit VR LE: same values, one byte order to serve.
         to_little_endian(ds)
     except (TranscodeError, ValueError, TypeError) as exc:
-        raise CannotUnderstand(f"big-endian data set cannot be normalised: {exc}", STATUS_UNENCODABLE) from exc
+        raise CannotUnderstand(f"big-endian data set cannot be normalised: {exc}",
+                               status=STATUS_UNENCODABLE) from exc
     try:
         metadata_blob = encode_metadata(ds, quality=settings.codec.brotli_quality)
     except Exception as exc:
-        raise CannotUnderstand(f"data set cannot be encoded: {exc}", STATUS_UNENCODABLE) from exc
+        raise CannotUnderstand(f"data set cannot be encoded: {exc}", status=STATUS_UNENCODABLE) from exc
     try:
         storage, pixel_blob = _pixel_blob(ds, settings)
         original_bytes = len(ds.PixelData) if "PixelData" in ds else 0
     except Exception as exc:
-        raise CannotUnderstand(f"Pixel Data cannot be read: {exc}", STATUS_UNENCODABLE) from exc
+        raise CannotUnderstand(f"Pixel Data cannot be read: {exc}", status=STATUS_UNENCODABLE) from exc
 
     sop_instance = str(ds.SOPInstanceUID).strip()
     try:
         record = InstanceRecord.from_dataset(ds, storage=storage, original_pixel_bytes=original_bytes,
                                              calling_aet=calling_aet)
     except InvalidRecord as exc:
-        raise CannotUnderstand(str(exc), STATUS_MISSING_ATTRIBUTE) from exc
+        raise CannotUnderstand(str(exc), status=STATUS_MISSING_ATTRIBUTE) from exc
     rule = select_rule(settings, record)
     if rule is not None and not eligible(ds, settings.codec)[0]:
         rule = None  # the codec cannot take these pixels: no job (a worker would keep them lossless anyway)
@@ -225,7 +228,7 @@ def _ingest(ds: Dataset, *, settings: Settings, database: Database, calling_aet:
                                                             utcnow()))
     except HierarchyConflict as exc:
         status = STATUS_PATIENT_CONFLICT if exc.reason == "patient-conflict" else STATUS_HIERARCHY_CONFLICT
-        raise CannotUnderstand(f"{exc.reason}: {exc}", status) from exc
+        raise CannotUnderstand(f"{exc.reason}: {exc}", status=status) from exc
     except SQLAlchemyError as exc:
         LOG.error("instance %s not stored, database error: %s", sop_instance, exc)
         raise OutOfResources(f"database error: {type(exc).__name__}") from exc

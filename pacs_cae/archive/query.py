@@ -39,9 +39,6 @@ class QueryError(ArchiveError):
 
     default_status = 0xA900
 
-    def __init__(self, message: str = "", status: int | None = None) -> None:
-        super().__init__(status, message)
-
 
 @dataclass(frozen=True)
 class InstanceRef:

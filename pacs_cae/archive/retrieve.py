@@ -50,7 +50,8 @@ def _decode_all(decoder: BlobDecoder | None, rows: list[StoredInstance]) -> dict
     if not rows:
         return out
     if decoder is None:
-        return {r.id: ArchiveError(STATUS_UNABLE_TO_LOAD, "no codec available to decode CAE blobs") for r in rows}
+        error = ArchiveError("no codec available to decode CAE blobs", status=STATUS_UNABLE_TO_LOAD)
+        return {r.id: error for r in rows}
     try:
         for row, array in zip(rows, decoder.decode([r.pixel_blob or b"" for r in rows])):
             out[row.id] = array
@@ -74,7 +75,7 @@ def rebuild(row: StoredInstance, decoded: np.ndarray | Exception | None, lossy_u
     if isinstance(decoded, Exception):
         raise decoded
     if decoded is None or row.pixel_blob is None:
-        raise ArchiveError(STATUS_UNABLE_TO_LOAD, "CAE instance has no pixel blob")
+        raise ArchiveError("CAE instance has no pixel blob", status=STATUS_UNABLE_TO_LOAD)
     header = read_header(row.pixel_blob)
     source = LossySource(model_id=row.codec_model_id or header.model_id, blob_bytes=len(row.pixel_blob),
                          weights_sha256=header.weights_sha256, lossy_uid=lossy_uid,
@@ -93,12 +94,12 @@ def for_peer(ds: Dataset, accepted: Sequence[str]) -> Dataset:
     target = choose_syntax(stored, accepted, "PixelData" in ds)
     if target is None:
         offered = ", ".join(sorted(accepted)) or "none"
-        raise ArchiveError(STATUS_NO_SYNTAX, f"stored as {stored}; the peer accepted no syntax that can carry "
-                                             f"it for SOP class {ds.get('SOPClassUID', '?')} ({offered})")
+        raise ArchiveError(f"stored as {stored}; the peer accepted no syntax that can carry it for SOP class "
+                           f"{ds.get('SOPClassUID', '?')} ({offered})", status=STATUS_NO_SYNTAX)
     try:
         out = transcode(ds, target)
     except TranscodeError as exc:
-        raise ArchiveError(STATUS_UNABLE_TO_LOAD, str(exc)) from exc
+        raise ArchiveError(str(exc), status=STATUS_UNABLE_TO_LOAD) from exc
     if target != stored:
         LOG.debug("retrieve: %s transcoded %s -> %s", ds.get("SOPInstanceUID", "?"), stored, target)
     return out
@@ -124,7 +125,7 @@ def load(refs: Sequence[Any], *, database: Database, decoder: BlobDecoder | None
         for ref in chunk:
             row = by_id.get(ref_id(ref))
             if row is None:
-                yield ref, ArchiveError(STATUS_GONE, "instance is no longer in the archive")
+                yield ref, ArchiveError("instance is no longer in the archive", status=STATUS_GONE)
                 continue
             try:
                 yield ref, rebuild(row, decoded.get(row.id), lossy_uid)
@@ -132,7 +133,7 @@ def load(refs: Sequence[Any], *, database: Database, decoder: BlobDecoder | None
                 yield ref, exc
             except Exception as exc:  # noqa: BLE001 - damaged blob, missing model, ...
                 LOG.error("retrieve: instance %s cannot be rebuilt: %s", row.sop_instance_uid, exc)
-                yield ref, ArchiveError(STATUS_UNABLE_TO_LOAD, f"{type(exc).__name__}: {exc}")
+                yield ref, ArchiveError(f"{type(exc).__name__}: {exc}", status=STATUS_UNABLE_TO_LOAD)
 
 
 __all__ = ["for_peer", "load", "rebuild", "ref_id"]

@@ -286,13 +286,13 @@ class ArchiveHandlers:
                 assoc = store_assoc()
                 try:
                     if assoc is None:
-                        raise ArchiveError(RETRIEVE_OUT_OF_RESOURCES, "no storage association")
+                        raise ArchiveError("no storage association", status=RETRIEVE_OUT_OF_RESOURCES)
                     result = for_peer(result, accepted_syntaxes(assoc, str(result.SOPClassUID)))
                 except ArchiveError as exc:
                     result = exc
                 except Exception as exc:
                     LOG.exception("retrieve: instance %s cannot be converted", _ref_uid(ref))
-                    result = ArchiveError(CANNOT_UNDERSTAND, f"{type(exc).__name__}: {exc}")
+                    result = ArchiveError(f"{type(exc).__name__}: {exc}", status=CANNOT_UNDERSTAND)
             if isinstance(result, Exception):
                 LOG.error("retrieve: instance %s not sent (%s); counted as failed", _ref_uid(ref), result)
                 yield PENDING, _undeliverable(ref)

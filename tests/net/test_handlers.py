@@ -80,7 +80,7 @@ class FakeArchive:
     def load(self, refs: Sequence[Ref]) -> Iterator[tuple[Ref, Dataset | ArchiveError]]:
         for ref in refs:
             if ref.sop_instance_uid in self.broken:
-                yield ref, ArchiveError(0xA700, "blob does not decode")
+                yield ref, ArchiveError("blob does not decode", status=0xA700)
             else:
                 yield ref, self.stored[ref.sop_instance_uid]
 
