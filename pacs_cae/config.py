@@ -13,18 +13,19 @@ import types
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
+
+from pacs_cae.vocabulary import DuplicatePolicy, LossyUidPolicy
 
 ENV_PREFIX = "PACS_CAE_"
 #: Environment variable naming a TOML file, used when ``load_settings`` gets no path.
 CONFIG_ENV = "PACS_CAE_CONFIG"
 DEFAULT_DATA_DIR = "pacs-cae-data"
 
-DUPLICATE_POLICIES = ("replace", "keep-first")
 #: Patient attributes a site may add to the identity check; Patient ID and its issuer are always compared.
 PATIENT_IDENTITY_ATTRIBUTES = ("PatientName", "PatientBirthDate", "PatientSex")
-LOSSY_UID_MODES = ("derive", "keep")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
@@ -52,7 +53,7 @@ class ServerSettings:
     tcp_nodelay: bool = True
     # A re-sent SOP Instance UID: identical content is success; other content keeps the first copy (warning
     # 0xB000), unless the calling AE is in replace_calling_aets (or duplicate_policy = "replace": anyone).
-    duplicate_policy: str = "keep-first"  # "keep-first" | "replace"
+    duplicate_policy: DuplicatePolicy = DuplicatePolicy.KEEP_FIRST
     replace_calling_aets: list[str] = field(default_factory=list)
     # Compared with the stored patient besides Patient ID + Issuer (a conflict refuses the instance, 0xC004).
     patient_identity_attributes: list[str] = field(default_factory=list)
@@ -82,7 +83,7 @@ class CodecSettings:
 
     model: str = "cae-paper"
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    lossy_uid: str = "derive"  # derive | keep
+    lossy_uid: LossyUidPolicy = LossyUidPolicy.DERIVE
     models_dir: str | None = None  # None = the repo's models/
     brotli_quality: int = 5
     #: Operating point of a variable-rate model (mshp family: 1 = smallest .. its card's count = best);
@@ -347,6 +348,11 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
             return float(value)
         except (TypeError, ValueError):
             raise ConfigError(f"{key}: expected a number, got {value!r}") from None
+    if isinstance(hint, type) and issubclass(hint, StrEnum):
+        try:
+            return hint(str(value).strip())
+        except ValueError:
+            raise ConfigError(f"{key} must be one of {tuple(str(m) for m in hint)}, got {value!r}") from None
     if hint is str:
         if isinstance(value, (dict, list)):
             raise ConfigError(f"{key}: expected a string, got {value!r}")
@@ -370,8 +376,6 @@ def _coerce_table(value: Any, cls: type, key: str) -> Any:
 def _validate(s: Settings) -> None:
     """Reject values that would only fail later, far from the configuration that caused them."""
     checks: list[tuple[bool, str]] = [
-        (s.server.duplicate_policy in DUPLICATE_POLICIES,
-         f"server.duplicate_policy must be one of {DUPLICATE_POLICIES}, got {s.server.duplicate_policy!r}"),
         (0 < s.server.port < 65536, f"server.port must be 1..65535, got {s.server.port}"),
         (1 <= len(s.server.ae_title.strip()) <= 16, "server.ae_title must be 1..16 characters"),
         (s.server.max_associations >= 1, "server.max_associations must be >= 1"),
@@ -386,8 +390,6 @@ def _validate(s: Settings) -> None:
         (set(s.server.patient_identity_attributes) <= set(PATIENT_IDENTITY_ATTRIBUTES),
          (f"server.patient_identity_attributes must be among {PATIENT_IDENTITY_ATTRIBUTES}, "
           f"got {s.server.patient_identity_attributes}")),
-        (s.codec.lossy_uid in LOSSY_UID_MODES,
-         f"codec.lossy_uid must be one of {LOSSY_UID_MODES}, got {s.codec.lossy_uid!r}"),
         (s.codec.device in ("auto", "cpu", "cuda") or s.codec.device.startswith("cuda:"),
          f"codec.device must be auto, cpu, cuda or cuda:N, got {s.codec.device!r}"),
         (0 <= s.codec.brotli_quality <= 11, "codec.brotli_quality must be 0..11"),

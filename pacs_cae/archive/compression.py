@@ -47,6 +47,7 @@ from pacs_cae.store import jobs
 from pacs_cae.store.db import Database
 from pacs_cae.store.jobs import ClaimedJob
 from pacs_cae.store.schema import CodecModel, Instance, InstanceBlob
+from pacs_cae.vocabulary import StorageKind
 
 LOG = logging.getLogger(__name__)
 
@@ -134,7 +135,7 @@ def _prepare(database: Database, settings: Settings, job: ClaimedJob) -> _Series
             rows = session.execute(
                 select(Instance, InstanceBlob.metadata_blob, InstanceBlob.pixel_blob)
                 .join(InstanceBlob, InstanceBlob.instance_pk == Instance.id)
-                .where(Instance.series_pk == job.series_pk, Instance.storage == "lossless",
+                .where(Instance.series_pk == job.series_pk, Instance.storage == StorageKind.LOSSLESS,
                        Instance.fallback_reason.is_(None))
                 .order_by(Instance.instance_number, Instance.id)
             ).all()
@@ -285,7 +286,7 @@ def _swap(session: Session, slices: list[_Slice], encoder: SliceCodec | None,
         blob = session.get(InstanceBlob, s.instance_pk)
         assert blob is not None
         blob.pixel_blob = s.blob
-        inst.storage, inst.codec_model_id = "cae", encoder.model_id
+        inst.storage, inst.codec_model_id = StorageKind.CAE.value, encoder.model_id
         inst.derived_sop_instance_uid = str(derive_lossy_uid(inst.sop_instance_uid, encoder.model_id))
         inst.stored_pixel_bytes = len(s.blob)
         swapped.append(s)

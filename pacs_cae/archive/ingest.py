@@ -28,10 +28,11 @@ from sqlalchemy.orm import Session
 
 from pacs_cae.archive.compression_rules import due_at, eligible, select_rule
 from pacs_cae.archive.errors import ArchiveError, CannotUnderstand, DataSetMismatch, OutOfResources
-from pacs_cae.codec.lossless import PixelLayout, encode_lossless
+from pacs_cae.archive.received import ReceivedInstance
+from pacs_cae.codec.lossless import encode_lossless
 from pacs_cae.config import Settings
 from pacs_cae.dicom.integrity import EncodedDataSet, encoding_problem, pixel_data_problem
-from pacs_cae.dicom.metadata import encode_metadata, received_transfer_syntax
+from pacs_cae.dicom.metadata import encode_metadata
 from pacs_cae.dicom.transcode import TranscodeError, to_little_endian
 from pacs_cae.store import jobs
 from pacs_cae.store.db import Database
@@ -39,6 +40,7 @@ from pacs_cae.store.record import InstanceRecord, InvalidRecord
 from pacs_cae.store.rejections import count_rejection
 from pacs_cae.store.repository import HierarchyConflict, upsert_instance
 from pacs_cae.store.schema import Series, utcnow
+from pacs_cae.vocabulary import DuplicatePolicy, StorageKind
 
 LOG = logging.getLogger(__name__)
 
@@ -83,7 +85,7 @@ class StoreOutcome:
     sop_instance_uid: str
     sop_class_uid: str
     served_sop_instance_uid: str  # the UID C-FIND answers and C-GET/C-MOVE deliver (until compressed)
-    storage: str  # "lossless" | "none" (a worker may later make a "lossless" instance "cae")
+    storage: str  # StorageKind: LOSSLESS or NONE (a worker may later make a LOSSLESS instance CAE)
     result: str  # "stored" | "replaced" | "identical" | "kept-first" (the last two wrote nothing)
     compression_rule: str | None  # the rule whose job will compress the series; None: stays lossless
     original_pixel_bytes: int
@@ -121,38 +123,19 @@ def validate(ds: Dataset, affected_sop_class: str | None = None,
         raise CannotUnderstand(problem, status=STATUS_INCOMPLETE)
 
 
-def _layout(ds: Dataset) -> PixelLayout | None:
-    """Native pixel layout for the lossless codec; None (plain Brotli) for encapsulated or odd data."""
-    ts = received_transfer_syntax(ds)
-    if ts.is_encapsulated or not ts.is_little_endian:
-        return None
-    try:
-        return PixelLayout(
-            rows=int(ds.Rows), columns=int(ds.Columns), bits_allocated=int(ds.BitsAllocated),
-            pixel_representation=int(ds.get("PixelRepresentation", 0) or 0),
-            samples_per_pixel=int(ds.get("SamplesPerPixel", 1) or 1),
-            frames=int(ds.get("NumberOfFrames", 1) or 1),
-        )
-    except (AttributeError, TypeError, ValueError):
-        return None
-
-
-def _pixel_blob(ds: Dataset, settings: Settings) -> tuple[str, bytes | None]:
+def _pixel_blob(received: ReceivedInstance, settings: Settings) -> tuple[StorageKind, bytes | None]:
     """``("none", None)`` for objects without Pixel Data, else ``("lossless", exact blob)``."""
-    if "PixelData" not in ds:
-        return "none", None
-    return "lossless", _lossless_blob(ds, settings)
+    if not received.has_pixel_data:
+        return StorageKind.NONE, None
+    return StorageKind.LOSSLESS, encode_lossless(received.dataset.PixelData, received.layout,
+                                       brotli_quality=settings.codec.brotli_quality)
 
 
-def _lossless_blob(ds: Dataset, settings: Settings) -> bytes:
-    return encode_lossless(ds.PixelData, _layout(ds), brotli_quality=settings.codec.brotli_quality)
-
-
-def duplicate_policy(settings: Settings, calling_aet: str) -> str:
+def duplicate_policy(settings: Settings, calling_aet: str) -> DuplicatePolicy:
     """``replace`` for the calling AEs a site trusts to correct their own objects, else the configured policy."""
     server = settings.server
-    return "replace" if calling_aet.strip() in {a.strip() for a in server.replace_calling_aets} else \
-        server.duplicate_policy
+    return DuplicatePolicy.REPLACE if calling_aet.strip() in {a.strip() for a in server.replace_calling_aets} \
+        else server.duplicate_policy
 
 
 def content_digest(metadata_blob: bytes, ds: Dataset) -> str:
@@ -200,17 +183,17 @@ def _ingest(ds: Dataset, *, settings: Settings, database: Database, calling_aet:
     except Exception as exc:
         raise CannotUnderstand(f"data set cannot be encoded: {exc}", status=STATUS_UNENCODABLE) from exc
     try:
-        storage, pixel_blob = _pixel_blob(ds, settings)
-        original_bytes = len(ds.PixelData) if "PixelData" in ds else 0
+        received = ReceivedInstance.read(ds)  # the data set is read once, here; later steps use this
+    except InvalidRecord as exc:
+        raise CannotUnderstand(str(exc), status=STATUS_MISSING_ATTRIBUTE) from exc
+    try:
+        storage, pixel_blob = _pixel_blob(received, settings)
+        original_bytes = len(ds.PixelData) if received.has_pixel_data else 0
     except Exception as exc:
         raise CannotUnderstand(f"Pixel Data cannot be read: {exc}", status=STATUS_UNENCODABLE) from exc
 
-    sop_instance = str(ds.SOPInstanceUID).strip()
-    try:
-        record = InstanceRecord.from_dataset(ds, storage=storage, original_pixel_bytes=original_bytes,
-                                             calling_aet=calling_aet)
-    except InvalidRecord as exc:
-        raise CannotUnderstand(str(exc), status=STATUS_MISSING_ATTRIBUTE) from exc
+    sop_instance = received.sop_instance_uid
+    record = received.record(storage=storage, original_pixel_bytes=original_bytes, calling_aet=calling_aet)
     rule = select_rule(settings, record)
     if rule is not None and not eligible(ds, settings.codec)[0]:
         rule = None  # the codec cannot take these pixels: no job (a worker would keep them lossless anyway)
@@ -219,7 +202,7 @@ def _ingest(ds: Dataset, *, settings: Settings, database: Database, calling_aet:
         with database.session() as session:
             result = upsert_instance(
                 session, record, metadata_blob, pixel_blob,
-                duplicate_policy(settings, calling_aet),  # type: ignore[arg-type]
+                duplicate_policy(settings, calling_aet),
                 content_sha256=content_digest(metadata_blob, ds),
                 identity_attributes=settings.server.patient_identity_attributes,
             )

@@ -28,6 +28,7 @@ from pacs_cae.archive.query_keys import KEYS, LEVELS, MODEL_LEVELS, UNIQUE_KEYS,
 from pacs_cae.dicom.metadata import decode_metadata
 from pacs_cae.dicom.rebuild import LOSSY_KEYS, LossySource, delivered_lossy_attributes
 from pacs_cae.store.schema import Instance, InstanceBlob, Patient, Series, Study
+from pacs_cae.vocabulary import LossyUidPolicy, QueryModel, StorageKind
 
 _BATCH = 500
 _ENTITIES = {"PATIENT": Patient, "STUDY": Study, "SERIES": Series, "IMAGE": Instance}
@@ -54,17 +55,17 @@ class InstanceRef:
 
 def served_uid(sop_instance_uid: str, derived_uid: str | None, storage: str, lossy_uid: str) -> str:
     """The SOP Instance UID retrieve delivers for an instance (PS3.3 C.7.6.1.1.5 for lossy copies)."""
-    if lossy_uid == "derive" and storage == "cae" and derived_uid:
+    if lossy_uid == LossyUidPolicy.DERIVE and storage == StorageKind.CAE and derived_uid:
         return derived_uid
     return sop_instance_uid
 
 
 def find(
     session: Session,
-    query_model: str,
+    query_model: QueryModel,
     identifier: Dataset,
     *,
-    lossy_uid: str = "derive",
+    lossy_uid: str = LossyUidPolicy.DERIVE,
     retrieve_aet: str | None = None,
 ) -> Iterator[Dataset]:
     """The C-FIND responses for ``identifier`` in Patient (``"P"``) or Study (``"S"``) Root.
@@ -79,7 +80,7 @@ def find(
     return _responses(session, level, identifier, rows, lossy_uid, retrieve_aet)
 
 
-def locate(session: Session, query_model: str, identifier: Dataset, *, lossy_uid: str = "derive") -> list[InstanceRef]:
+def locate(session: Session, query_model: QueryModel, identifier: Dataset, *, lossy_uid: str = LossyUidPolicy.DERIVE) -> list[InstanceRef]:
     """The instances under the entities a C-GET/C-MOVE identifier names, in study/series/instance order.
 
     The unique key of the asked level is required (single value or UID list, no wildcards); unique keys of
@@ -121,7 +122,7 @@ def locate(session: Session, query_model: str, identifier: Dataset, *, lossy_uid
 # -- identifier parsing ------------------------------------------------------------------------------------
 
 
-def _level(query_model: str, identifier: Dataset) -> str:
+def _level(query_model: QueryModel, identifier: Dataset) -> str:
     if query_model not in MODEL_LEVELS:
         raise ValueError(f"query_model must be 'P' or 'S', got {query_model!r}")
     level = _value_text(identifier, "QueryRetrieveLevel")
@@ -129,13 +130,13 @@ def _level(query_model: str, identifier: Dataset) -> str:
         raise QueryError("the identifier has no QueryRetrieveLevel")
     level = level.upper()
     if level not in MODEL_LEVELS[query_model]:
-        root = "Patient Root" if query_model == "P" else "Study Root"
+        root = "Patient Root" if query_model == QueryModel.PATIENT_ROOT else "Study Root"
         raise QueryError(f"QueryRetrieveLevel {level!r} is not valid for {root} (expected one of "
                          f"{', '.join(MODEL_LEVELS[query_model])})")
     return level
 
 
-def _require_upper_unique_keys(query_model: str, level: str, identifier: Dataset) -> None:
+def _require_upper_unique_keys(query_model: QueryModel, level: str, identifier: Dataset) -> None:
     """Hierarchical search: each level above the asked one is named by its unique key (no wildcards)."""
     levels = MODEL_LEVELS[query_model]
     for lvl in levels[: levels.index(level)]:
@@ -354,7 +355,7 @@ def _delivered_lossy(session: Session, instances: Sequence[Instance], wanted: se
         inst = by_id[pk]
         stored = decode_metadata(metadata_blob)
         cae = None
-        if inst.storage == "cae":
+        if inst.storage == StorageKind.CAE:
             cae = LossySource(model_id=inst.codec_model_id or "", blob_bytes=inst.stored_pixel_bytes,
                               received_syntax=str(stored.transfer_syntax),
                               received_pixel_bytes=inst.original_pixel_bytes)

@@ -13,9 +13,10 @@ from sqlalchemy.orm import InstrumentedAttribute
 
 from pacs_cae.archive.matching import Kind
 from pacs_cae.store.schema import Instance, Patient, Series, Study
+from pacs_cae.vocabulary import QueryModel
 
 LEVELS = ("PATIENT", "STUDY", "SERIES", "IMAGE")
-MODEL_LEVELS = {"P": LEVELS, "S": LEVELS[1:]}
+MODEL_LEVELS = {QueryModel.PATIENT_ROOT: LEVELS, QueryModel.STUDY_ROOT: LEVELS[1:]}
 UNIQUE_KEYS = {
     "PATIENT": "PatientID",
     "STUDY": "StudyInstanceUID",

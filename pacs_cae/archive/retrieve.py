@@ -26,6 +26,7 @@ from pacs_cae.dicom.rebuild import LossySource, rebuild_lossless, rebuild_lossy
 from pacs_cae.dicom.transcode import TranscodeError, choose_syntax, transcode
 from pacs_cae.store.db import Database
 from pacs_cae.store.repository import StoredInstance, load_instance_rows
+from pacs_cae.vocabulary import LossyUidPolicy, StorageKind
 
 LOG = logging.getLogger(__name__)
 
@@ -69,7 +70,7 @@ def _decode_all(decoder: BlobDecoder | None, rows: list[StoredInstance]) -> dict
 def rebuild(row: StoredInstance, decoded: np.ndarray | Exception | None, lossy_uid: str) -> Dataset:
     """The served dataset for one stored instance."""
     stored = decode_metadata(row.metadata_blob)
-    if row.storage != "cae":
+    if row.storage != StorageKind.CAE:
         pixels = decode_lossless(row.pixel_blob) if row.pixel_blob is not None else None
         return rebuild_lossless(stored, pixels)
     if isinstance(decoded, Exception):
@@ -105,7 +106,7 @@ def for_peer(ds: Dataset, accepted: Sequence[str]) -> Dataset:
     return out
 
 
-def load(refs: Sequence[Any], *, database: Database, decoder: BlobDecoder | None, lossy_uid: str = "derive",
+def load(refs: Sequence[Any], *, database: Database, decoder: BlobDecoder | None, lossy_uid: str = LossyUidPolicy.DERIVE,
          chunk_size: int = 32) -> Iterator[tuple[Any, Dataset | ArchiveError]]:
     """Yield ``(ref, dataset)`` or ``(ref, ArchiveError)`` for every ref, in order."""
     refs = list(refs)
@@ -121,7 +122,7 @@ def load(refs: Sequence[Any], *, database: Database, decoder: BlobDecoder | None
                 yield ref, error
             continue
         by_id = {row.id: row for row in rows}
-        decoded = _decode_all(decoder, [r for r in rows if r.storage == "cae"])
+        decoded = _decode_all(decoder, [r for r in rows if r.storage == StorageKind.CAE])
         for ref in chunk:
             row = by_id.get(ref_id(ref))
             if row is None:

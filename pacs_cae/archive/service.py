@@ -26,6 +26,7 @@ from pacs_cae.codec import BatchingCodec, CodecError, CodecRegistry
 from pacs_cae.codec.base import SliceCodec
 from pacs_cae.config import CodecSettings, Settings
 from pacs_cae.store.db import Database, ensure_schema
+from pacs_cae.vocabulary import QueryModel
 
 LOG = logging.getLogger(__name__)
 
@@ -151,8 +152,8 @@ class Archive:
         return CompressionWorker(self.database, self.settings, self.codecs).run(
             threading.Event(), drain=True, ignore_delay=ignore_delay)
 
-    def find(self, query_model: str, identifier: Dataset) -> Iterator[Dataset]:
-        """C-FIND matches at the identifier's Query/Retrieve Level (``query_model`` "P" or "S").
+    def find(self, query_model: QueryModel, identifier: Dataset) -> Iterator[Dataset]:
+        """C-FIND matches at the identifier's Query/Retrieve Level (Patient or Study Root).
 
         A generator holding one read-only session while the caller consumes it; a bad identifier raises
         ``QueryError`` on the first ``next()``, a database failure :class:`OutOfResources`.
@@ -165,7 +166,7 @@ class Archive:
             LOG.error("C-FIND failed, database error: %s", exc)
             raise OutOfResources(f"database error: {type(exc).__name__}") from exc
 
-    def locate(self, query_model: str, identifier: Dataset) -> list[InstanceRef]:
+    def locate(self, query_model: QueryModel, identifier: Dataset) -> list[InstanceRef]:
         """The instances a C-GET/C-MOVE with this identifier sends (an original or a derived UID works)."""
         try:
             with self.database.session(readonly=True) as session:

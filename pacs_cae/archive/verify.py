@@ -19,6 +19,7 @@ from pacs_cae.archive.errors import ArchiveError
 from pacs_cae.archive.service import Archive
 from pacs_cae.dicom.integrity import pixel_data_problem
 from pacs_cae.store.schema import Instance
+from pacs_cae.vocabulary import StorageKind
 
 
 @dataclass(frozen=True)
@@ -76,7 +77,7 @@ def verify(archive: Archive, chunk: int = 64, progress: Callable[[int], None] | 
     for refs in _refs(archive, chunk):
         for ref, result in retrieve.load(refs, database=archive.database, decoder=archive.codecs,
                                          lossy_uid=archive.settings.codec.lossy_uid, chunk_size=chunk):
-            kind = ref.storage if ref.storage != "cae" else f"cae:{ref.codec_model_id}"
+            kind = ref.storage if ref.storage != StorageKind.CAE else f"cae:{ref.codec_model_id}"
             report.checked[kind] += 1
             if isinstance(result, ArchiveError):
                 report.failures.append((ref.sop_instance_uid, str(result)))

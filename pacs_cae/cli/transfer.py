@@ -125,28 +125,30 @@ def _identifiers(archive: Any, study: list[str], patient: list[str], everything:
 
     from pydicom.dataset import Dataset
 
+    from pacs_cae.vocabulary import QueryModel
+
     warnings.filterwarnings("ignore", message="Invalid value for VR")  # a bad UID simply matches nothing
 
     for uid in study:
         ds = Dataset()
         ds.QueryRetrieveLevel = "STUDY"
         ds.StudyInstanceUID = uid
-        yield "S", ds
+        yield QueryModel.STUDY_ROOT, ds
     for patient_id in patient:
         ds = Dataset()
         ds.QueryRetrieveLevel = "PATIENT"
         ds.PatientID = patient_id
-        yield "P", ds
+        yield QueryModel.PATIENT_ROOT, ds
     if everything:
         query = Dataset()
         query.QueryRetrieveLevel = "STUDY"
         query.StudyInstanceUID = ""
-        uids = [str(match.StudyInstanceUID) for match in archive.find("S", query)]
+        uids = [str(match.StudyInstanceUID) for match in archive.find(QueryModel.STUDY_ROOT, query)]
         for uid in uids:
             ds = Dataset()
             ds.QueryRetrieveLevel = "STUDY"
             ds.StudyInstanceUID = uid
-            yield "S", ds
+            yield QueryModel.STUDY_ROOT, ds
 
 
 def export_path(outdir: Path, ds: Any) -> Path:

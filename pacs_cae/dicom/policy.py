@@ -19,6 +19,7 @@ from pydicom.uid import UID, ExplicitVRBigEndian
 
 from pacs_cae.dicom.metadata import received_transfer_syntax
 from pacs_cae.dicom.transcode import ACCEPTED_TRANSFER_SYNTAXES
+from pacs_cae.dicom.values import integer
 
 ELIGIBLE = "eligible"
 
@@ -53,11 +54,8 @@ def missing_decoders() -> list[str]:
 
 
 def _int(ds: Dataset, keyword: str, default: int | None = None) -> int | None:
-    value = ds.get(keyword, default)
-    try:
-        return None if value is None or value == "" else int(value)
-    except (TypeError, ValueError):
-        return None
+    """The attribute's integer (:func:`pacs_cae.dicom.values.integer`), ``default`` when it is absent."""
+    return integer(ds, keyword) if keyword in ds else default
 
 
 def check_eligibility(ds: Dataset, settings: CodecPolicySettings) -> tuple[bool, str]:

@@ -41,6 +41,7 @@ from pacs_cae.dicom.metadata import PIXEL_DATA, StoredMetadata, restore_pixel_da
 from pacs_cae.dicom.pixels import frames_to_pixel_data
 from pacs_cae.dicom.transcode import aligned_lossy_history, declare_received_loss
 from pacs_cae.dicom.uids import derive_lossy_uid
+from pacs_cae.vocabulary import LossyUidPolicy
 
 #: Lossy Image Compression Method (0028,2114) value for the learned codec (CS, max 16 characters).
 LOSSY_METHOD = "PACS_CAE"
@@ -60,7 +61,7 @@ class LossySource:
     model_id: str
     blob_bytes: int
     weights_sha256: str = ""
-    lossy_uid: str = "derive"  # derive | keep
+    lossy_uid: str = LossyUidPolicy.DERIVE
     received_syntax: str = ""  # the transfer syntax the instance arrived in
     received_pixel_bytes: int = 0  # its Pixel Data length as received (the codestream, if compressed)
 
@@ -87,11 +88,11 @@ def compression_ratio(ds: Dataset, blob_bytes: int) -> float:
     return bits / max(1, 8 * blob_bytes)
 
 
-def served_sop_instance_uid(original_uid: str, model_id: str, lossy_uid: str = "derive") -> str:
+def served_sop_instance_uid(original_uid: str, model_id: str, lossy_uid: str = LossyUidPolicy.DERIVE) -> str:
     """The SOP Instance UID a CAE instance is served (and answered in C-FIND) with."""
-    if lossy_uid == "keep":
+    if lossy_uid == LossyUidPolicy.KEEP:
         return str(original_uid)
-    if lossy_uid != "derive":
+    if lossy_uid != LossyUidPolicy.DERIVE:
         raise ValueError(f"codec.lossy_uid must be 'derive' or 'keep', got {lossy_uid!r}")
     return str(derive_lossy_uid(original_uid, model_id))
 

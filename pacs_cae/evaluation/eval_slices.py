@@ -25,6 +25,7 @@ import numpy as np
 
 from pacs_cae.train.slices import axial_slices, fit_to, is_empty
 from pacs_cae.train.sources import load_nifti
+from pacs_cae.vocabulary import QueryModel, StorageKind
 
 if TYPE_CHECKING:
     from pydicom.dataset import Dataset
@@ -166,12 +167,12 @@ def archive_slices(settings: Settings, study_uids: Sequence[str], count: int | N
             identifier = _Dataset()
             identifier.QueryRetrieveLevel = "STUDY"
             identifier.StudyInstanceUID = uid
-            refs = archive.locate("S", identifier)
+            refs = archive.locate(QueryModel.STUDY_ROOT, identifier)
             if not refs:
                 raise ValueError(f"study {uid} is not in the archive")
             originals = []
             for ref in refs:
-                if ref.storage == "cae":
+                if ref.storage == StorageKind.CAE:
                     skipped.append(Skipped(ref.sop_instance_uid, LOSSY_COPY_REASON))
                 elif ref.storage == "none":
                     skipped.append(Skipped(ref.sop_instance_uid, "no pixel data"))

@@ -29,20 +29,21 @@ from pacs_cae.dicom.transcode import (
     LOSSLESS_ENCODINGS,
     UNCOMPRESSED_TRANSFER_SYNTAXES,
 )
+from pacs_cae.vocabulary import QueryModel
 
 LOG = logging.getLogger(__name__)
 
-FIND_MODELS: dict[str, str] = {
-    PatientRootQueryRetrieveInformationModelFind: "P",
-    StudyRootQueryRetrieveInformationModelFind: "S",
+FIND_MODELS: dict[str, QueryModel] = {
+    PatientRootQueryRetrieveInformationModelFind: QueryModel.PATIENT_ROOT,
+    StudyRootQueryRetrieveInformationModelFind: QueryModel.STUDY_ROOT,
 }
-GET_MODELS: dict[str, str] = {
-    PatientRootQueryRetrieveInformationModelGet: "P",
-    StudyRootQueryRetrieveInformationModelGet: "S",
+GET_MODELS: dict[str, QueryModel] = {
+    PatientRootQueryRetrieveInformationModelGet: QueryModel.PATIENT_ROOT,
+    StudyRootQueryRetrieveInformationModelGet: QueryModel.STUDY_ROOT,
 }
-MOVE_MODELS: dict[str, str] = {
-    PatientRootQueryRetrieveInformationModelMove: "P",
-    StudyRootQueryRetrieveInformationModelMove: "S",
+MOVE_MODELS: dict[str, QueryModel] = {
+    PatientRootQueryRetrieveInformationModelMove: QueryModel.PATIENT_ROOT,
+    StudyRootQueryRetrieveInformationModelMove: QueryModel.STUDY_ROOT,
 }
 #: pynetdicom refuses to propose more presentation contexts than this on one association.
 MAX_REQUESTED_CONTEXTS = 128

@@ -32,6 +32,7 @@ from pacs_cae.net.ae import (
     storage_contexts_for,
 )
 from pacs_cae.net.tls import move_tls_args
+from pacs_cae.vocabulary import QueryModel, StorageKind
 
 LOG = logging.getLogger(__name__)
 
@@ -49,8 +50,8 @@ class ArchiveLike(Protocol):
 
     def store(self, ds: Dataset, calling_aet: str = "", *, affected_sop_class: str | None = None,
               affected_sop_instance: str | None = None, encoded: EncodedDataSet | None = None) -> Any: ...
-    def find(self, query_model: str, identifier: Dataset) -> Iterator[Dataset]: ...
-    def locate(self, query_model: str, identifier: Dataset) -> list[Any]: ...
+    def find(self, query_model: QueryModel, identifier: Dataset) -> Iterator[Dataset]: ...
+    def locate(self, query_model: QueryModel, identifier: Dataset) -> list[Any]: ...
     def load(self, refs: Sequence[Any]) -> Iterator[tuple[Any, Dataset | ArchiveError]]: ...
 
 
@@ -91,7 +92,7 @@ def _ref_uid(ref: Any) -> str:
 
 def _served_syntax(ref: Any) -> str:
     """The transfer syntax a retrieve sends: as received for lossless objects, uncompressed for CAE ones."""
-    if getattr(ref, "storage", "") == "cae":
+    if getattr(ref, "storage", "") == StorageKind.CAE:
         return str(ExplicitVRLittleEndian)
     return str(getattr(ref, "transfer_syntax_uid", "") or "")
 
@@ -200,7 +201,7 @@ class ArchiveHandlers:
     # -- C-FIND ----------------------------------------------------------------------------------------
     def on_find(self, event: Event) -> Iterator[tuple[int, Dataset | None]]:
         """One pending response per matching entity at the asked level; honours C-CANCEL."""
-        model = FIND_MODELS.get(str(event.request.AffectedSOPClassUID), "S")
+        model = FIND_MODELS.get(str(event.request.AffectedSOPClassUID), QueryModel.STUDY_ROOT)
         count = 0
         try:
             for match in self.archive.find(model, _identifier(event)):
@@ -224,7 +225,7 @@ class ArchiveHandlers:
     # -- C-GET / C-MOVE --------------------------------------------------------------------------------
     def on_get(self, event: Event) -> Iterator[Any]:
         """Number of sub-operations, then one (pending, dataset) per instance, sent on this association."""
-        model = GET_MODELS.get(str(event.request.AffectedSOPClassUID), "S")
+        model = GET_MODELS.get(str(event.request.AffectedSOPClassUID), QueryModel.STUDY_ROOT)
         try:
             refs = self.archive.locate(model, _identifier(event))
         except Exception as exc:  # noqa: BLE001 - reported to the peer as the C-GET failure
@@ -237,7 +238,7 @@ class ArchiveHandlers:
 
     def on_move(self, event: Event) -> Iterator[Any]:
         """Destination from ``[remotes]`` (unknown -> A801), then as C-GET over a new association."""
-        model = MOVE_MODELS.get(str(event.request.AffectedSOPClassUID), "S")
+        model = MOVE_MODELS.get(str(event.request.AffectedSOPClassUID), QueryModel.STUDY_ROOT)
         destination = (event.move_destination or "").strip()
         remote = self.settings.remotes.get(destination)
         if remote is None:

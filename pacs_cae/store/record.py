@@ -1,7 +1,7 @@
 """The indexed attributes of one received instance, as plain values the store can write.
 
-Ingest builds an :class:`InstanceRecord` with :meth:`InstanceRecord.from_dataset` and fills the storage fields
-(``storage``, ``codec_model_id``, ...) with :func:`dataclasses.replace` once it knows how the pixels are kept.
+Ingest reads them from the data set (:class:`pacs_cae.archive.received.ReceivedInstance`) and fills the
+storage fields (``storage``, ``original_pixel_bytes``, ...) once it knows how the pixels are kept.
 """
 
 from __future__ import annotations
@@ -10,8 +10,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from pydicom.dataset import Dataset
-from pydicom.multival import MultiValue
+from pacs_cae.vocabulary import StorageKind
 
 
 class InvalidRecord(ValueError):
@@ -64,7 +63,7 @@ class InstanceRecord:
     photometric_interpretation: str | None
     number_of_frames: int | None
     # storage (filled by ingest)
-    storage: str = "lossless"  # "cae" | "lossless" | "none"
+    storage: str = StorageKind.LOSSLESS  # a StorageKind
     derived_sop_instance_uid: str | None = None  # set for every "cae" instance, whatever codec.lossy_uid says
     codec_model_id: str | None = None
     codec_sha256: str | None = None
@@ -73,116 +72,9 @@ class InstanceRecord:
     original_pixel_bytes: int = 0
     calling_aet: str = ""
 
-    @classmethod
-    def from_dataset(cls, ds: Dataset, **storage: Any) -> InstanceRecord:
-        """Read the indexed attributes; ``storage`` sets the storage fields (and may override any field).
-
-        Raises :class:`InvalidRecord` when a UID the hierarchy needs is absent.
-        """
-        values: dict[str, Any] = {
-            "patient_id": _text(ds, "PatientID") or "",
-            "issuer": _text(ds, "IssuerOfPatientID") or "",
-            "patient_name": _text(ds, "PatientName"),
-            "birth_date": _date(ds, "PatientBirthDate"),
-            "sex": _text(ds, "PatientSex"),
-            "study_instance_uid": _uid(ds, "StudyInstanceUID"),
-            "study_date": _date(ds, "StudyDate"),
-            "study_time": _time(ds, "StudyTime"),
-            "accession_number": _text(ds, "AccessionNumber"),
-            "study_id": _text(ds, "StudyID"),
-            "referring_physician_name": _text(ds, "ReferringPhysicianName"),
-            "study_description": _text(ds, "StudyDescription"),
-            "series_instance_uid": _uid(ds, "SeriesInstanceUID"),
-            "modality": _text(ds, "Modality"),
-            "series_number": _int(ds, "SeriesNumber"),
-            "series_description": _text(ds, "SeriesDescription"),
-            "body_part_examined": _text(ds, "BodyPartExamined"),
-            "series_date": _date(ds, "SeriesDate"),
-            "series_time": _time(ds, "SeriesTime"),
-            "protocol_name": _text(ds, "ProtocolName"),
-            "sop_instance_uid": _uid(ds, "SOPInstanceUID"),
-            "sop_class_uid": _uid(ds, "SOPClassUID"),
-            "instance_number": _int(ds, "InstanceNumber"),
-            "content_date": _date(ds, "ContentDate"),
-            "content_time": _time(ds, "ContentTime"),
-            "transfer_syntax_uid": _transfer_syntax(ds),
-            "rows": _int(ds, "Rows"),
-            "columns": _int(ds, "Columns"),
-            "bits_allocated": _int(ds, "BitsAllocated"),
-            "bits_stored": _int(ds, "BitsStored"),
-            "pixel_representation": _int(ds, "PixelRepresentation"),
-            "photometric_interpretation": _text(ds, "PhotometricInterpretation"),
-            "number_of_frames": _int(ds, "NumberOfFrames"),
-        }
-        values.update(storage)
-        return cls(**values)
-
     def replace(self, **changes: Any) -> InstanceRecord:
         """A copy with ``changes`` applied (shorthand for :func:`dataclasses.replace`)."""
         return dataclasses.replace(self, **changes)
-
-
-def _raw(ds: Dataset, keyword: str) -> Any:
-    return ds.get(keyword)
-
-
-def _text(ds: Dataset, keyword: str) -> str | None:
-    """A string value; multi-valued attributes joined with backslash as on the wire; '' becomes None."""
-    value = _raw(ds, keyword)
-    if value is None:
-        return None
-    if isinstance(value, (list, tuple, MultiValue)):
-        text = "\\".join(str(v) for v in value)
-    else:
-        text = str(value)
-    text = text.strip().strip("\x00")
-    return text or None
-
-
-def _uid(ds: Dataset, keyword: str) -> str:
-    text = _text(ds, keyword)
-    if not text:
-        raise InvalidRecord(keyword)
-    return text
-
-
-def _date(ds: Dataset, keyword: str) -> str | None:
-    """DA as ``YYYYMMDD`` (the ACR-NEMA ``YYYY.MM.DD`` form is normalised so ranges compare as text)."""
-    text = _text(ds, keyword)
-    return text.replace(".", "") if text else None
-
-
-def _time(ds: Dataset, keyword: str) -> str | None:
-    """TM without the ACR-NEMA colons, so ranges compare as text."""
-    text = _text(ds, keyword)
-    return text.replace(":", "") if text else None
-
-
-def _int(ds: Dataset, keyword: str) -> int | None:
-    value = _raw(ds, keyword)
-    if isinstance(value, (list, tuple, MultiValue)):
-        value = value[0] if len(value) else None
-    if value is None or value == "":
-        return None
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        try:
-            return int(float(value))
-        except (TypeError, ValueError):
-            return None
-
-
-def _transfer_syntax(ds: Dataset) -> str:
-    meta = getattr(ds, "file_meta", None)
-    if meta is not None and meta.get("TransferSyntaxUID"):
-        return str(meta.TransferSyntaxUID)
-    implicit, little = getattr(ds, "original_encoding", (None, None)) or (None, None)
-    if implicit:
-        return "1.2.840.10008.1.2"
-    if little is False:
-        return "1.2.840.10008.1.2.2"
-    return "1.2.840.10008.1.2.1"
 
 
 __all__ = ["InstanceRecord", "InvalidRecord"]

@@ -27,8 +27,8 @@ from pacs_cae.store.schema import (
     Study,
     utcnow,
 )
+from pacs_cae.vocabulary import DuplicatePolicy, StorageKind
 
-DuplicatePolicy = Literal["replace", "keep-first"]
 #: "stored" new; "replaced" a re-send overwrote it (policy replace); "identical" a byte-identical re-send
 #: (nothing written); "kept-first" a re-send with other content (nothing written, the first copy stays).
 UpsertResult = Literal["stored", "replaced", "identical", "kept-first"]
@@ -74,7 +74,7 @@ def upsert_instance(
     record: InstanceRecord,
     metadata_blob: bytes,
     pixel_blob: bytes | None,
-    policy: DuplicatePolicy = "keep-first",
+    policy: DuplicatePolicy | str = DuplicatePolicy.KEEP_FIRST,
     *,
     content_sha256: str | None = None,
     identity_attributes: Sequence[str] = (),
@@ -90,14 +90,14 @@ def upsert_instance(
     equal, "identical") or with ``"keep-first"`` ("kept-first"); ``"replace"`` overwrites attributes and
     blobs in place (same row id, same series).
     """
-    if policy not in ("replace", "keep-first"):
+    if policy not in tuple(DuplicatePolicy):
         raise ValueError(f"unknown duplicate policy {policy!r}")
     unknown = set(identity_attributes) - set(IDENTITY_ATTRIBUTES)
     if unknown:
         raise ValueError(f"unknown identity attribute(s) {sorted(unknown)}")
     if record.storage not in STORAGE_KINDS:
         raise ValueError(f"unknown storage kind {record.storage!r}")
-    if record.storage == "cae" and not record.codec_model_id:
+    if record.storage == StorageKind.CAE and not record.codec_model_id:
         raise ValueError("a 'cae' instance must name its codec model")
     fields = tuple(IDENTITY_ATTRIBUTES[a] for a in identity_attributes)
     for attempt in range(1, _MAX_ATTEMPTS + 1):
@@ -120,7 +120,7 @@ def _upsert(
     if existing is not None:
         if content_sha256 is not None and existing.content_sha256 == content_sha256:
             return "identical"
-        if policy == "keep-first":
+        if policy == DuplicatePolicy.KEEP_FIRST:
             return "kept-first"
     if record.codec_model_id:
         _ensure_codec_model(session, record)

@@ -23,6 +23,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+from pacs_cae.vocabulary import StorageKind
+
 #: Constraint names are fixed so migrations and the ORM name them identically on every backend.
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -31,7 +33,7 @@ NAMING_CONVENTION = {
     "pk": "pk_%(table_name)s",
 }
 
-STORAGE_KINDS = ("cae", "lossless", "none")
+STORAGE_KINDS = tuple(StorageKind)  # the values instance.storage holds
 
 
 def utcnow() -> datetime:

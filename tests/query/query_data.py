@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pydicom.dataset import Dataset
 
-from pacs_cae.store import Database, InstanceRecord, upsert_instance
+from pacs_cae.archive.received import record_from_dataset
+from pacs_cae.store import Database, upsert_instance
 
 MR = "1.2.840.10008.5.1.4.1.1.4"
 CT = "1.2.840.10008.5.1.4.1.1.2"
@@ -84,6 +85,6 @@ def store_all(db: Database) -> None:
                                  codec_sha256="ab" * 32, codec_architecture="test-cae")
                 if uid == QUALITY_GATE_FALLBACK:
                     extra["fallback_reason"] = "quality-gate: PSNR 28.1 dB < 30.0 dB"
-                record = InstanceRecord.from_dataset(instance_dataset(uid), **extra)
+                record = record_from_dataset(instance_dataset(uid), **extra)
                 pixels = None if storage == "none" else (b"c" * 100 if storage == "cae" else b"l" * 1000)
                 assert upsert_instance(session, record, b"m" * 10, pixels) == "stored"

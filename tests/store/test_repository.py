@@ -8,13 +8,12 @@ import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
 from sqlalchemy import func, select
 
+from pacs_cae.archive.received import record_from_dataset
 from pacs_cae.store import (
     CodecModel,
     HierarchyConflict,
     Instance,
     InstanceBlob,
-    InstanceRecord,
-    InvalidRecord,
     Patient,
     Series,
     Study,
@@ -38,7 +37,7 @@ def dataset(sop: str, series: str = "1.9.1.1", study: str = "1.9.1", patient: st
 
 def store(db, ds, policy="replace", metadata=b"meta", pixels=b"pix", **storage):
     with db.session() as session:
-        return upsert_instance(session, InstanceRecord.from_dataset(ds, **storage), metadata, pixels, policy)
+        return upsert_instance(session, record_from_dataset(ds, **storage), metadata, pixels, policy)
 
 
 def count(db, entity) -> int:
@@ -51,27 +50,6 @@ def blob_of(db, sop):
         inst = session.scalars(select(Instance).where(Instance.sop_instance_uid == sop)).one()
         blob = session.get(InstanceBlob, inst.id)
         return inst, blob
-
-
-def test_record_from_dataset_reads_the_indexed_attributes():
-    ds = dataset("1.9.1.1.1", SeriesNumber="3", InstanceNumber=7, StudyTime="10:15:00", PatientBirthDate="1970.01.01",
-                 ImageType=["ORIGINAL", "PRIMARY"], Rows=512, Columns=256, BitsStored=12)
-    record = InstanceRecord.from_dataset(ds, storage="cae", codec_model_id="m")
-    assert (record.patient_id, record.issuer, record.patient_name) == ("P1", "", "Test^Patient")
-    assert (record.series_number, record.instance_number, record.rows, record.columns, record.bits_stored) == (
-        3, 7, 512, 256, 12)
-    assert (record.study_time, record.birth_date) == ("101500", "19700101")
-    assert record.transfer_syntax_uid == "1.2.840.10008.1.2.4.80"
-    assert (record.storage, record.codec_model_id) == ("cae", "m")
-    assert record.study_description is None
-
-
-@pytest.mark.parametrize("missing", ["SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID", "SOPClassUID"])
-def test_record_requires_the_hierarchy_uids(missing):
-    ds = dataset("1.9.1.1.1")
-    delattr(ds, missing)
-    with pytest.raises(InvalidRecord, match=missing):
-        InstanceRecord.from_dataset(ds)
 
 
 def test_store_creates_the_hierarchy_once(database):
@@ -144,14 +122,14 @@ def test_configured_identity_attributes_are_compared(database):
     other_name = dataset("1.9.1.1.2", PatientName="Someone^Else")
     store(database, other_name)  # by default Patient ID + issuer decide
     with pytest.raises(HierarchyConflict, match="patient_name"), database.session() as session:
-        upsert_instance(session, InstanceRecord.from_dataset(dataset("1.9.1.1.3", PatientName="Someone^Else")),
+        upsert_instance(session, record_from_dataset(dataset("1.9.1.1.3", PatientName="Someone^Else")),
                         b"m", b"p", identity_attributes=["PatientName"])
     same = dataset("1.9.1.1.4", PatientName="TEST^PATIENT^^")  # case and empty components do not matter
     with database.session() as session:
-        assert upsert_instance(session, InstanceRecord.from_dataset(same), b"m", b"p",
+        assert upsert_instance(session, record_from_dataset(same), b"m", b"p",
                                identity_attributes=["PatientName", "PatientBirthDate"]) == "stored"
     with pytest.raises(HierarchyConflict, match="birth_date"), database.session() as session:  # a new study too
-        upsert_instance(session, InstanceRecord.from_dataset(
+        upsert_instance(session, record_from_dataset(
             dataset("1.9.2.1.1", study="1.9.2", series="1.9.2.1", PatientBirthDate="19800101")),
             b"m", b"p", identity_attributes=["PatientBirthDate"])
 
@@ -187,7 +165,7 @@ def test_stored_attributes_are_filled_never_overwritten(database):
 def test_identical_resend_is_recognised_whatever_the_policy(database):
     def put(content: str, policy: str) -> str:
         with database.session() as session:
-            return upsert_instance(session, InstanceRecord.from_dataset(dataset("1.9.1.1.1")), b"m", b"p",
+            return upsert_instance(session, record_from_dataset(dataset("1.9.1.1.1")), b"m", b"p",
                                    policy, content_sha256=content)  # type: ignore[arg-type]
 
     assert put("aa", "keep-first") == "stored"
