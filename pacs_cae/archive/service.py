@@ -8,8 +8,8 @@ and is safe to call from many threads at once (one database session per call, on
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
-from typing import Any, Self
+from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Self
 
 import numpy as np
 from pydicom.dataset import Dataset
@@ -27,6 +27,9 @@ from pacs_cae.codec.base import SliceCodec
 from pacs_cae.config import CodecSettings, Settings
 from pacs_cae.store.db import Database, ensure_schema
 from pacs_cae.vocabulary import QueryModel
+
+if TYPE_CHECKING:
+    from pacs_cae.archive.verify import VerifyReport
 
 LOG = logging.getLogger(__name__)
 
@@ -185,6 +188,12 @@ class Archive:
         """Counts and original/stored bytes, overall and per codec model and modality."""
         with self.database.session(readonly=True) as session:
             return stats.collect(session)
+
+    def verify(self, progress: Callable[[int], None] | None = None) -> VerifyReport:
+        """Decode every stored instance through the retrieve path (every model still referenced must load)."""
+        from pacs_cae.archive.verify import verify
+
+        return verify(self, progress=progress)
 
 
 __all__ = ["NO_MODEL", "Archive", "ArchiveCodecs"]

@@ -6,6 +6,7 @@ override) and how a configuration error ends a command (a one-line message and e
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -32,6 +33,15 @@ FLAG_KEYS = {
     "database_url": "database.url", "device": "codec.device", "model": "codec.model", "quality": "codec.quality",
     "models_dir": "codec.models_dir", "data_dir": "data_dir", "log_level": "log_level",
 }
+
+
+def configure_logging(level: str | int) -> None:
+    """Every command logs the same way: one line per event on stderr; pynetdicom's per-PDU and Alembic's plugin
+    chatter only at DEBUG."""
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+    quiet = logging.DEBUG if level in ("DEBUG", logging.DEBUG) else logging.WARNING
+    for chatty in ("pynetdicom", "alembic"):
+        logging.getLogger(chatty).setLevel(quiet)
 
 
 def flag_overrides(**flags: Any) -> dict[str, Any]:

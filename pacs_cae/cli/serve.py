@@ -14,6 +14,7 @@ from pacs_cae.cli.options import (
     DeviceOption,
     LogLevelOption,
     ModelsDirOption,
+    configure_logging,
     load_or_exit,
 )
 
@@ -31,14 +32,6 @@ def safe_url(url: str) -> str:
         return make_url(url).render_as_string(hide_password=True)
     except Exception:  # noqa: BLE001 - an unparsable URL: mask what could be credentials
         return url.split("@")[-1] if "@" in url else url
-
-
-def configure_logging(level: str) -> None:
-    """One line per event on stderr; pynetdicom's per-PDU and Alembic's plugin chatter only at DEBUG."""
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
-    quiet = logging.DEBUG if level == "DEBUG" else logging.WARNING
-    for chatty in ("pynetdicom", "alembic"):
-        logging.getLogger(chatty).setLevel(quiet)
 
 
 def describe_model(archive: Archive, model_id: str) -> str:

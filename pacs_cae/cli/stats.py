@@ -18,18 +18,13 @@ def stats(
     as_json: Annotated[bool, typer.Option("--json", help="Print the figures as JSON.")] = False,
 ) -> None:
     """Counts per level, original vs stored bytes and ratios (overall, per codec model, per modality)."""
-    from pacs_cae.archive.stats import collect
-    from pacs_cae.store.db import ensure_schema
+    from pacs_cae.archive.service import Archive
 
     settings = load_or_exit("stats", config, database_url=database_url)
     require_archive("stats", settings)
-    with user_errors("stats"):
-        db = ensure_schema(settings)
-        try:
-            with db.session(readonly=True) as session:
-                figures = collect(session)
-        finally:
-            db.dispose()
+    # decode_only: stats reads rows only, so no model is loaded (a missing one does not stop it)
+    with user_errors("stats"), Archive.open(settings, decode_only=True) as archive:
+        figures = archive.stats()
     if as_json:
         typer.echo(json.dumps(figures, indent=2, sort_keys=True))
     else:

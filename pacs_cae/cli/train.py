@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
@@ -10,7 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from pacs_cae.cli.app import app
-from pacs_cae.cli.options import require_extra
+from pacs_cae.cli.options import configure_logging, require_extra
 
 
 @app.command()
@@ -71,7 +70,7 @@ def train(
     from pacs_cae.train.loop import train as run_training
     from pacs_cae.train.sources import load_sources
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    configure_logging("INFO")
     if loss not in ("mse", "bce"):
         raise typer.BadParameter("loss must be mse or bce")
     if crop % 32 or size % 32 or crop > size:
@@ -133,7 +132,7 @@ def _train_rd(sources: list[Path] | None, val: list[Path] | None, run_dir: Path 
     from pacs_cae.train.rd_loop import RDTrainConfig, train_rd
     from pacs_cae.train.sources import load_sources
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    configure_logging("INFO")
     if crop % 64 or size % 64 or crop > size:
         raise typer.BadParameter("for mshp, crop and size must be multiples of 64, crop <= size")
     train_volumes = load_sources(list(sources)) if sources else rd_train_volumes()

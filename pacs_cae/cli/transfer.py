@@ -21,6 +21,7 @@ from pacs_cae.cli.options import (
     ConfigOption,
     DatabaseUrlOption,
     DeviceOption,
+    configure_logging,
     fail,
     load_or_exit,
     require_archive,
@@ -35,7 +36,7 @@ def _open(command: str, settings: Any, *, verbose: bool = False) -> Any:
     from pacs_cae.archive.service import Archive
 
     level = settings.log_level if verbose else logging.ERROR
-    logging.basicConfig(level=level, format="%(levelname)-7s %(name)s: %(message)s")
+    configure_logging(level)
     logging.getLogger("pydicom").setLevel(level)  # pydicom sets its own WARNING level
     with user_errors(command):
         return Archive.open(settings)

@@ -19,14 +19,13 @@ def verify(
 ) -> None:
     """Check that every instance's metadata and pixel blob decode (every model still referenced is present)."""
     from pacs_cae.archive.service import Archive
-    from pacs_cae.archive.verify import verify as run_verify
 
     settings = load_or_exit("verify", config, database_url=database_url)
     require_archive("verify", settings)
     # verify only decodes: blobs name their own model, so the configured encoder need not load (a missing
     # model then shows up as failed instances in the report, not as a traceback).
     with user_errors("verify"), Archive.open(settings, decode_only=True) as archive:
-        report = run_verify(archive)
+        report = archive.verify()
     if as_json:
         typer.echo(json.dumps(report.as_dict(), indent=2, sort_keys=True))
     else:

@@ -18,6 +18,7 @@ from pacs_cae.cli.options import (
     DeviceOption,
     LogLevelOption,
     ModelsDirOption,
+    configure_logging,
     load_or_exit,
 )
 
@@ -42,8 +43,6 @@ def worker(
     log_level: LogLevelOption = None,
 ) -> None:
     """Compress stored series by the compression rules until SIGINT/SIGTERM (any number, on one database)."""
-    from pacs_cae.cli.serve import configure_logging
-
     settings = load_or_exit("worker", config, database_url=database_url, device=device, quality=quality,
                             models_dir=models_dir, log_level=log_level)
     configure_logging(settings.log_level if not drain else "WARNING")
