@@ -1,17 +1,18 @@
 """The ``Codec``: slices -> blobs and back, with one loaded model on one device.
 
-Pipeline per slice: per-slice min/max normalisation and padding (``dicom.pixels``), CAE encoder, Eq. 2
+Pipeline per slice: per-slice min/max normalisation and padding (``normalize``), CAE encoder, Eq. 2
 quantization (``quant``), Brotli, versioned container (``container``); decode runs it backwards and refuses
-blobs made by other weights.
+blobs made by other weights. This module registers the ``cae-paper`` family (``families``).
 
-Execution modes (``mode=``; ``benchmarks/codec_speed.py`` measures them), timed on this project's 2-core
-AVX-512-BF16 CPU, network only, seconds per 512x512 slice at batch 1 / 4 (best of 3, machine shared):
+Execution modes (``mode=``). ``benchmarks/codec_speed.py`` measures each end to end; the README's
+"Benchmarks" table has the figures (512x512, this project's 2-core AVX-512-BF16 CPU: bf16 3.9x fp32 on
+encode, 2.9x on decode):
 
-* ``"fp32"`` -- float32, NCHW: the correctness reference. encode 0.39 / 0.38, decode 0.33 / 0.24.
-* ``"channels_last"`` -- float32 in NHWC layout, same precision: encode 0.28 / 0.22, decode 0.21 / 0.15.
-* ``"bf16"`` -- bfloat16 autocast on channels_last: encode 0.21 / 0.14, decode 0.16 / 0.08, i.e. ~2x fp32.
-  Its reconstructions differ from fp32's by a PSNR of ~63 dB (12-bit slices, early training checkpoint), far
-  below the codec's own error, so the cost in quality is negligible.
+* ``"fp32"`` -- float32, NCHW: the correctness reference.
+* ``"channels_last"`` -- float32 in NHWC layout, same precision, 1.7-2.1x fp32 here.
+* ``"bf16"`` -- bfloat16 autocast on channels_last, the fastest on CPUs with native bfloat16. Its
+  reconstructions differ from fp32's by a PSNR of ~63 dB (12-bit slices), far below the codec's own error, so
+  the cost in quality is negligible.
 * ``"fp64"`` -- float64, slow; makes blobs reproducible bit-for-bit across CPUs/GPUs (used by the
   pinned-bitstream test, whose hash would otherwise depend on the machine's convolution kernels).
 * ``"auto"`` (default) -- ``bf16`` on CPUs with native bfloat16 (AVX512-BF16/AMX, where it measured fastest),

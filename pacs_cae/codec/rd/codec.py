@@ -1,6 +1,6 @@
 """``RDCodec``: slices <-> version-3 blobs with the mean-scale hyperprior, at a chosen ``quality``.
 
-Encode: per-slice min/max normalisation and edge padding to a multiple of 64 (``dicom.pixels``), analysis with
+Encode: per-slice min/max normalisation and edge padding to a multiple of 64 (``codec.normalize``), analysis with
 the quality's gain, hyper-analysis, rounding, then ANS coding of ``z`` (factorized tables) and of ``y - mu``
 (Gaussian tables chosen by the predicted scale). Decode runs it backwards.
 
