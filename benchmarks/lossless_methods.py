@@ -23,15 +23,16 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pydicom
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pacs_cae.codec import lossless  # noqa: E402
-from pacs_cae.codec.lossless import LearnedCandidate, PixelLayout, decode_lossless, encode_lossless  # noqa: E402
-from pacs_cae.evaluation.packaged_mr import packaged_mr_files  # noqa: E402
+from pacs_cae.codec import lossless
+from pacs_cae.codec.lossless import LearnedCandidate, PixelLayout, decode_lossless, encode_lossless
+from pacs_cae.evaluation.packaged_mr import packaged_mr_files
 
 
 def real_slices() -> list[tuple[str, np.ndarray, int]]:
@@ -84,7 +85,7 @@ def main() -> int:
     columns: list[tuple[str, tuple[str, ...]]] = [(m, (m,)) for m in lossless.STANDARD_METHODS
                                                   if lossless._AVAILABLE[m]]
     columns.append(("smallest", lossless.SMALLEST_METHODS))
-    codec = None
+    codec: Any = None
     if args.model:
         from pacs_cae.codec import load_codec
 
@@ -124,9 +125,8 @@ def main() -> int:
     print("| **total bytes / vs JPEG-LS** | " + " | ".join(
         f"{totals[label]:,} / {totals[label] / reference:.3f}" for label in labels) + " |")
     print("| **mean ms per slice** | " + " | ".join(f"{times[label]:.0f}" for label in labels) + " |")
-    used = {label: sorted({r[label]["used"] for r in rows}) for label in labels if label.startswith("smallest")}
-    for label, methods in used.items():
-        wins = {m: sum(1 for r in rows if r[label]["used"] == m) for m in methods}
+    for label in (label for label in labels if label.startswith("smallest")):
+        wins = {m: sum(1 for r in rows if r[label]["used"] == m) for m in sorted({r[label]["used"] for r in rows})}
         print(f"{label}: chosen per slice {wins}")
     return 0
 

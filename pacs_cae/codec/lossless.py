@@ -26,6 +26,7 @@ Version 1 blobs (JPEG-LS or Brotli only) are still read; new blobs are version 2
 
 from __future__ import annotations
 
+import logging
 import struct
 import zlib
 from collections.abc import Callable, Sequence
@@ -44,10 +45,12 @@ try:  # imagecodecs is a dependency, but each codec is an optional build compone
         "jpeg-2000": bool(imagecodecs.JPEG2K.available),
         "jpeg-xl": bool(imagecodecs.JPEGXL.available),
     }
-except Exception:  # pragma: no cover - depends on the installed wheel
+except ImportError:  # pragma: no cover - depends on the installed wheel
     imagecodecs = None
     _AVAILABLE = {"jpeg-ls": False, "jpeg-2000": False, "jpeg-xl": False}
 _HAVE_JPEGLS = _AVAILABLE["jpeg-ls"]
+
+LOG = logging.getLogger(__name__)
 
 MAGIC = b"PCLL"
 VERSION = 2
@@ -163,8 +166,10 @@ def _smallest_exact(frame: np.ndarray, methods: Sequence[int]) -> tuple[int, byt
             if best is not None and len(stream) >= len(best[1]):
                 continue
             exact = np.array_equal(_decode(method, stream), frame)
-        except Exception:  # noqa: BLE001 - any codec failure means: not this method
-            continue
+        except Exception as exc:  # noqa: BLE001 - any codec failure means: not this method
+            LOG.debug("lossless %s cannot code a %s %s frame: %s", METHOD_NAMES[method], frame.shape,
+                      frame.dtype, exc)
+            exact = False
         if exact:
             best = (method, stream)
     return best
@@ -276,7 +281,7 @@ def decode_lossless(blob: bytes, learned: LearnedDecoder | None = None) -> bytes
             raise CorruptBlobError(f"unknown lossless container {container}")
     except CodecError:
         raise
-    except Exception as exc:  # noqa: BLE001 - Brotli/CharLS/OpenJPEG/libjxl errors on damaged input
+    except Exception as exc:
         raise CorruptBlobError(f"lossless blob is damaged: {exc}") from exc
     if len(data) != length or zlib.crc32(data) != crc:
         raise CorruptBlobError("lossless blob is damaged: decoded bytes fail the length/CRC check")

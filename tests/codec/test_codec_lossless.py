@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from pacs_cae.codec import CorruptBlobError, PixelLayout, decode_lossless, encode_lossless
-from pacs_cae.codec import lossless
-
 from codec_helpers import Phantom  # tests/codec is on sys.path under pytest
+
+from pacs_cae.codec import CorruptBlobError, PixelLayout, decode_lossless, encode_lossless, lossless
 
 
 def _methods(blob: bytes) -> set[str]:
@@ -144,7 +142,7 @@ def test_an_exact_learned_stream_is_used_where_smallest_and_needs_its_decoder(ma
     assert decode_lossless(blob, learned=lambda blobs: [table[b] for b in blobs]) == data
     with pytest.raises(lossless.LearnedDecoderRequired):
         decode_lossless(blob)
-    wrong = lambda blobs: [table[b] + 1 for b in blobs]  # noqa: E731 - a decoder that is off by one level
+    wrong = lambda blobs: [table[b] + 1 for b in blobs]
     with pytest.raises(CorruptBlobError, match="CRC"):
         decode_lossless(blob, learned=wrong)
 
