@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import tomllib
 import types
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
+
+import tomllib
 
 ENV_PREFIX = "PACS_CAE_"
 #: Environment variable naming a TOML file, used when ``load_settings`` gets no path.
@@ -25,6 +27,8 @@ DUPLICATE_POLICIES = ("replace", "keep-first")
 PATIENT_IDENTITY_ATTRIBUTES = ("PatientName", "PatientBirthDate", "PatientSex")
 LOSSY_UID_MODES = ("derive", "keep")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+#: Exact codings a site may name (= ``pacs_cae.codec.lossless.STANDARD_METHODS``; config stays torch-free).
+LOSSLESS_METHODS = ("jpeg-ls", "jpeg-2000", "jpeg-xl")
 
 
 class ConfigError(ValueError):
@@ -95,10 +99,16 @@ class CodecSettings:
     # thermal noise of clinical MR; 24:1 against BitsAllocated is the Canadian Association of
     # Radiologists' ceiling for lossy MR.
     min_psnr_db: float | None = 50.0
+    #: Largest pixel error allowed, in stored levels. A model with an error bound (``mshp`` residual layer)
+    #: encodes with it, so every pixel meets it by construction (0 = exact: a learned lossless tier); for
+    #: other models it is a measured floor. Either way each decoded slice is checked before it is stored.
     max_abs_error: float | None = None
     max_compression_ratio: float | None = 24.0
     require_gain: bool = True  # keep a CAE blob only when it is smaller than the slice's lossless encoding
     modalities: list[str] = field(default_factory=lambda: ["MR"])
+    #: Exact codings the compression worker tries on the copies it keeps lossless (the smallest verified one
+    #: per slice is kept); empty = keep C-STORE's JPEG-LS. docs/configuration.md, "Lossless storage".
+    lossless_methods: list[str] = field(default_factory=lambda: list(LOSSLESS_METHODS))
     max_rows: int = 1024
     max_columns: int = 1024
     min_rows: int = 32
@@ -121,6 +131,7 @@ class CompressionRule:
     after_days: float = 0.0  # compress only once the study (StudyDate, else receipt) is this many days old
     compress: bool = True  # false: instances this rule matches stay lossless
     model: str = ""  # "" = codec.model
+    quality: int | None = None  # operating point of the rule's model; None = codec.quality (its own model's)
     min_psnr_db: float | None = None
     max_abs_error: float | None = None
     max_compression_ratio: float | None = None
@@ -417,6 +428,17 @@ def _validate(s: Settings) -> None:
         (c.max_attempts >= 1, "compression.max_attempts must be >= 1"),
         (c.series_per_claim >= 1, "compression.series_per_claim must be >= 1"),
     ]
+    checks += [
+        (s.codec.max_abs_error is None or s.codec.max_abs_error >= 0, "codec.max_abs_error must be >= 0 (or unset)"),
+        (set(s.codec.lossless_methods) <= set(LOSSLESS_METHODS),
+         f"codec.lossless_methods must be among {LOSSLESS_METHODS}, got {s.codec.lossless_methods}"),
+    ]
+    for rule in c.rules:
+        checks += [
+            (rule.quality is None or rule.quality >= 1, f"compression.rules.{rule.name}.quality must be >= 1"),
+            (rule.max_abs_error is None or rule.max_abs_error >= 0,
+             f"compression.rules.{rule.name}.max_abs_error must be >= 0"),
+        ]
     names = [rule.name for rule in c.rules]
     checks.append((len(names) == len(set(names)), "compression.rules: rule names must be unique"))
     checks += [(rule.after_days >= 0, f"compression.rules.{rule.name}.after_days must be >= 0") for rule in c.rules]
@@ -427,3 +449,4 @@ def _validate(s: Settings) -> None:
         rule.modalities = [m.upper() for m in rule.modalities]
     s.log_level = s.log_level.upper()
     s.codec.modalities = [m.upper() for m in s.codec.modalities]
+    s.codec.lossless_methods = [m.strip().lower() for m in s.codec.lossless_methods]

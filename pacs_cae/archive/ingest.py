@@ -119,7 +119,7 @@ def validate(ds: Dataset, affected_sop_class: str | None = None,
         raise CannotUnderstand(problem, STATUS_INCOMPLETE)
 
 
-def _layout(ds: Dataset) -> PixelLayout | None:
+def lossless_layout(ds: Dataset) -> PixelLayout | None:
     """Native pixel layout for the lossless codec; None (plain Brotli) for encapsulated or odd data."""
     ts = received_transfer_syntax(ds)
     if ts.is_encapsulated or not ts.is_little_endian:
@@ -143,7 +143,7 @@ def _pixel_blob(ds: Dataset, settings: Settings) -> tuple[str, bytes | None]:
 
 
 def _lossless_blob(ds: Dataset, settings: Settings) -> bytes:
-    return encode_lossless(ds.PixelData, _layout(ds), brotli_quality=settings.codec.brotli_quality)
+    return encode_lossless(ds.PixelData, lossless_layout(ds), brotli_quality=settings.codec.brotli_quality)
 
 
 def duplicate_policy(settings: Settings, calling_aet: str) -> str:
@@ -254,4 +254,4 @@ def _enqueue(session: Session, record: InstanceRecord, rule: str, due: Any) -> N
     jobs.enqueue(session, series_pk, rule, due)
 
 
-__all__ = ["EncodedDataSet", "StoreOutcome", "ingest", "validate"]
+__all__ = ["EncodedDataSet", "StoreOutcome", "ingest", "lossless_layout", "validate"]

@@ -23,6 +23,7 @@ URL_OPTION = typer.Option(None, "--database-url", help="SQLAlchemy URL (override
 FLAG_KEYS = {
     "host": "server.host", "port": "server.port", "ae_title": "server.ae_title",
     "database_url": "database.url", "device": "codec.device", "model": "codec.model", "quality": "codec.quality",
+    "max_abs_error": "codec.max_abs_error",
     "data_dir": "data_dir", "log_level": "log_level",
 }
 

@@ -53,12 +53,16 @@ def serve(
     model: Optional[str] = typer.Option(None, help="Codec model id for new instances (codec.model)."),
     quality: Optional[int] = typer.Option(None, "--quality", min=1,
                                           help="Operating point of a variable-rate model (codec.quality)."),
+    max_abs_error: float | None = typer.Option(
+        None, "--max-abs-error", min=0,
+        help="Largest pixel error allowed, stored levels (codec.max_abs_error); 0 = exact."),
     data_dir: Optional[str] = typer.Option(None, "--data-dir", help="Data directory (data_dir)."),
     log_level: Optional[str] = typer.Option(None, "--log-level", help="DEBUG, INFO, WARNING, ..."),
 ) -> None:
     """Serve C-ECHO, C-STORE, C-FIND, C-GET and C-MOVE until SIGINT/SIGTERM."""
     settings = load_or_exit("serve", config, host=host, port=port, ae_title=ae_title, database_url=database_url,
-                            device=device, model=model, quality=quality, data_dir=data_dir, log_level=log_level)
+                            device=device, model=model, quality=quality, max_abs_error=max_abs_error,
+                            data_dir=data_dir, log_level=log_level)
     configure_logging(settings.log_level)
     check_tls_or_exit(settings)
     raise typer.Exit(run(settings))

@@ -29,6 +29,9 @@ def worker(
     device: Optional[str] = typer.Option(None, help="Codec device: auto, cpu, cuda (codec.device)."),
     quality: Optional[int] = typer.Option(None, "--quality", min=1,
                                           help="Operating point of a variable-rate model (codec.quality)."),
+    max_abs_error: float | None = typer.Option(
+        None, "--max-abs-error", min=0,
+        help="Largest pixel error allowed, stored levels (codec.max_abs_error); 0 = exact."),
     drain: bool = typer.Option(False, "--drain", help="Empty the due backlog (with a progress bar), then exit."),
     now: bool = typer.Option(False, "--now", help="Ignore when jobs are due (compression.delay_s, after_days)."),
     log_level: Optional[str] = typer.Option(None, "--log-level", help="DEBUG, INFO, WARNING, ..."),
@@ -37,6 +40,7 @@ def worker(
     from pacs_cae.cli.serve import configure_logging
 
     settings = load_or_exit("worker", config, database_url=database_url, device=device, quality=quality,
+                            max_abs_error=max_abs_error,
                             log_level=log_level)
     configure_logging(settings.log_level if not drain else "WARNING")
     archive = _open_or_exit(settings)

@@ -46,7 +46,7 @@ try:  # imagecodecs is a dependency, but each codec is an optional build compone
         "jpeg-xl": bool(imagecodecs.JPEGXL.available),
     }
 except ImportError:  # pragma: no cover - depends on the installed wheel
-    imagecodecs = None
+    imagecodecs = None  # type: ignore[assignment]
     _AVAILABLE = {"jpeg-ls": False, "jpeg-2000": False, "jpeg-xl": False}
 _HAVE_JPEGLS = _AVAILABLE["jpeg-ls"]
 

@@ -1,0 +1,137 @@
+"""Issue 11 on the archive side: the worker re-codes what it keeps lossless in the smallest exact coding, and
+``max_abs_error`` / per-rule codec settings decide how a rule's series are encoded.
+
+Real codecs (imagecodecs, the shipped untrained CAE), real SQLite and PostgreSQL (the ``database_url``
+fixtures).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from pydicom.dataset import Dataset
+from sqlalchemy import select
+
+from pacs_cae.archive.compression import plan_for, supports_bound
+from pacs_cae.archive.ingest import lossless_layout
+from pacs_cae.archive.service import Archive
+from pacs_cae.codec import lossless
+from pacs_cae.config import (
+    LOSSLESS_METHODS,
+    CodecSettings,
+    CompressionRule,
+    ConfigError,
+    Settings,
+    load_settings,
+)
+from pacs_cae.store.schema import Instance, InstanceBlob
+from pacs_cae.train.mr_realism import realistic_slice
+from tests.archive.factories import make_mr_series, phantom_slice, set_pixels
+from tests.archive.helpers import load_one, reread
+
+
+def _noisy_series(n: int = 3, size: int = 96) -> list[Dataset]:
+    """Phantom slices with scanner-like Rician noise (so the exact codings differ in size)."""
+    rng = np.random.default_rng(7)
+    series = make_mr_series(n, size, size, bits_stored=12)
+    for i, ds in enumerate(series):
+        set_pixels(ds, realistic_slice(phantom_slice(size, size, i, n), rng).astype(np.uint16), bits_stored=12,
+                   signed=False)
+    return [reread(ds) for ds in series]
+
+
+def _blobs(archive: Archive) -> dict[str, tuple[bytes, int, str | None, str | None]]:
+    with archive.database.session(readonly=True) as session:
+        return {uid: (bytes(blob), size, reason, model) for uid, blob, size, reason, model in session.execute(
+            select(Instance.sop_instance_uid, InstanceBlob.pixel_blob, Instance.stored_pixel_bytes,
+                   Instance.fallback_reason, Instance.codec_model_id)
+            .join(InstanceBlob, InstanceBlob.instance_pk == Instance.id))}
+
+
+def test_slices_kept_lossless_are_recoded_in_their_smallest_exact_coding(open_archive) -> None:
+    archive: Archive = open_archive(gate=True, min_psnr_db=200.0)  # no CAE slice passes: all stay lossless
+    series = _noisy_series()
+    for ds in series:
+        archive.store(ds)
+    fast = _blobs(archive)
+    assert {tuple(lossless.frame_methods(b)) for b, *_ in fast.values()} == {("jpeg-ls",)}  # C-STORE: JPEG-LS
+
+    report = archive.compress_pending()
+    after = _blobs(archive)
+    saved = 0
+    for ds in series:
+        blob, size, reason, model = after[ds.SOPInstanceUID]
+        assert reason and reason.startswith(("quality-gate", "series-lossless"))
+        expected = lossless.encode_lossless(ds.PixelData, lossless_layout(ds),
+                                            methods=lossless.SMALLEST_METHODS)
+        assert blob == expected and size == len(blob) < len(fast[ds.SOPInstanceUID][0])
+        assert model is None  # no learned frame in it
+        saved += len(fast[ds.SOPInstanceUID][0]) - size
+        served = load_one(archive, ds.SOPInstanceUID)  # still the original, byte for byte
+        assert served.SOPInstanceUID == ds.SOPInstanceUID and served.PixelData == ds.PixelData
+        assert "LossyImageCompression" not in served
+    assert report.saved_bytes == saved > 0
+
+
+def test_no_lossless_methods_keeps_the_c_store_coding(open_archive) -> None:
+    archive: Archive = open_archive(gate=True, min_psnr_db=200.0, lossless_methods=[])
+    series = _noisy_series(2)
+    for ds in series:
+        archive.store(ds)
+    before = {uid: blob for uid, (blob, *_) in _blobs(archive).items()}
+    archive.compress_pending()
+    assert {uid: blob for uid, (blob, *_) in _blobs(archive).items()} == before
+
+
+class _Bounded:
+    model_id, weights_sha256, supports_max_abs_error = "bounded", "0" * 64, True
+
+
+class _Unbounded:
+    model_id, weights_sha256 = "unbounded", "0" * 64
+
+
+class _Batcher:
+    def __init__(self, codec: object) -> None:
+        self.codec = codec
+
+
+def test_plan_takes_the_rules_quality_and_the_tighter_bound_only_for_bounded_models() -> None:
+    settings = Settings(codec=CodecSettings(model="mshp-v1", quality=5, max_abs_error=4.0))
+    plain = CompressionRule(name="plain")
+    assert plan_for(settings, plain, _Bounded()).bound == 4 and plan_for(settings, plain, _Bounded()).quality == 5
+    assert plan_for(settings, plain, _Unbounded()).bound is None  # stays a measured floor (Floors)
+    assert supports_bound(_Batcher(_Bounded())) and not supports_bound(_Batcher(_Unbounded()))
+    tight = CompressionRule(name="tight", quality=2, max_abs_error=1.5)
+    assert plan_for(settings, tight, _Bounded()) == plan_for(settings, tight, _Batcher(_Bounded()))
+    assert (plan_for(settings, tight, _Bounded()).quality, plan_for(settings, tight, _Bounded()).bound) == (2, 1)
+    other = CompressionRule(name="other", model="cae-paper")  # codec.quality belongs to codec.model only
+    assert plan_for(settings, other, _Bounded()).quality is None
+    loose = CompressionRule(name="loose", max_abs_error=9.0)  # a rule never loosens [codec]
+    assert plan_for(settings, loose, _Bounded()).bound == 4
+    assert plan_for(Settings(), plain, _Bounded()).bound is None  # unset: no bound asked, today's floors
+
+
+def test_config_method_names_match_the_codec() -> None:
+    assert lossless.STANDARD_METHODS == LOSSLESS_METHODS
+
+
+def test_rules_carry_quality_and_max_abs_error_and_bad_values_are_refused(tmp_path) -> None:
+    config = tmp_path / "rules.toml"
+    config.write_text('[codec]\nmax_abs_error = 3\n[[compression.rules]]\nname = "r"\nmodel = "mshp-v1"\n'
+                      'quality = 4\nmax_abs_error = 0\n')
+    s = load_settings(config, {"codec.lossless_methods": "jpeg-xl,jpeg-ls"})
+    assert (s.codec.max_abs_error, s.compression.rules[0].quality, s.compression.rules[0].max_abs_error) == (3, 4, 0)
+    assert s.codec.lossless_methods == ["jpeg-xl", "jpeg-ls"]
+    for key, value in (("codec.max_abs_error", -1), ("codec.lossless_methods", "png")):
+        with pytest.raises(ConfigError, match=key.split(".")[1]):
+            load_settings(None, {key: value})
+    config.write_text('[[compression.rules]]\nname = "r"\nquality = 0\n')
+    with pytest.raises(ConfigError, match="rules.r.quality"):
+        load_settings(config)
+
+
+def test_cli_max_abs_error_sets_the_codec_setting() -> None:
+    from pacs_cae.cli.options import flag_overrides
+
+    assert load_settings(None, flag_overrides(max_abs_error=2.0, quality=None)).codec.max_abs_error == 2.0
