@@ -52,6 +52,7 @@ from sqlalchemy.orm import Session
 from pacs_cae.archive.compression_rules import eligible, find_rule
 from pacs_cae.archive.floors import Floors
 from pacs_cae.archive.ingest import lossless_layout
+from pacs_cae.codec.errors import CodecError
 from pacs_cae.codec.lossless import (
     LearnedCandidate,
     PixelLayout,
@@ -137,14 +138,23 @@ def supports_bound(encoder: Encoder | None) -> bool:
 
 
 def plan_for(settings: Settings, rule: CompressionRule, encoder: Encoder | None) -> Plan:
-    """The rule's quality (else ``codec.quality`` for the configured model, else the model's default) and δ:
-    the tighter of ``[codec]``'s and the rule's ``max_abs_error``, rounded down to whole stored levels."""
+    """δ: the tighter of ``[codec]``'s and the rule's ``max_abs_error``, rounded down to whole stored levels,
+    when the model can guarantee it (then δ alone chooses the operating point); else the rule's quality (else
+    ``codec.quality`` for the configured model, else the model's default)."""
+    limit = Floors.for_rule(settings.codec, rule).max_abs_error
+    if limit is not None and supports_bound(encoder):
+        delta = math.floor(limit)
+        check = getattr(getattr(encoder, "codec", encoder), "check_max_abs_error", None)
+        try:
+            if check is not None:
+                check(delta)
+            return Plan(rule.model, None, delta)
+        except CodecError as exc:  # beyond what the model can promise: a measured floor, as for any model
+            LOG.warning("rule %r: %s; max_abs_error stays a measured floor", rule.name, exc)
     quality = rule.quality
     if quality is None and rule.model in ("", settings.codec.model):
         quality = settings.codec.quality
-    limit = Floors.for_rule(settings.codec, rule).max_abs_error
-    bound = math.floor(limit) if limit is not None and supports_bound(encoder) else None
-    return Plan(rule.model, quality, bound)
+    return Plan(rule.model, quality, None)
 
 
 @dataclass

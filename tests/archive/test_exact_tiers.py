@@ -12,7 +12,7 @@ import pytest
 from pydicom.dataset import Dataset
 from sqlalchemy import select
 
-from pacs_cae.archive.compression import plan_for, supports_bound
+from pacs_cae.archive.compression import Plan, plan_for, supports_bound
 from pacs_cae.archive.ingest import lossless_layout
 from pacs_cae.archive.service import Archive
 from pacs_cae.codec import lossless
@@ -99,14 +99,14 @@ class _Batcher:
 def test_plan_takes_the_rules_quality_and_the_tighter_bound_only_for_bounded_models() -> None:
     settings = Settings(codec=CodecSettings(model="mshp-v1", quality=5, max_abs_error=4.0))
     plain = CompressionRule(name="plain")
-    assert plan_for(settings, plain, _Bounded()).bound == 4 and plan_for(settings, plain, _Bounded()).quality == 5
-    assert plan_for(settings, plain, _Unbounded()).bound is None  # stays a measured floor (Floors)
+    assert plan_for(settings, plain, _Bounded()) == Plan("", None, 4)  # the bound chooses the operating point
+    assert plan_for(settings, plain, _Unbounded()) == Plan("", 5, None)  # a measured floor (Floors) only
     assert supports_bound(_Batcher(_Bounded())) and not supports_bound(_Batcher(_Unbounded()))
     tight = CompressionRule(name="tight", quality=2, max_abs_error=1.5)
     assert plan_for(settings, tight, _Bounded()) == plan_for(settings, tight, _Batcher(_Bounded()))
-    assert (plan_for(settings, tight, _Bounded()).quality, plan_for(settings, tight, _Bounded()).bound) == (2, 1)
+    assert plan_for(settings, tight, _Bounded()).bound == 1 and plan_for(settings, tight, _Unbounded()).quality == 2
     other = CompressionRule(name="other", model="cae-paper")  # codec.quality belongs to codec.model only
-    assert plan_for(settings, other, _Bounded()).quality is None
+    assert plan_for(settings, other, _Unbounded()).quality is None
     loose = CompressionRule(name="loose", max_abs_error=9.0)  # a rule never loosens [codec]
     assert plan_for(settings, loose, _Bounded()).bound == 4
     assert plan_for(Settings(), plain, _Bounded()).bound is None  # unset: no bound asked, today's floors
