@@ -360,7 +360,7 @@ def _commit(database: Database, settings: Settings, encoders: EncoderSource, own
         return report
     report.compressed, report.kept_lossless, report.saved_bytes = len(swapped), kept, saved
     for s in series.slices:
-        if s.instance_pk in keep:
+        if s.instance_pk in keep and not series.exact:  # exact is what a δ = 0 rule asked for
             LOG.warning("instance %s stored losslessly instead of by the CAE: %s", s.sop_instance_uid,
                         keep[s.instance_pk])
     LOG.info("compression job %d (rule %r): %d slice(s) stored lossy, %d kept lossless, %d bytes saved",

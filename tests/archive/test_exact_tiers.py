@@ -7,14 +7,17 @@ fixtures).
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from pydicom.dataset import Dataset
 from sqlalchemy import select
 
-from pacs_cae.archive.compression import Plan, plan_for, supports_bound
+from pacs_cae.archive.compression import EXACT_REASON, Plan, plan_for, supports_bound
 from pacs_cae.archive.ingest import lossless_layout
-from pacs_cae.archive.service import Archive
+from pacs_cae.archive.service import Archive, ArchiveCodecs
+from pacs_cae.archive.verify import verify
 from pacs_cae.codec import lossless
 from pacs_cae.config import (
     LOSSLESS_METHODS,
@@ -24,6 +27,7 @@ from pacs_cae.config import (
     Settings,
     load_settings,
 )
+from pacs_cae.store.db import Database
 from pacs_cae.store.schema import Instance, InstanceBlob
 from pacs_cae.train.mr_realism import realistic_slice
 from tests.archive.factories import make_mr_series, phantom_slice, set_pixels
@@ -135,3 +139,45 @@ def test_cli_max_abs_error_sets_the_codec_setting() -> None:
     from pacs_cae.cli.options import flag_overrides
 
     assert load_settings(None, flag_overrides(max_abs_error=2.0, quality=None)).codec.max_abs_error == 2.0
+
+
+REPO_MODELS = Path(__file__).resolve().parents[2] / "models"
+
+
+@pytest.fixture
+def mshp_archive(make_settings, database_url: str):
+    """An archive on the shipped ``mshp-v1`` (error bound supported), ``max_abs_error = 0``, learned tier only."""
+    settings = make_settings(model="mshp-v1", models_dir=str(REPO_MODELS), max_abs_error=0, lossless_methods=[])
+    database = Database(database_url)
+    database.upgrade()
+    archive = Archive(settings, database, ArchiveCodecs.from_settings(settings.codec))
+    yield archive
+    archive.close()
+
+
+def test_a_learned_lossless_blob_is_served_exactly_and_verified(mshp_archive: Archive) -> None:
+    archive = mshp_archive
+    series = _noisy_series(2, 64)
+    for ds in series:
+        archive.store(ds)
+    report = archive.compress_pending()  # δ = 0: exact streams, stays lossless, no decision recorded
+    assert report.compressed == 0 and report.kept_lossless == 2 and report.failed_jobs == 0
+    codec = archive.codecs.registry.get("mshp-v1")
+    with archive.database.session() as session:
+        rows = {inst.sop_instance_uid: inst for inst in session.scalars(select(Instance))}
+        for ds in series:
+            inst = rows[ds.SOPInstanceUID]
+            assert inst.storage == "lossless" and inst.fallback_reason.startswith(EXACT_REASON)
+            # the learned frame alone (no standard method): what a retrieve must decode with the model
+            streams = codec.encode([ds.pixel_array], bits_stored=12, max_abs_error=0)
+            blob = lossless.encode_lossless(ds.PixelData, lossless_layout(ds), methods=(),
+                                            learned=lossless.LearnedCandidate(streams, codec.decode(streams)))
+            assert lossless.frame_methods(blob) == ["learned"]
+            session.get(InstanceBlob, inst.id).pixel_blob = blob
+            inst.stored_pixel_bytes = len(blob)
+    for ds in series:
+        served = load_one(archive, ds.SOPInstanceUID)
+        assert served.SOPInstanceUID == ds.SOPInstanceUID and served.PixelData == ds.PixelData
+        assert "LossyImageCompression" not in served
+    result = verify(archive)
+    assert result.ok and result.checked["lossless"] == 2, result.failures
