@@ -28,7 +28,7 @@ from pacs_cae.config import (
     load_settings,
 )
 from pacs_cae.store.db import Database
-from pacs_cae.store.schema import Instance, InstanceBlob
+from pacs_cae.store.schema import CodecModel, Instance, InstanceBlob
 from pacs_cae.train.mr_realism import realistic_slice
 from tests.archive.factories import make_mr_series, phantom_slice, set_pixels
 from tests.archive.helpers import load_one, reread
@@ -155,29 +155,45 @@ def mshp_archive(make_settings, database_url: str):
     archive.close()
 
 
-def test_a_learned_lossless_blob_is_served_exactly_and_verified(mshp_archive: Archive) -> None:
+def _gradient_series(n: int = 2) -> list[Dataset]:
+    """Smooth ramps under Gaussian noise: slices where mshp-v1's exact stream is smaller than JPEG-LS'."""
+    rng = np.random.default_rng(3)
+    series = make_mr_series(n, 64, 64, bits_stored=12)
+    y, x = np.mgrid[0:64, 0:64]
+    for ds in series:
+        pixels = np.clip(np.round(10 * x + 10 * y + rng.normal(0, 20, (64, 64))), 0, 4095).astype(np.uint16)
+        set_pixels(ds, pixels, bits_stored=12, signed=False)
+    return [reread(ds) for ds in series]
+
+
+def test_the_worker_keeps_a_smaller_learned_exact_stream_served_as_the_original(mshp_archive: Archive) -> None:
     archive = mshp_archive
-    series = _noisy_series(2, 64)
+    series = _gradient_series()
     for ds in series:
         archive.store(ds)
-    report = archive.compress_pending()  # δ = 0: exact streams, stays lossless, no decision recorded
-    assert report.compressed == 0 and report.kept_lossless == 2 and report.failed_jobs == 0
+    fast = {uid: blob for uid, (blob, *_) in _blobs(archive).items()}
     codec = archive.codecs.registry.get("mshp-v1")
-    with archive.database.session() as session:
-        rows = {inst.sop_instance_uid: inst for inst in session.scalars(select(Instance))}
-        for ds in series:
-            inst = rows[ds.SOPInstanceUID]
-            assert inst.storage == "lossless" and inst.fallback_reason.startswith(EXACT_REASON)
-            # the learned frame alone (no standard method): what a retrieve must decode with the model
-            streams = codec.encode([ds.pixel_array], bits_stored=12, max_abs_error=0)
-            blob = lossless.encode_lossless(ds.PixelData, lossless_layout(ds), methods=(),
-                                            learned=lossless.LearnedCandidate(streams, codec.decode(streams)))
-            assert lossless.frame_methods(blob) == ["learned"]
-            session.get(InstanceBlob, inst.id).pixel_blob = blob
-            inst.stored_pixel_bytes = len(blob)
-    for ds in series:
+    expected = {}
+    for ds in series:  # what the worker should arrive at: the learned stream, where it is the smaller
+        streams = codec.encode([ds.pixel_array], bits_stored=12, max_abs_error=0)
+        expected[ds.SOPInstanceUID] = lossless.encode_lossless(
+            ds.PixelData, lossless_layout(ds), methods=(),
+            learned=lossless.LearnedCandidate(streams, codec.decode(streams)))
+        assert lossless.frame_methods(expected[ds.SOPInstanceUID]) == ["learned"]
+        assert len(expected[ds.SOPInstanceUID]) < len(fast[ds.SOPInstanceUID]), "slice no longer exercises this"
+
+    report = archive.compress_pending()  # δ = 0: exact streams, stays lossless, no decision recorded
+    assert (report.compressed, report.kept_lossless, report.failed_jobs) == (0, 2, 0)
+    assert report.saved_bytes == sum(len(fast[u]) - len(b) for u, b in expected.items())
+    for uid, (blob, size, reason, model) in _blobs(archive).items():
+        assert blob == expected[uid] and size == len(blob)
+        assert reason.startswith(EXACT_REASON) and model == "mshp-v1"  # the model stays referenced
+    with archive.database.session(readonly=True) as session:
+        assert session.get(CodecModel, "mshp-v1") is not None
+        assert {i.storage for i in session.scalars(select(Instance))} == {"lossless"}
+    for ds in series:  # the original: same UID, same bytes, nothing lossy declared
         served = load_one(archive, ds.SOPInstanceUID)
         assert served.SOPInstanceUID == ds.SOPInstanceUID and served.PixelData == ds.PixelData
-        assert "LossyImageCompression" not in served
+        assert "LossyImageCompression" not in served and list(served.ImageType) == list(ds.ImageType)
     result = verify(archive)
     assert result.ok and result.checked["lossless"] == 2, result.failures
