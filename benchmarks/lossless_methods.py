@@ -79,9 +79,22 @@ def main() -> int:
     parser.add_argument("--synthetic", type=int, default=4, help="512x512 phantom slices to add (0: none)")
     parser.add_argument("--model", default=None, help="learned codec to try at max_abs_error = 0")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--jpegxl-efforts", default="",
+                        help="also sweep JPEG-XL effort levels, e.g. 3,5,7 (total bytes, mean ms per slice)")
     args = parser.parse_args()
 
     slices = real_slices() + synthetic_slices(args.synthetic)
+    if args.jpegxl_efforts:
+        default = lossless.JPEGXL_EFFORT
+        print("| JPEG-XL effort | total bytes | vs JPEG-LS | mean ms per slice |\n|---:|---:|---:|---:|")
+        reference = sum(measure(frame, ("jpeg-ls",))[0] for _, frame, _ in slices)
+        for effort in (int(e) for e in args.jpegxl_efforts.split(",")):
+            lossless.JPEGXL_EFFORT = effort
+            sizes, times = zip(*(measure(frame, ("jpeg-xl",))[:2] for _, frame, _ in slices))
+            print(f"| {effort}{' (default)' if effort == default else ''} | {sum(sizes):,} | "
+                  f"{sum(sizes) / reference:.3f} | {sum(times) / len(times):.0f} |")
+        lossless.JPEGXL_EFFORT = default
+        print()
     columns: list[tuple[str, tuple[str, ...]]] = [(m, (m,)) for m in lossless.STANDARD_METHODS
                                                   if lossless._AVAILABLE[m]]
     columns.append(("smallest", lossless.SMALLEST_METHODS))
