@@ -2,7 +2,7 @@
 
 `pacs-cae serve` with the shipped ``mshp-v1`` model (which supports an error bound) and two compression rules
 chosen by the sending AE: ``EXACTSCU`` -> ``max_abs_error = 0`` (the learned lossless tier), everyone else ->
-``codec.max_abs_error = 2``. DCMTK storescu sends a real MR slice (pydicom's ``MR_small.dcm``, evaluation
+``codec.max_abs_error = 2`` (given as ``--max-abs-error 2`` to `serve` and `worker`). DCMTK storescu sends a real MR slice (pydicom's ``MR_small.dcm``, evaluation
 only) and small noisy synthetic slices under each rule, `pacs-cae worker --drain` compresses, getscu
 retrieves, findscu asks for the lossy attributes:
 
@@ -84,8 +84,7 @@ def test_bound_two_is_kept_and_bound_zero_is_exact(module_database_url: str, tmp
     config = write_config(
         tmp_path / "bound.toml", data_dir=tmp_path / "data", port=port, database_url=module_database_url,
         # min_psnr_db 40: δ = 2 on a 12-bit slice is ~50-70 dB, and the 64x64 real slice spans ~2000 levels
-        codec={"model": MODEL, "models_dir": str(MODELS_DIR), "device": "cpu", "max_abs_error": DELTA,
-               "min_psnr_db": 40.0},
+        codec={"model": MODEL, "models_dir": str(MODELS_DIR), "device": "cpu", "min_psnr_db": 40.0},
         remotes={},
     )
     config.write_text(config.read_text() + RULES)
@@ -96,12 +95,13 @@ def test_bound_two_is_kept_and_bound_zero_is_exact(module_database_url: str, tmp
                        capture_output=True, env=clean_environment())
     bounded = [_real_mr("PCAE-D2"), *_synthetic("PCAE-D2S", 21)]
     exact = [_real_mr("PCAE-D0"), *_synthetic("PCAE-D0S", 22)]
-    server = start_server(tmp_path, config, port)
+    bound = ["--max-abs-error", str(DELTA)]  # codec.max_abs_error from the command line, serve and worker
+    server = start_server(tmp_path, config, port, args=bound)
     try:
         for aet, datasets, folder in (("E2ESCU", bounded, "in2"), ("EXACTSCU", exact, "in0")):
             files = write_datasets(datasets, tmp_path / folder)
             dcmtk.run("storescu", ["-aec", "PACSCAE", "-aet", aet, "127.0.0.1", str(port), *map(str, files)])
-        drained = drain(config, tmp_path)
+        drained = drain(config, tmp_path, args=bound)
         assert drained.returncode == 0, drained.stdout + drained.stderr
         got: dict[str, pydicom.Dataset] = {}
         for i, study in enumerate(sorted({str(ds.StudyInstanceUID) for ds in bounded + exact})):
