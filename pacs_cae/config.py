@@ -120,7 +120,8 @@ class CompressionRule:
     """One archive compression rule (like dcm4chee's): which instances, which codec, which floors.
 
     Rules are tried in order; the first whose conditions all hold decides. An empty list matches anything.
-    Floors here can only tighten the ``[codec]`` floors, never loosen them.
+    Floors here can only tighten the ``[codec]`` floors, never loosen them; ``max_abs_error`` is also the bound
+    a bounded model encodes with (0: exact), ``quality`` the operating point otherwise.
     """
 
     name: str = "default"
