@@ -81,11 +81,13 @@ EXACT_REASON = "exact"
 class Encoder(Protocol):
     """What a worker needs from a ``Codec`` or ``BatchingCodec``."""
 
-    model_id: str
-    weights_sha256: str
+    @property
+    def model_id(self) -> str: ...
+    @property
+    def weights_sha256(self) -> str: ...
 
     def encode(self, slices: Sequence[np.ndarray], *, bits_stored: Any = None,
-               quality: Any = None, **options: Any) -> list[bytes]: ...
+               quality: Any = None) -> list[bytes]: ...
     def decode(self, blobs: Sequence[bytes]) -> list[np.ndarray]: ...
 
 
@@ -269,11 +271,14 @@ def _encode_and_judge(settings: Settings, encoder: Encoder | None, group: list[_
         return
     slices = [s for series in group for s in series.slices]
     try:
-        options: dict[str, Any] = {} if plan.quality is None else {"quality": plan.quality}
+        bits = [s.bits_stored for s in slices]
         if plan.bound is not None:  # the batcher merges associations' work; a bounded encode goes direct
-            encoder = getattr(encoder, "codec", encoder)
-            options["max_abs_error"] = plan.bound
-        blobs = encoder.encode([s.frame for s in slices], bits_stored=[s.bits_stored for s in slices], **options)
+            codec: Any = getattr(encoder, "codec", encoder)
+            blobs = codec.encode([s.frame for s in slices], bits_stored=bits, max_abs_error=plan.bound)
+        elif plan.quality is not None:
+            blobs = encoder.encode([s.frame for s in slices], bits_stored=bits, quality=plan.quality)
+        else:
+            blobs = encoder.encode([s.frame for s in slices], bits_stored=bits)
         decoded = encoder.decode(blobs)
     except Exception:
         if len(group) > 1:
@@ -455,7 +460,7 @@ def _ensure_codec_model(session: Session, encoder: Encoder) -> None:
     codec = getattr(encoder, "codec", encoder)
     card = getattr(codec, "card", None)
     insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-    session.execute(insert(CodecModel.__table__).values(
+    session.execute(insert(CodecModel.__table__).values(  # type: ignore[arg-type]
         model_id=encoder.model_id, sha256=encoder.weights_sha256,
         architecture=str(getattr(card, "architecture", "") or ""),
         first_used=datetime.now().astimezone()).on_conflict_do_nothing())

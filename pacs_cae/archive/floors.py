@@ -13,6 +13,7 @@ guarantee instead of filtering slices.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -45,7 +46,7 @@ class Floors:
 
     @classmethod
     def for_rule(cls, codec: CodecSettings, rule: CompressionRule | None) -> Floors:
-        def tighter(a: float | None, b: float | None, pick: type[max | min]) -> float | None:
+        def tighter(a: float | None, b: float | None, pick: Callable[[float, float], float]) -> float | None:
             return b if a is None else a if b is None else pick(a, b)
 
         r = rule or CompressionRule()

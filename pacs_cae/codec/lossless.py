@@ -32,7 +32,7 @@ import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-import brotli
+import brotli  # type: ignore[import-untyped]
 import numpy as np
 
 from .errors import CodecError, CorruptBlobError

@@ -35,7 +35,7 @@ from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
-from pydicom.uid import ExplicitVRLittleEndian
+from pydicom.uid import UID, ExplicitVRLittleEndian
 
 from pacs_cae.dicom.metadata import PIXEL_DATA, StoredMetadata, restore_pixel_data
 from pacs_cae.dicom.pixels import frames_to_pixel_data, value_range
@@ -187,8 +187,8 @@ def rebuild_lossy(stored: StoredMetadata, pixels: np.ndarray, source: LossySourc
     for elem in stored.dataset.file_meta:
         meta.add(elem)
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    meta.MediaStorageSOPClassUID = original_class
-    meta.MediaStorageSOPInstanceUID = new_uid
+    meta.MediaStorageSOPClassUID = UID(original_class)
+    meta.MediaStorageSOPInstanceUID = UID(new_uid)
     ds.file_meta = meta
     return ds
 

@@ -8,6 +8,7 @@ fixtures).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -46,7 +47,7 @@ def _noisy_series(n: int = 3, size: int = 96) -> list[Dataset]:
 
 def _blobs(archive: Archive) -> dict[str, tuple[bytes, int, str | None, str | None]]:
     with archive.database.session(readonly=True) as session:
-        return {uid: (bytes(blob), size, reason, model) for uid, blob, size, reason, model in session.execute(
+        return {uid: (bytes(blob or b""), size, reason, model) for uid, blob, size, reason, model in session.execute(
             select(Instance.sop_instance_uid, InstanceBlob.pixel_blob, Instance.stored_pixel_bytes,
                    Instance.fallback_reason, Instance.codec_model_id)
             .join(InstanceBlob, InstanceBlob.instance_pk == Instance.id))}
@@ -87,12 +88,19 @@ def test_no_lossless_methods_keeps_the_c_store_coding(open_archive) -> None:
     assert {uid: blob for uid, (blob, *_) in _blobs(archive).items()} == before
 
 
-class _Bounded:
-    model_id, weights_sha256, supports_max_abs_error = "bounded", "0" * 64, True
+class _Codec:
+    """Just what ``plan_for`` reads of an encoder: whether it supports a bound."""
+
+    def __init__(self, bounded: bool) -> None:
+        self.model_id, self.weights_sha256, self.supports_max_abs_error = "fake", "0" * 64, bounded
 
 
-class _Unbounded:
-    model_id, weights_sha256 = "unbounded", "0" * 64
+def _Bounded() -> Any:
+    return _Codec(True)
+
+
+def _Unbounded() -> Any:
+    return _Codec(False)
 
 
 class _Batcher:
@@ -105,9 +113,10 @@ def test_plan_takes_the_rules_quality_and_the_tighter_bound_only_for_bounded_mod
     plain = CompressionRule(name="plain")
     assert plan_for(settings, plain, _Bounded()) == Plan("", None, 4)  # the bound chooses the operating point
     assert plan_for(settings, plain, _Unbounded()) == Plan("", 5, None)  # a measured floor (Floors) only
-    assert supports_bound(_Batcher(_Bounded())) and not supports_bound(_Batcher(_Unbounded()))
+    batched: Any = _Batcher(_Bounded())
+    assert supports_bound(batched) and not supports_bound(_Batcher(_Unbounded()))  # type: ignore[arg-type]
     tight = CompressionRule(name="tight", quality=2, max_abs_error=1.5)
-    assert plan_for(settings, tight, _Bounded()) == plan_for(settings, tight, _Batcher(_Bounded()))
+    assert plan_for(settings, tight, _Bounded()) == plan_for(settings, tight, batched)
     assert plan_for(settings, tight, _Bounded()).bound == 1 and plan_for(settings, tight, _Unbounded()).quality == 2
     other = CompressionRule(name="other", model="cae-paper")  # codec.quality belongs to codec.model only
     assert plan_for(settings, other, _Unbounded()).quality is None
@@ -187,7 +196,7 @@ def test_the_worker_keeps_a_smaller_learned_exact_stream_served_as_the_original(
     assert report.saved_bytes == sum(len(fast[u]) - len(b) for u, b in expected.items())
     for uid, (blob, size, reason, model) in _blobs(archive).items():
         assert blob == expected[uid] and size == len(blob)
-        assert reason.startswith(EXACT_REASON) and model == "mshp-v1"  # the model stays referenced
+        assert reason and reason.startswith(EXACT_REASON) and model == "mshp-v1"  # the model stays referenced
     with archive.database.session(readonly=True) as session:
         assert session.get(CodecModel, "mshp-v1") is not None
         assert {i.storage for i in session.scalars(select(Instance))} == {"lossless"}

@@ -111,7 +111,7 @@ def test_version_1_blobs_still_decode(make_phantom: Phantom) -> None:
     import struct
     import zlib
 
-    import brotli
+    import brotli  # type: ignore[import-untyped]
     import imagecodecs
 
     frames = np.stack([make_phantom(32, 24, "int16", 12, seed=s) for s in range(2)])

@@ -57,7 +57,7 @@ modalities = ["MR"]
 
 def _real_mr(patient: str) -> pydicom.Dataset:
     """pydicom's real MR slice under fresh UIDs (so it can be sent once per rule)."""
-    ds = pydicom.dcmread(get_testdata_file("MR_small.dcm"))
+    ds = pydicom.dcmread(str(get_testdata_file("MR_small.dcm")))
     ds.PatientID = patient
     ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
     ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
@@ -65,7 +65,8 @@ def _real_mr(patient: str) -> pydicom.Dataset:
 
 
 def _synthetic(patient: str, seed: int) -> list[pydicom.Dataset]:
-    series = make_mr_series(2, 64, 64, 12, patient_id=patient, patient_name="Bound^Phantom", seed=seed)
+    series: list[pydicom.Dataset] = list(make_mr_series(2, 64, 64, 12, patient_id=patient,
+                                                        patient_name="Bound^Phantom", seed=seed))
     rng = np.random.default_rng(seed)
     for ds in series:
         ds.PixelData = realistic_slice(ds.pixel_array.astype(np.float32), rng).astype(np.uint16).tobytes()
