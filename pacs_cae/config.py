@@ -27,6 +27,8 @@ DEFAULT_DATA_DIR = "pacs-cae-data"
 #: Patient attributes a site may add to the identity check; Patient ID and its issuer are always compared.
 PATIENT_IDENTITY_ATTRIBUTES = ("PatientName", "PatientBirthDate", "PatientSex")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+#: Exact codings a site may name (= ``pacs_cae.codec.lossless.STANDARD_METHODS``; config stays torch-free).
+LOSSLESS_METHODS = ("jpeg-ls", "jpeg-2000", "jpeg-xl")
 
 
 class ConfigError(ValueError):
@@ -97,10 +99,16 @@ class CodecSettings:
     # thermal noise of clinical MR; 24:1 against BitsAllocated is the Canadian Association of
     # Radiologists' ceiling for lossy MR.
     min_psnr_db: float | None = 50.0
+    #: Largest pixel error allowed, in stored levels. A model with an error bound (``mshp`` residual layer)
+    #: encodes with it, so every pixel meets it by construction (0 = exact: a learned lossless tier); for
+    #: other models it is a measured floor. Either way each decoded slice is checked before it is stored.
     max_abs_error: float | None = None
     max_compression_ratio: float | None = 24.0
     require_gain: bool = True  # keep a CAE blob only when it is smaller than the slice's lossless encoding
     modalities: list[str] = field(default_factory=lambda: ["MR"])
+    #: Exact codings the compression worker tries on the copies it keeps lossless (the smallest verified one
+    #: per slice is kept); empty = keep C-STORE's JPEG-LS. docs/configuration.md, "Lossless storage".
+    lossless_methods: list[str] = field(default_factory=lambda: list(LOSSLESS_METHODS))
     max_rows: int = 1024
     max_columns: int = 1024
     min_rows: int = 32
@@ -112,7 +120,8 @@ class CompressionRule:
     """One archive compression rule (like dcm4chee's): which instances, which codec, which floors.
 
     Rules are tried in order; the first whose conditions all hold decides. An empty list matches anything.
-    Floors here can only tighten the ``[codec]`` floors, never loosen them.
+    Floors here can only tighten the ``[codec]`` floors, never loosen them; ``max_abs_error`` is also the bound
+    a bounded model encodes with (0: exact), ``quality`` the operating point otherwise.
     """
 
     name: str = "default"
@@ -123,6 +132,7 @@ class CompressionRule:
     after_days: float = 0.0  # compress only once the study (StudyDate, else receipt) is this many days old
     compress: bool = True  # false: instances this rule matches stay lossless
     model: str = ""  # "" = codec.model
+    quality: int | None = None  # operating point of the rule's model; None = codec.quality (its own model's)
     min_psnr_db: float | None = None
     max_abs_error: float | None = None
     max_compression_ratio: float | None = None
@@ -420,6 +430,17 @@ def _validate(s: Settings) -> None:
         (c.max_attempts >= 1, "compression.max_attempts must be >= 1"),
         (c.series_per_claim >= 1, "compression.series_per_claim must be >= 1"),
     ]
+    checks += [
+        (s.codec.max_abs_error is None or s.codec.max_abs_error >= 0, "codec.max_abs_error must be >= 0 (or unset)"),
+        (set(s.codec.lossless_methods) <= set(LOSSLESS_METHODS),
+         f"codec.lossless_methods must be among {LOSSLESS_METHODS}, got {s.codec.lossless_methods}"),
+    ]
+    for rule in c.rules:
+        checks += [
+            (rule.quality is None or rule.quality >= 1, f"compression.rules.{rule.name}.quality must be >= 1"),
+            (rule.max_abs_error is None or rule.max_abs_error >= 0,
+             f"compression.rules.{rule.name}.max_abs_error must be >= 0"),
+        ]
     names = [rule.name for rule in c.rules]
     checks.append((len(names) == len(set(names)), "compression.rules: rule names must be unique"))
     checks += [(rule.after_days >= 0, f"compression.rules.{rule.name}.after_days must be >= 0") for rule in c.rules]
@@ -430,3 +451,4 @@ def _validate(s: Settings) -> None:
         rule.modalities = [m.upper() for m in rule.modalities]
     s.log_level = s.log_level.upper()
     s.codec.modalities = [m.upper() for m in s.codec.modalities]
+    s.codec.lossless_methods = [m.strip().lower() for m in s.codec.lossless_methods]

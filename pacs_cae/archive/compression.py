@@ -16,6 +16,19 @@ lossy, and the job remembers ``decision = "lossless"`` so later arrivals follow 
 ``"lossy"`` that receives a late slice tries that slice alone; if it misses a floor it stays lossless (the
 only way a series becomes mixed, logged as a warning) - a lossy slice is never made from a failing one.
 
+Error bound (``max_abs_error = δ``, from ``[codec]`` or the rule, the tighter wins): a model that supports
+a bound (:func:`supports_bound`) encodes with δ, so every pixel is within δ by construction, and the decoded
+slice is still measured against every floor before the swap; for other models δ is a measured floor only.
+δ = 0 with such a model is the **learned lossless tier**: its streams are exact, so they are no lossy copy
+but one more exact coding - each slice keeps whichever exact coding is smallest (below), and stays
+``lossless``, served as the original.
+
+Lossless re-coding: every slice a run keeps lossless (a floor missed, δ = 0, not eligible) is re-coded with
+the exact codings of ``codec.lossless_methods`` (and the δ = 0 stream) by
+:func:`pacs_cae.codec.lossless.encode_lossless`, which keeps per frame the smallest stream that decodes to
+exactly the received bytes; the new blob is decoded once more and compared with the received bytes before
+it replaces the C-STORE copy (JPEG-LS) in the same transaction, and only when it is smaller.
+
 Idempotent: an instance is swapped only when it is still ``lossless`` with the same ``received_at``, so a
 job run twice (a lease that expired under a slow worker) changes nothing the second time.
 """
@@ -23,6 +36,7 @@ job run twice (a lease that expired under a slow worker) changes nothing the sec
 from __future__ import annotations
 
 import logging
+import math
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -36,8 +50,16 @@ from sqlalchemy.orm import Session
 
 from pacs_cae.archive.compression_rules import eligible, find_rule
 from pacs_cae.archive.floors import Floors
+from pacs_cae.archive.received import lossless_layout
 from pacs_cae.codec.base import SliceCodec
-from pacs_cae.codec.lossless import decode_lossless
+from pacs_cae.codec.errors import CodecError
+from pacs_cae.codec.lossless import (
+    LearnedCandidate,
+    PixelLayout,
+    decode_lossless,
+    encode_lossless,
+    frame_methods,
+)
 from pacs_cae.config import CompressionRule, Settings
 from pacs_cae.dicom.metadata import decode_metadata
 from pacs_cae.dicom.pixels import extract_frames
@@ -53,6 +75,8 @@ LOG = logging.getLogger(__name__)
 
 #: ``fallback_reason`` prefix of slices kept lossless because another slice of their series missed a floor.
 SERIES_LOSSLESS_REASON = "series-lossless"
+#: ``fallback_reason`` prefix of slices stored exactly because their rule asks for ``max_abs_error = 0``.
+EXACT_REASON = "exact"
 
 
 class EncoderSource(Protocol):
@@ -70,8 +94,12 @@ class _Slice:
     bits_stored: int
     original_bytes: int  # the slice at BitsAllocated, what the compression ratio is measured against
     lossless_bytes: int  # the stored lossless blob
+    pixel_bytes: bytes = b""  # Pixel Data exactly as received (what a lossless blob must give back)
+    layout: PixelLayout | None = None
     blob: bytes = b""
     reason: str | None = None
+    exact: LearnedCandidate | None = None  # a verified δ = 0 learned stream, a candidate exact coding
+    recoded: bytes | None = None  # a smaller exact blob than the stored one, verified
 
 
 @dataclass
@@ -81,6 +109,39 @@ class _Series:
     slices: list[_Slice] = field(default_factory=list)
     lossless_reason: str | None = None  # the series stays lossless (decided before encoding)
     error: str | None = None  # the run failed (retried later)
+    exact: bool = False  # encoded at max_abs_error = 0: every slice stays lossless in its smallest coding
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How a rule's series are encoded: model, operating point, and the error bound given to the codec."""
+
+    model: str
+    quality: int | None
+    bound: int | None  # δ the codec guarantees (None: no bound asked, or the model has none)
+
+
+def supports_bound(encoder: SliceCodec | None) -> bool:
+    """Whether the encoder (or the codec behind a batcher) guarantees ``max_abs_error`` by construction."""
+    return encoder is not None and encoder.supports_max_abs_error
+
+
+def plan_for(settings: Settings, rule: CompressionRule, encoder: SliceCodec | None) -> Plan:
+    """δ: the tighter of ``[codec]``'s and the rule's ``max_abs_error``, rounded down to whole stored levels,
+    when the model can guarantee it (then δ alone chooses the operating point); else the rule's quality (else
+    ``codec.quality`` for the configured model, else the model's default)."""
+    limit = Floors.for_rule(settings.codec, rule).max_abs_error
+    if limit is not None and encoder is not None and encoder.supports_max_abs_error:
+        delta = math.floor(limit)
+        try:
+            encoder.check_max_abs_error(delta)
+            return Plan(rule.model, None, delta)
+        except CodecError as exc:  # beyond what the model can promise: a measured floor, as for any model
+            LOG.warning("rule %r: %s; max_abs_error stays a measured floor", rule.name, exc)
+    quality = rule.quality
+    if quality is None and rule.model in ("", settings.codec.model):
+        quality = settings.codec.quality
+    return Plan(rule.model, quality, None)
 
 
 @dataclass
@@ -107,21 +168,45 @@ def compress_claimed(database: Database, settings: Settings, encoders: EncoderSo
                      claimed: list[ClaimedJob]) -> RunReport:
     """Process the jobs ``owner`` claimed; every job ends done, pending again, or failed with its reason."""
     work = [_prepare(database, settings, job) for job in claimed]
-    by_model: dict[str, list[_Series]] = defaultdict(list)
+    by_plan: dict[Plan, list[_Series]] = defaultdict(list)
     for series in work:
         if series.error is None and series.lossless_reason is None and series.rule is not None and series.slices:
-            by_model[series.rule.model].append(series)
-    for model, group in by_model.items():
-        # codec.quality is the operating point of the configured model; a rule naming another model uses
-        # that model's default point
-        quality = settings.codec.quality if model in ("", settings.codec.model) else None
-        _encode_and_judge(settings, encoders.encoder_for(model), group, quality)
+            by_plan[plan_for(settings, series.rule, encoders.encoder_for(series.rule.model))].append(series)
+    for plan, group in by_plan.items():
+        _encode_and_judge(settings, encoders.encoder_for(plan.model), group, plan)
+    decided = [_decide(series) for series in work]
+    for series, (_, _, keep) in zip(work, decided):
+        if series.error is None:
+            _recode_kept(settings, encoders, series, keep)
     with database.session() as session:
         jobs.renew(session, claimed, owner, settings.compression.lease_s)
     report = RunReport()
-    for series in work:
-        report.add(_commit(database, settings, encoders, owner, series))
+    for series, decision in zip(work, decided):
+        report.add(_commit(database, settings, encoders, owner, series, decision))
     return report
+
+
+def _recode_kept(settings: Settings, encoders: EncoderSource, series: _Series, keep: dict[int, str]) -> None:
+    """The smallest verified exact blob of each slice this run keeps lossless, where smaller than the stored
+    one (CPU work, done before the transaction; the swap itself is in :func:`_keep_lossless`)."""
+    methods = settings.codec.lossless_methods
+    decoder = encoders.encoder_for(series.rule.model) if series.exact and series.rule is not None else None
+    for s in series.slices:
+        if s.instance_pk not in keep or not s.pixel_bytes or not (methods or s.exact):
+            continue
+        try:
+            blob = encode_lossless(s.pixel_bytes, s.layout, brotli_quality=settings.codec.brotli_quality,
+                                   methods=methods, learned=s.exact)
+            if len(blob) >= s.lossless_bytes:
+                continue
+            if decode_lossless(blob, learned=decoder.decode if decoder else None) != s.pixel_bytes:
+                LOG.error("instance %s: re-coded lossless blob does not decode to the received bytes; the "
+                          "stored copy stays", s.sop_instance_uid)
+                continue
+        except Exception:
+            LOG.exception("instance %s: lossless re-coding failed; the stored copy stays", s.sop_instance_uid)
+            continue
+        s.recoded = blob
 
 
 def _prepare(database: Database, settings: Settings, job: ClaimedJob) -> _Series:
@@ -142,6 +227,7 @@ def _prepare(database: Database, settings: Settings, job: ClaimedJob) -> _Series
         for inst, metadata_blob, pixel_blob in rows:
             ds = rebuild_lossless(decode_metadata(metadata_blob),
                                   decode_lossless(pixel_blob) if pixel_blob is not None else None)
+            raw, layout = bytes(ds.PixelData), lossless_layout(ds)
             ok, why = eligible(ds, settings.codec)
             pixels = extract_frames(ds) if ok else None
             if pixels is not None and len(pixels.frames) != 1:
@@ -149,12 +235,12 @@ def _prepare(database: Database, settings: Settings, job: ClaimedJob) -> _Series
             if not ok or pixels is None:
                 series.lossless_reason = f"{SERIES_LOSSLESS_REASON}: instance {inst.sop_instance_uid} not eligible: {why}"
                 series.slices.append(_Slice(inst.id, inst.sop_instance_uid, inst.received_at, np.empty(0), 0, 0,
-                                            inst.stored_pixel_bytes, reason=why))
+                                            inst.stored_pixel_bytes, raw, layout, reason=why))
                 continue
             frame = pixels.frames[0]
             series.slices.append(_Slice(
                 inst.id, inst.sop_instance_uid, inst.received_at, frame, pixels.bits_stored,
-                frame.size * max(1, (pixels.bits_allocated + 7) // 8), inst.stored_pixel_bytes))
+                frame.size * max(1, (pixels.bits_allocated + 7) // 8), inst.stored_pixel_bytes, raw, layout))
     except Exception as exc:
         LOG.exception("compression job %d: cannot read series %d", job.id, job.series_pk)
         series.error = f"cannot read stored instances: {type(exc).__name__}: {exc}"
@@ -163,8 +249,7 @@ def _prepare(database: Database, settings: Settings, job: ClaimedJob) -> _Series
     return series
 
 
-def _encode_and_judge(settings: Settings, encoder: SliceCodec | None, group: list[_Series],
-                      quality: int | None = None) -> None:
+def _encode_and_judge(settings: Settings, encoder: SliceCodec | None, group: list[_Series], plan: Plan) -> None:
     """Encode every slice of ``group`` in one call, decode, and set each slice's floor reason (steps 2-3)."""
     if encoder is None:
         for series in group:
@@ -172,13 +257,18 @@ def _encode_and_judge(settings: Settings, encoder: SliceCodec | None, group: lis
         return
     slices = [s for series in group for s in series.slices]
     try:
-        options = {} if quality is None else {"quality": quality}
-        blobs = encoder.encode([s.frame for s in slices], bits_stored=[s.bits_stored for s in slices], **options)
+        bits = [s.bits_stored for s in slices]
+        if plan.bound is not None:
+            blobs = encoder.encode([s.frame for s in slices], bits_stored=bits, max_abs_error=plan.bound)
+        elif plan.quality is not None:
+            blobs = encoder.encode([s.frame for s in slices], bits_stored=bits, quality=plan.quality)
+        else:
+            blobs = encoder.encode([s.frame for s in slices], bits_stored=bits)
         decoded = encoder.decode(blobs)
     except Exception:
         if len(group) > 1:
             for series in group:
-                _encode_and_judge(settings, encoder, [series], quality)
+                _encode_and_judge(settings, encoder, [series], plan)
             return
         LOG.exception("compression job %d: codec failed", group[0].job.id)
         group[0].error = "codec failed (see the worker log)"
@@ -186,6 +276,12 @@ def _encode_and_judge(settings: Settings, encoder: SliceCodec | None, group: lis
     for s, blob, pixels in zip(slices, blobs, decoded):
         s.blob = blob
         s.reason = None
+        if plan.bound == 0:
+            s.exact = LearnedCandidate([blob], [pixels])
+    if plan.bound == 0:  # exact streams: no floor applies, encode_lossless checks them bit for bit
+        for series in group:
+            series.exact = True
+        return
     start = 0
     for series in group:
         floors = Floors.for_rule(settings.codec, series.rule)
@@ -199,6 +295,9 @@ def _decide(series: _Series) -> tuple[str | None, list[_Slice], dict[int, str]]:
     if series.lossless_reason is not None:
         reasons = {s.instance_pk: series.lossless_reason for s in series.slices}
         return "lossless", [], reasons
+    if series.exact:  # no decision recorded: later slices get the learned lossless tier too
+        return None, [], {s.instance_pk: f"{EXACT_REASON}: max_abs_error = 0, stored losslessly"
+                          for s in series.slices}
     failing = [s for s in series.slices if s.reason]
     if not failing:
         return "lossy", list(series.slices), {}
@@ -212,7 +311,7 @@ def _decide(series: _Series) -> tuple[str | None, list[_Slice], dict[int, str]]:
 
 
 def _commit(database: Database, settings: Settings, encoders: EncoderSource, owner: str,
-            series: _Series) -> RunReport:
+            series: _Series, decided: tuple[str | None, list[_Slice], dict[int, str]]) -> RunReport:
     """Step 4: one transaction per series (or the job's failure record)."""
     report = RunReport(jobs=1)
     retry_after = min(300.0, 10.0 * (series.job.attempts + 1))  # back off
@@ -222,8 +321,9 @@ def _commit(database: Database, settings: Settings, encoders: EncoderSource, own
                                          max_attempts=settings.compression.max_attempts, retry_after_s=retry_after)
         report.failed_jobs = int(failed)
         return report
-    decision, swap, keep = _decide(series)
-    encoder = encoders.encoder_for(series.rule.model) if (swap and series.rule) else None
+    decision, swap, keep = decided
+    learned = any(s.recoded and "learned" in frame_methods(s.recoded) for s in series.slices)
+    encoder = encoders.encoder_for(series.rule.model) if ((swap or learned) and series.rule) else None
     try:
         with database.session() as session:
             # Lock order as in ingest (instance rows, then the job row), so a re-send during a swap waits
@@ -236,7 +336,10 @@ def _commit(database: Database, settings: Settings, encoders: EncoderSource, own
                 report.lost_leases = 1
                 return report
             swapped, saved = _swap(session, swap, encoder, settings) if swap else ([], 0)
-            kept = _keep_lossless(session, series.slices, keep)
+            if learned and encoder is not None:
+                _ensure_codec_model(session, encoder)
+            kept, recoded_saved = _keep_lossless(session, series.slices, keep, encoder.model_id if encoder else None)
+            saved += recoded_saved
             jobs.finish(row, decision=decision, compressed=len(swapped), saved_bytes=saved)
     except Exception as exc:
         LOG.exception("compression job %d: swap failed", series.job.id)
@@ -247,7 +350,7 @@ def _commit(database: Database, settings: Settings, encoders: EncoderSource, own
         return report
     report.compressed, report.kept_lossless, report.saved_bytes = len(swapped), kept, saved
     for s in series.slices:
-        if s.instance_pk in keep:
+        if s.instance_pk in keep and not series.exact:  # exact is what a δ = 0 rule asked for
             LOG.warning("instance %s stored losslessly instead of by the CAE: %s", s.sop_instance_uid,
                         keep[s.instance_pk])
     LOG.info("compression job %d (rule %r): %d slice(s) stored lossy, %d kept lossless, %d bytes saved",
@@ -291,19 +394,29 @@ def _swap(session: Session, slices: list[_Slice], encoder: SliceCodec | None,
         inst.stored_pixel_bytes = len(s.blob)
         swapped.append(s)
         saved += s.lossless_bytes - len(s.blob)
-    session.flush()
-    if swapped:  # what will commit is exactly what was decoded and measured
-        stored = dict(session.execute(select(InstanceBlob.instance_pk, InstanceBlob.pixel_blob)
-                                      .where(InstanceBlob.instance_pk.in_([s.instance_pk for s in swapped]))).all())
-        for s in swapped:
-            if bytes(stored.get(s.instance_pk) or b"") != s.blob:
-                raise RuntimeError(f"read-back of instance {s.sop_instance_uid} differs from the verified blob")
+    _read_back(session, {s.instance_pk: (s.sop_instance_uid, s.blob) for s in swapped})
     return swapped, saved
 
 
-def _keep_lossless(session: Session, slices: list[_Slice], reasons: dict[int, str]) -> int:
-    """Record why these instances stay lossless (they are then no longer candidates)."""
-    kept = 0
+def _read_back(session: Session, written: dict[int, tuple[str, bytes]]) -> None:
+    """What will commit is exactly the blob that was decoded and verified (instance pk -> (UID, blob))."""
+    session.flush()
+    if not written:
+        return
+    stored = dict(session.execute(select(InstanceBlob.instance_pk, InstanceBlob.pixel_blob)
+                                  .where(InstanceBlob.instance_pk.in_(list(written)))).all())
+    for pk, (uid, blob) in written.items():
+        if bytes(stored.get(pk) or b"") != blob:
+            raise RuntimeError(f"read-back of instance {uid} differs from the verified blob")
+
+
+def _keep_lossless(session: Session, slices: list[_Slice], reasons: dict[int, str],
+                   model_id: str | None) -> tuple[int, int]:
+    """Record why these instances stay lossless (they are then no longer candidates) and store their
+    re-coded exact blobs; (instances kept, bytes saved by re-coding). ``model_id``: the model of any learned
+    (δ = 0) frames, recorded on the instance so ``verify`` and the model registry know it is referenced."""
+    kept = saved = 0
+    recoded = []
     for s in slices:
         if s.instance_pk not in reasons:
             continue
@@ -312,7 +425,17 @@ def _keep_lossless(session: Session, slices: list[_Slice], reasons: dict[int, st
             assert inst is not None
             inst.fallback_reason = reasons[s.instance_pk][:2000]
             kept += 1
-    return kept
+            if s.recoded is not None:
+                blob = session.get(InstanceBlob, s.instance_pk)
+                assert blob is not None
+                blob.pixel_blob = s.recoded
+                inst.stored_pixel_bytes = len(s.recoded)
+                if "learned" in frame_methods(s.recoded):
+                    inst.codec_model_id = model_id
+                saved += s.lossless_bytes - len(s.recoded)
+                recoded.append(s)
+    _read_back(session, {s.instance_pk: (s.sop_instance_uid, s.recoded) for s in recoded if s.recoded is not None})
+    return kept, saved
 
 
 def _ensure_codec_model(session: Session, encoder: SliceCodec) -> None:
@@ -327,4 +450,5 @@ def _ensure_codec_model(session: Session, encoder: SliceCodec) -> None:
         first_used=datetime.now().astimezone()).on_conflict_do_nothing())
 
 
-__all__ = ["SERIES_LOSSLESS_REASON", "EncoderSource", "RunReport", "compress_claimed"]
+__all__ = ["EXACT_REASON", "SERIES_LOSSLESS_REASON", "EncoderSource", "Plan", "RunReport",
+           "compress_claimed", "plan_for", "supports_bound"]

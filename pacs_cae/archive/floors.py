@@ -4,6 +4,10 @@ A slice is stored lossy only when its decoded pixels were measured against the o
 R = max - min of the original slice and the maximum absolute error (``codec.gate``), the compression
 ratio against its BitsAllocated storage, and (``codec.require_gain``) a blob smaller than the lossless one.
 Each miss is a ``fallback_reason`` that starts with the reason's family (``quality-gate``, ``no-gain``).
+
+``max_abs_error`` is measured here for every model; for a model that supports an error bound the worker also
+gives it to the encoder (:func:`pacs_cae.archive.compression.plan_for`), so this check then confirms a
+guarantee instead of filtering slices.
 """
 
 from __future__ import annotations

@@ -93,6 +93,11 @@ def _index(ds: Dataset, syntax: UID) -> InstanceRecord:
     )
 
 
+def lossless_layout(ds: Dataset) -> PixelLayout | None:
+    """The native pixel layout of a dataset read back from the store (the worker's re-coding)."""
+    return _layout(ds, received_transfer_syntax(ds))
+
+
 def _layout(ds: Dataset, syntax: UID) -> PixelLayout | None:
     """Native pixel layout for the lossless codec; None (plain Brotli) for encapsulated or odd data."""
     if syntax.is_encapsulated or not syntax.is_little_endian:
@@ -116,4 +121,4 @@ def uid(ds: Dataset, keyword: str) -> str:
     return value
 
 
-__all__ = ["ReceivedInstance", "record_from_dataset", "uid"]
+__all__ = ["ReceivedInstance", "lossless_layout", "record_from_dataset", "uid"]

@@ -20,7 +20,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from pacs_cae.archive.errors import ArchiveError, OutOfResources
 from pacs_cae.codec.base import BlobDecoder
 from pacs_cae.codec.container import read_header
-from pacs_cae.codec.lossless import decode_lossless
+from pacs_cae.codec.lossless import LearnedDecoder, decode_lossless
 from pacs_cae.dicom.metadata import decode_metadata
 from pacs_cae.dicom.rebuild import LossySource, rebuild_lossless, rebuild_lossy
 from pacs_cae.dicom.transcode import TranscodeError, choose_syntax, transcode
@@ -67,11 +67,12 @@ def _decode_all(decoder: BlobDecoder | None, rows: list[StoredInstance]) -> dict
     return out
 
 
-def rebuild(row: StoredInstance, decoded: np.ndarray | Exception | None, lossy_uid: str) -> Dataset:
-    """The served dataset for one stored instance."""
+def rebuild(row: StoredInstance, decoded: np.ndarray | Exception | None, lossy_uid: str,
+            learned: LearnedDecoder | None = None) -> Dataset:
+    """The served dataset for one stored instance (``learned``: decodes a lossless blob's learned frames)."""
     stored = decode_metadata(row.metadata_blob)
     if row.storage != StorageKind.CAE:
-        pixels = decode_lossless(row.pixel_blob) if row.pixel_blob is not None else None
+        pixels = decode_lossless(row.pixel_blob, learned) if row.pixel_blob is not None else None
         return rebuild_lossless(stored, pixels)
     if isinstance(decoded, Exception):
         raise decoded
@@ -81,7 +82,8 @@ def rebuild(row: StoredInstance, decoded: np.ndarray | Exception | None, lossy_u
     source = LossySource(model_id=row.codec_model_id or header.model_id, blob_bytes=len(row.pixel_blob),
                          weights_sha256=header.weights_sha256, lossy_uid=lossy_uid,
                          received_syntax=str(stored.transfer_syntax),
-                         received_pixel_bytes=row.original_pixel_bytes)
+                         received_pixel_bytes=row.original_pixel_bytes,
+                         max_abs_error=getattr(header, "max_abs_error", None))
     return rebuild_lossy(stored, decoded, source)
 
 
@@ -129,7 +131,7 @@ def load(refs: Sequence[Any], *, database: Database, decoder: BlobDecoder | None
                 yield ref, ArchiveError("instance is no longer in the archive", status=STATUS_GONE)
                 continue
             try:
-                yield ref, rebuild(row, decoded.get(row.id), lossy_uid)
+                yield ref, rebuild(row, decoded.get(row.id), lossy_uid, decoder.decode if decoder else None)
             except ArchiveError as exc:
                 yield ref, exc
             except Exception as exc:  # noqa: BLE001 - damaged blob, missing model, ...

@@ -26,12 +26,16 @@ DeviceOption = Annotated[str | None, typer.Option("--device", help="Codec device
 ModelsDirOption = Annotated[Path | None, typer.Option(
     "--models-dir", help="Model directories (overrides codec.models_dir; default: the shipped models).")]
 LogLevelOption = Annotated[str | None, typer.Option("--log-level", help="DEBUG, INFO, WARNING, ...")]
+MaxAbsErrorOption = Annotated[float | None, typer.Option(
+    "--max-abs-error", min=0,
+    help="Largest pixel error allowed, stored levels (codec.max_abs_error); 0 = exact.")]
 
 #: Command-line flag name -> settings key it overrides.
 FLAG_KEYS = {
     "host": "server.host", "port": "server.port", "ae_title": "server.ae_title",
     "database_url": "database.url", "device": "codec.device", "model": "codec.model", "quality": "codec.quality",
-    "models_dir": "codec.models_dir", "data_dir": "data_dir", "log_level": "log_level",
+    "models_dir": "codec.models_dir", "max_abs_error": "codec.max_abs_error",
+    "data_dir": "data_dir", "log_level": "log_level",
 }
 
 

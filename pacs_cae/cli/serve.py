@@ -13,6 +13,7 @@ from pacs_cae.cli.options import (
     DatabaseUrlOption,
     DeviceOption,
     LogLevelOption,
+    MaxAbsErrorOption,
     ModelsDirOption,
     configure_logging,
     load_or_exit,
@@ -54,14 +55,15 @@ def serve(
     model: Annotated[str | None, typer.Option(help="Codec model id for new instances (codec.model).")] = None,
     quality: Annotated[int | None, typer.Option(
         "--quality", min=1, help="Operating point of a variable-rate model (codec.quality).")] = None,
+    max_abs_error: MaxAbsErrorOption = None,
     models_dir: ModelsDirOption = None,
     data_dir: Annotated[str | None, typer.Option("--data-dir", help="Data directory (data_dir).")] = None,
     log_level: LogLevelOption = None,
 ) -> None:
     """Serve C-ECHO, C-STORE, C-FIND, C-GET and C-MOVE until SIGINT/SIGTERM."""
     settings = load_or_exit("serve", config, host=host, port=port, ae_title=ae_title, database_url=database_url,
-                            device=device, model=model, quality=quality, models_dir=models_dir, data_dir=data_dir,
-                            log_level=log_level)
+                            device=device, model=model, quality=quality, max_abs_error=max_abs_error,
+                            models_dir=models_dir, data_dir=data_dir, log_level=log_level)
     configure_logging(settings.log_level)
     check_tls_or_exit(settings)
     raise typer.Exit(run(settings))

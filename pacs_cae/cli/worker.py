@@ -17,6 +17,7 @@ from pacs_cae.cli.options import (
     DatabaseUrlOption,
     DeviceOption,
     LogLevelOption,
+    MaxAbsErrorOption,
     ModelsDirOption,
     configure_logging,
     load_or_exit,
@@ -36,6 +37,7 @@ def worker(
     models_dir: ModelsDirOption = None,
     quality: Annotated[int | None, typer.Option(
         "--quality", min=1, help="Operating point of a variable-rate model (codec.quality).")] = None,
+    max_abs_error: MaxAbsErrorOption = None,
     drain: Annotated[bool, typer.Option(
         "--drain", help="Empty the due backlog (with a progress bar), then exit.")] = False,
     now: Annotated[bool, typer.Option(
@@ -44,7 +46,7 @@ def worker(
 ) -> None:
     """Compress stored series by the compression rules until SIGINT/SIGTERM (any number, on one database)."""
     settings = load_or_exit("worker", config, database_url=database_url, device=device, quality=quality,
-                            models_dir=models_dir, log_level=log_level)
+                            max_abs_error=max_abs_error, models_dir=models_dir, log_level=log_level)
     configure_logging(settings.log_level if not drain else "WARNING")
     archive = _open_or_exit(settings)
     stop = threading.Event()

@@ -53,9 +53,18 @@ class SliceCodec(BlobDecoder, Protocol):
     @property
     def device(self) -> torch.device: ...
 
+    @property
+    def supports_max_abs_error(self) -> bool:
+        """Whether ``encode(..., max_abs_error=delta)`` guarantees every pixel within delta by construction."""
+        ...
+
+    def check_max_abs_error(self, delta: int | None) -> int | None:
+        """``delta`` as the int the codec will use (``None`` passes); ``CodecError`` when it cannot be met."""
+        ...
+
     def encode(self, slices: Sequence[np.ndarray], *, bits_stored: PerSlice = None,
-               quality: PerSlice = None) -> list[bytes]:
-        """Encode 2-D integer slices into self-describing blobs, in input order."""
+               quality: PerSlice = None, max_abs_error: PerSlice = None) -> list[bytes]:
+        """Encode 2-D integer slices into self-describing blobs, in input order (``quality`` or a bound)."""
         ...
 
 

@@ -75,14 +75,29 @@ class BatchingCodec:
     def qualities(self) -> int | None:
         return self.codec.qualities
 
+    @property
+    def supports_max_abs_error(self) -> bool:
+        return self.codec.supports_max_abs_error
+
+    def check_max_abs_error(self, delta: int | None) -> int | None:
+        return self.codec.check_max_abs_error(delta)
+
     def encode(
         self,
         slices: Sequence[np.ndarray],
         *,
         bits_stored: PerSlice = None,
         quality: PerSlice = None,
+        max_abs_error: PerSlice = None,
     ) -> list[bytes]:
-        """Like ``Codec.encode``; blocks until this request's batch has run."""
+        """Like ``Codec.encode``; blocks until this request's batch has run.
+
+        A bounded request (``max_abs_error``) goes straight to the codec: the bounded path codes one slice at a
+        time (its bytes do not depend on batching), so merging requests would gain nothing.
+        """
+        if max_abs_error is not None:
+            return self.codec.encode(slices, bits_stored=bits_stored, quality=quality,
+                                     max_abs_error=max_abs_error)
         bits = _per_item(bits_stored, len(slices))
         return self._submit(_Request("encode", list(slices), bits, _per_item(quality, len(slices))))
 

@@ -99,6 +99,15 @@ class Codec:
     # ------------------------------------------------------------------ encode
     #: Operating points a ``quality`` can pick; ``None``: the paper's CAE has exactly one.
     qualities: int | None = None
+    #: The paper's CAE cannot bound the error of a pixel (the mshp family can: ``RDCodec``).
+    supports_max_abs_error = False
+
+    def check_max_abs_error(self, delta: int | None) -> int | None:
+        """``None`` only: this model has no error bound (``CodecError`` otherwise)."""
+        if delta is not None:
+            raise CodecError(f"model {self.model_id!r} cannot bound the pixel error: max_abs_error does not "
+                             "apply (models that can: the mshp family, supports_max_abs_error)")
+        return None
 
     def encode(
         self,
@@ -106,12 +115,16 @@ class Codec:
         *,
         bits_stored: PerSlice = None,
         quality: PerSlice = None,
+        max_abs_error: PerSlice = None,
     ) -> list[bytes]:
         """Encode 2-D integer slices (any size) into self-describing blobs, in input order.
 
         ``bits_stored`` bounds the values on decode (default: the dtype's full width); one value for all
-        slices or one per slice. ``quality`` must be ``None``: this model has a single operating point.
+        slices or one per slice. ``quality`` and ``max_abs_error`` must be ``None``: this model has a single
+        operating point and no error bound.
         """
+        for delta in _per_item(max_abs_error, len(slices)):
+            self.check_max_abs_error(delta)
         if any(q is not None for q in _per_item(quality, len(slices))):
             raise CodecError(f"model {self.model_id!r} has a single operating point: quality does not apply "
                              "(variable-rate models: the mshp family)")

@@ -10,7 +10,8 @@ C.7.6.1.1.5, C.7.6.1.1.3, C.12.4.1.2):
   If the received image had already been lossy compressed, ratio and method are appended (the values are
   ordered, one per lossy step; both always carry the same number of values, a received ratio without a
   method gets its syntax's method, e.g. ISO_15444_1, see :func:`pacs_cae.dicom.transcode.aligned_lossy_history`).
-* Image Type value 1 DERIVED; Derivation Description and Derivation Code Sequence (DCM 113040) appended.
+* Image Type value 1 DERIVED; Derivation Description and Derivation Code Sequence (DCM 113040) appended;
+  the description names the model and, for a blob made under an error bound, "max abs error <= δ".
 * Source Image Sequence gets an item pointing to the received SOP Class/Instance UID with purpose
   DCM 121320 "Uncompressed predecessor".
 * A new SOP Instance UID (also Media Storage SOP Instance UID) derived by
@@ -64,6 +65,7 @@ class LossySource:
     lossy_uid: str = LossyUidPolicy.DERIVE
     received_syntax: str = ""  # the transfer syntax the instance arrived in
     received_pixel_bytes: int = 0  # its Pixel Data length as received (the codestream, if compressed)
+    max_abs_error: int | None = None  # the error bound the blob guarantees (its header), None: none
 
 
 def _code(value: str, scheme: str, meaning: str) -> Dataset:
@@ -115,7 +117,9 @@ def _declare_lossy(ds: Dataset, ratio: float, source: LossySource) -> None:
     image_type = _values(ds, "ImageType")
     ds.ImageType = ["DERIVED", *image_type[1:]] if image_type else ["DERIVED", "SECONDARY"]
     weights = f", weights sha256 {source.weights_sha256[:16]}" if source.weights_sha256 else ""
-    note = (f"Lossy compressed by pacs-cae learned autoencoder {source.model_id}{weights}; "
+    # ASCII "<=": Derivation Description is text in the default character set
+    bound = f"; max abs error <= {source.max_abs_error}" if source.max_abs_error is not None else ""
+    note = (f"Lossy compressed by pacs-cae learned autoencoder {source.model_id}{weights}{bound}; "
             f"compression ratio {ratio_text}:1; served uncompressed")
     previous = str(ds.get("DerivationDescription", "") or "")
     ds.DerivationDescription = (f"{previous}; {note}" if previous else note)[:_DERIVATION_DESCRIPTION_MAX]

@@ -166,44 +166,79 @@ def torch_threads(count: int) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def _encode_in(mode: str, slices: list[np.ndarray], threads: int) -> list[bytes]:
-    codec = load_codec(RD_MODEL, device="cpu", models_dir=MODELS_DIR, mode=mode)  # type: ignore[arg-type]
-    with torch_threads(threads):
-        return codec.encode(slices, bits_stored=12, quality=[1, 4])  # learned only; with residual layer
+def _codec(mode: str, max_batch: int = 8) -> RDCodec:
+    codec = load_codec(RD_MODEL, device="cpu", models_dir=MODELS_DIR, mode=mode,  # type: ignore[arg-type]
+                       max_batch=max_batch)
+    assert isinstance(codec, RDCodec)
+    return codec
 
 
-@pytest.mark.parametrize(("encode_mode", "threads"), [("fp32", 1), ("channels_last", 2), ("bf16", 2)])
-def test_blobs_decode_exactly_in_every_mode(encode_mode: str, threads: int) -> None:
-    """Encode in one mode and thread count, decode in every mode and thread count: the entropy decoder always
-    recovers the bit-identical latent; pixels agree to one stored level (float32 modes) and are reproducible."""
-    slices = [noisy_mr(128, 192, seed=5), noisy_mr(192, 128, seed=6)]
-    blobs = _encode_in(encode_mode, slices, threads)
-    reference = load_codec(RD_MODEL, device="cpu", models_dir=MODELS_DIR, mode="fp64")
-    assert isinstance(reference, RDCodec)
-    latent = [reference._decode_latent(b)[1] for b in blobs]
-    exact = reference.decode(blobs)
-    for mode in ("fp32", "channels_last", "bf16"):
-        codec = load_codec(RD_MODEL, device="cpu", models_dir=MODELS_DIR, mode=mode)  # type: ignore[arg-type]
-        assert isinstance(codec, RDCodec)
-        for count in (1, 2):
-            with torch_threads(count):
-                for blob, want in zip(blobs, latent):
-                    assert torch.equal(codec._decode_latent(blob)[1], want), (mode, count)
-                decoded = codec.decode(blobs)
-                assert all(np.array_equal(a, b) for a, b in zip(decoded, codec.decode(blobs)))  # reproducible
-            if mode != "bf16":  # bf16's synthesis is coarser: same latent, visibly different pixels
-                for ref, got in zip(exact, decoded):
-                    diff = np.abs(ref.astype(np.int64) - got.astype(np.int64))
-                    assert diff.max() <= 1 and np.mean(diff > 0) < 1e-3, (mode, count)
+#: (encode mode, threads, batch) x (decode mode, threads, batch): every pair differs in something.
+_EXECUTIONS = [("fp32", 1, 1), ("channels_last", 2, 4), ("bf16", 2, 4), ("fp64", 1, 4)]
+
+
+@pytest.mark.parametrize(("encode_with", "decode_with"), list(itertools.permutations(_EXECUTIONS, 2))[::3])
+def test_bytes_and_pixels_are_identical_in_every_execution(encode_with: tuple, decode_with: tuple) -> None:
+    """Encode in one mode / thread count / batch size, decode in another: the same bytes from every encoder,
+    the same pixels from every decoder, and every bound holds exactly."""
+    slices = [noisy_mr(128, 192, seed=5), noisy_mr(192, 128, seed=6), noisy_mr(128, 192, seed=7),
+              phantom(64, 64, dtype="int16", bits=16, seed=2)]
+    quality = [1, 4, None, None]
+    bound = [None, None, 0, 2]
+    bits = [12, 12, 12, 16]
+
+    def run(execution: tuple, fn: str, data: list) -> list:
+        mode, threads, batch = execution
+        codec = _codec(mode, batch)
+        with torch_threads(threads):
+            if fn == "encode":
+                return codec.encode(data, bits_stored=bits, quality=quality, max_abs_error=bound)
+            return codec.decode(data)
+
+    blobs = run(encode_with, "encode", slices)
+    assert blobs == run(decode_with, "encode", slices)
+    decoded = run(decode_with, "decode", blobs)
+    for got, want in zip(decoded, run(encode_with, "decode", blobs)):
+        np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(decoded[2], slices[2])
+    assert np.abs(decoded[3].astype(np.int64) - slices[3]).max() <= 2
+
+
+def test_one_slice_and_a_batch_give_the_same_bytes() -> None:
+    slices = [noisy_mr(128, 128, seed=s) for s in range(4)]
+    batched = _codec("channels_last", 4).encode(slices, bits_stored=12, max_abs_error=1)
+    assert batched == [_codec("channels_last", 1).encode([s], bits_stored=12, max_abs_error=1)[0] for s in slices]
+
+
+def test_version_3_blobs_still_decode() -> None:
+    """Blobs stored before container version 4 (pinned files) decode to the pixels they decoded to then."""
+    import hashlib
+    import json
+
+    data = MODELS_DIR.parent / "tests" / "codec" / "data"
+    meta = json.loads((data / "rd_v3.json").read_text())
+    original = np.load(data / meta["slice"])
+    codec = _codec("fp64")
+    for item in meta["blobs"]:
+        blob = (data / item["blob"]).read_bytes()
+        header = read_header(blob)
+        assert isinstance(header, RDBlobHeader) and header.container_version == 3
+        assert header.max_abs_error is None  # version 3 promised no bound
+        out = codec.decode([blob])[0]
+        assert hashlib.sha256(out.tobytes()).hexdigest() == item["decoded_sha256_fp64"]
+        assert np.abs(out.astype(np.int64) - original).max() == item["max_abs_error"]
 
 
 def test_header_records_model_hash_quality_and_range(rd: RDCodec) -> None:
     slice_ = phantom(50, 70, dtype="int16", bits=12)
-    header, words, overflow = unpack_rd_blob(rd.encode([slice_], bits_stored=12, quality=2)[0])
+    payload = unpack_rd_blob(rd.encode([slice_], bits_stored=12, quality=2)[0])
+    header, words, overflow = payload.header, payload.words, payload.overflow
     assert (header.model_id, header.weights_sha256, header.quality) == (RD_MODEL, rd.weights_sha256, 2)
     assert (header.rows, header.columns, header.dtype, header.bits_stored) == (50, 70, "int16", 12)
     assert header.pixel_representation == 1 and header.value_min == int(slice_.min())
     assert header.padded_shape == (64, 128) and words.dtype == np.uint32 and overflow.dtype == np.int32
+    assert header.container_version == 4 and header.max_abs_error == header.residual_delta  # q2: a residual
+    assert read_header(rd.encode([slice_], bits_stored=12, quality=1)[0]).max_abs_error is None  # learned only
 
 
 # ---------------------------------------------------------------- configuration and start-up checks

@@ -1,31 +1,39 @@
-"""``RDCodec``: slices <-> version-3 blobs with the mean-scale hyperprior, at a chosen ``quality``.
+"""``RDCodec``: slices <-> version-4 blobs with the mean-scale hyperprior, at a ``quality`` or an error bound.
 
 Encode: per-slice min/max normalisation and edge padding to a multiple of 64 (``codec.normalize``), analysis with
-the quality's gain, hyper-analysis, rounding, then ANS coding of ``z`` (factorized tables) and of ``y - mu``
-(Gaussian tables chosen by the predicted scale). Decode runs it backwards.
+the operating point's gain, hyper-analysis, rounding, then ANS coding of ``z`` (factorized tables) and of
+``y - mu`` (Gaussian tables chosen by the predicted scale), and for the bounded / high-quality points a residual
+layer (``residual``). Decode runs it backwards.
 
-Exactness across machines and modes: the main transforms (``g_a``, ``h_a``, ``g_s``) run in the codec's mode
-(fp32 / channels_last / bf16 / fp64, see ``engine``), but everything that decides a probability -- ``h_s``, the
-scales and their table index, the means -- runs in float64 on the CPU, one slice at a time, on integer inputs,
-and the probabilities themselves are integer tables from the weights file (``tables``). So a blob encoded in any
-mode decodes in any other mode and thread count to the bit-identical latent (symbols and float64 means). The
-pixels then differ only as the synthesis transform's float arithmetic does: between float32 modes and thread
-counts a rare pixel by one stored level (a value that lands on a rounding boundary), with bf16 more (it caps the
-reconstruction, so ``auto`` never picks it for this family) -- measured in ``tests/codec/test_rd_codec.py``.
+Exactness across machines, modes, thread counts and batch sizes (version 4): every probability comes from
+integer tables in the weights file (``tables``), chosen from ``h_s`` run in float64 on the CPU on integer
+inputs; the transforms run in float64, one slice at a time, and the rounding of the reconstruction to integer
+levels is made certain by the ties the encoder lists (``exact``). So the blob bytes and the decoded pixels do
+not depend on the codec's ``mode`` (which only version-3 blobs, decoded as before, still use), on the thread
+count or on how slices are batched, and ``max_abs_error`` is a guarantee: ``|x - y| <= delta`` for every
+pixel, ``delta = 0`` bit-exact.
 """
 
 from __future__ import annotations
 
 import copy
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import cast
 
 import numpy as np
 import torch
 
-from ..container import RDBlobHeader, pack_rd_blob, read_header, unpack_rd_blob
+from ..container import (
+    RESIDUAL_BLOCKS,
+    RESIDUAL_NONE,
+    RDBlobHeader,
+    RDPayload,
+    pack_rd_blob,
+    read_header,
+    unpack_rd_blob,
+)
 from ..device import resolve_device
 from ..engine import (
     DEFAULT_MAX_BATCH,
@@ -40,9 +48,9 @@ from ..engine import (
 )
 from ..errors import CodecError, CorruptBlobError, ModelMismatchError
 from ..families import register_model
-from ..normalize import NormalizedSlice, normalize_slice, restore_slice
+from ..normalize import NormalizedSlice, normalize_slice, restore_slice, value_range
 from ..weights import ModelCard
-from . import residual
+from . import exact, residual
 from .coder import TableCoder, Uniform, new_coder
 from .network import DOWNSCALE, MeanScaleHyperprior, entropy_parameters
 from .tables import Tables, scale_table
@@ -115,6 +123,8 @@ class RDCodec:
         self._table_choice = Uniform(entropy.scales.size)  # the residual layer's per-block table map
         # the probability path: float64, CPU, whatever the mode of the transforms
         self._h_s = copy.deepcopy(network.h_s).to("cpu", torch.float64).eval()
+        # the pixel path of version-4 blobs: float64 whatever the mode (``exact``)
+        self._exact = copy.deepcopy(network).to(self.device, torch.float64).eval()
         self.model = place_in_mode(network, self.device, self.mode)
         self._lock = threading.Lock()
 
@@ -122,49 +132,51 @@ class RDCodec:
         return f"RDCodec({self.model_id!r}, device={self.device}, mode={self.mode!r})"
 
     # ------------------------------------------------------------------ public API
+    #: ``encode(..., max_abs_error=delta)`` is supported: every pixel within delta, ``delta = 0`` bit-exact.
+    supports_max_abs_error = True
+
     def encode(
         self,
         slices: Sequence[np.ndarray],
         *,
         bits_stored: int | Sequence[int | None] | None = None,
         quality: int | Sequence[int | None] | None = None,
+        max_abs_error: int | Sequence[int | None] | None = None,
     ) -> list[bytes]:
-        """Encode 2-D integer slices (any size, 8-16 bit, signed or not) at ``quality`` (default: the card's)."""
+        """Encode 2-D integer slices (any size, 8-16 bit, signed or not) into version-4 blobs, in input order.
+
+        Per slice (one value for all or one per slice), either ``quality`` (1..qualities; default the card's)
+        or ``max_abs_error`` = delta >= 0: every decoded pixel is then within delta of the original by
+        construction (0: bit-exact), whatever machine or mode decodes it; the header records it
+        (``read_header(blob).max_abs_error``). Giving both for one slice is a ``CodecError``. The bytes do not
+        depend on the mode, thread count or batching.
+        """
         bits = _per_item(bits_stored, len(slices))
-        levels = [self.check_quality(q) for q in _per_item(quality, len(slices))]
-        prepared = [normalize_slice(s, b, DOWNSCALE) for s, b in zip(slices, bits)]
-        blobs: list[bytes] = [b""] * len(prepared)
-        for indices in batches_by_shape((p.data.shape for p in prepared), self.max_batch):
-            x = torch.from_numpy(np.stack([prepared[i].data for i in indices])[:, None])
-            gains = torch.tensor([self.points[levels[i] - 1].gain_level - 1 for i in indices])
-            with self._lock:
-                y = run_in_mode(self.model.analysis, x, self.device, self.mode, gains.to(self.device))
-                z = run_in_mode(self.model.h_a, y, self.device, self.mode)
-            y64, z64 = y.cpu().double(), torch.round(z.cpu().double())
-            latents = [self._latent_symbols(y64[j : j + 1], z64[j : j + 1]) for j in range(len(indices))]
-            refine = [j for j, i in enumerate(indices) if self.points[levels[i] - 1].residual_db is not None]
-            x_hat = self._reconstruct([prepared[indices[j]] for j in refine],
-                                      [latents[j][3] for j in refine], gains[refine]) if refine else []
-            residual_of = dict(zip(refine, x_hat))
-            for j, i in enumerate(indices):
-                blobs[i] = self._pack(prepared[i], np.asarray(slices[i]), levels[i], latents[j],
-                                      residual_of.get(j))
-        return blobs
+        plans = [self.plan(q, d) for q, d in zip(_per_item(quality, len(slices)),
+                                                 _per_item(max_abs_error, len(slices)))]
+        return [self._encode_one(np.asarray(s), b, plan) for s, b, plan in zip(slices, bits, plans)]
 
     def decode(self, blobs: Sequence[bytes]) -> list[np.ndarray]:
         """Decode blobs made by this exact model into slices of their original shape and dtype.
 
         Raises ``CorruptBlobError`` for damaged blobs and ``ModelMismatchError`` for blobs of other weights.
         """
-        parsed = [self._decode_latent(blob) for blob in blobs]
+        parsed = [self._parse(blob) for blob in blobs]
         out: list[np.ndarray] = [np.empty(0)] * len(parsed)
-        for indices in batches_by_shape((p[1].shape for p in parsed), self.max_batch):
-            headers = [parsed[i][0] for i in indices]
+        legacy = [i for i, p in enumerate(parsed) if p.header.container_version < 4]
+        for i, p in enumerate(parsed):
+            if p.header.container_version >= 4:
+                out[i] = self._decode_exact(p)
+        for indices in batches_by_shape((parsed[i].header.padded_shape for i in legacy), self.max_batch):
+            members = [legacy[k] for k in indices]
+            latents = [self._decode_latent(parsed[i]) for i in members]
+            headers = [parsed[i].header for i in members]
             gains = torch.tensor([h.gain_level - 1 for h in headers])
-            x_hat = self._reconstruct(headers, [parsed[i][1] for i in indices], gains)
-            for j, i in enumerate(indices):
-                header, _, coder, overflow = parsed[i]
-                out[i] = self._refine(header, x_hat[j], coder, overflow)
+            x_hat = self._reconstruct_in_mode(headers, [lat[0] for lat in latents], gains)
+            for j, i in enumerate(members):
+                _, coder, overflow = latents[j]
+                out[i] = self._refine(headers[j], x_hat[j].astype(np.int64), coder, overflow).astype(
+                    headers[j].dtype)
         return out
 
     def check_quality(self, quality: int | None) -> int:
@@ -177,13 +189,105 @@ class RDCodec:
                              f"got {quality!r}")
         return int(quality)
 
-    # ------------------------------------------------------------------ transforms
-    def _reconstruct(self, geometry: Sequence, y_hat: Sequence[torch.Tensor], gains: torch.Tensor) -> list:
-        """Integer slices (original geometry and dtype) from dequantized latents: the learned layer."""
+    def check_max_abs_error(self, delta: int | None) -> int | None:
+        """``delta`` as an int (``None`` passes); raises ``CodecError`` unless an integer 0..MAX_DELTA."""
+        if delta is None:
+            return None
+        if isinstance(delta, bool) or not isinstance(delta, (int, np.integer)) or not (
+                0 <= int(delta) <= residual.MAX_DELTA):
+            raise CodecError(f"model {self.model_id!r}: max_abs_error must be an integer 0..{residual.MAX_DELTA}"
+                             f", got {delta!r}")
+        return int(delta)
+
+    def bound_gain_level(self, delta: int) -> int:
+        """The network gain level under a ``delta`` bound: the card's measured choice for the nearest listed
+        delta at or below it (``bound_gain_levels``), else the gain level of the residual operating points."""
+        table = {int(k): int(v) for k, v in (self.card.extra.get("bound_gain_levels") or {}).items()} \
+            if self.card is not None else {}
+        listed = [d for d in table if d <= delta]
+        if listed:
+            return table[max(listed)]
+        residual_levels = [p.gain_level for p in self.points if p.residual_db is not None]
+        return residual_levels[0] if residual_levels else self.points[-1].gain_level
+
+    def plan(self, quality: int | None, max_abs_error: int | None) -> _Plan:
+        """What one slice is encoded with (checks the arguments; ``CodecError`` when they are invalid)."""
+        delta = self.check_max_abs_error(max_abs_error)
+        if delta is not None:
+            if quality is not None:
+                raise CodecError(f"model {self.model_id!r}: give quality or max_abs_error for a slice, not both")
+            return _Plan(quality=0, gain_level=self.bound_gain_level(delta), delta=delta, residual_db=None)
+        q = self.check_quality(quality)
+        point = self.points[q - 1]
+        return _Plan(quality=q, gain_level=point.gain_level, delta=None, residual_db=point.residual_db)
+
+    # ------------------------------------------------------------------ version 4 (exact)
+    def _exact_run(self, fn: Callable[..., torch.Tensor], x: torch.Tensor, *args: torch.Tensor) -> torch.Tensor:
+        """``fn(x, *args)`` of the float64 network on the device, back as a float64 CPU tensor."""
+        with self._lock, torch.inference_mode():
+            return fn(x.to(self.device, torch.float64), *(a.to(self.device) for a in args)).cpu()
+
+    def _levels(self, y_hat: torch.Tensor, gain: torch.Tensor, geometry: NormalizedSlice | RDBlobHeader
+                ) -> np.ndarray:
+        """Unrounded float64 levels of the learned reconstruction (see ``exact``)."""
+        image = self._exact_run(self._exact.synthesis, y_hat, gain)[0, 0].numpy()
+        return exact.level_values(image, geometry.rows, geometry.columns, geometry.value_min, geometry.value_max)
+
+    def _encode_one(self, original: np.ndarray, bits: int | None, plan: _Plan) -> bytes:
+        item = normalize_slice(original, bits, DOWNSCALE)
+        gain = torch.tensor([plan.gain_level - 1])
+        x = torch.from_numpy(item.data[None, None]).double()
+        y = self._exact_run(self._exact.analysis, x, gain)
+        z = torch.round(self._exact_run(self._exact.h_a, y))
+        y_sym, index, z_sym, y_hat = self._latent_symbols(y, z)
+        values = self._levels(y_hat, gain, item)
+        tie_positions, tie_values = exact.find_ties(values, item.value_min, item.value_max)
+        x_hat = exact.round_levels(values, tie_positions, tie_values, item.value_min, item.value_max)
+        coder = new_coder()
+        delta, model, block, r_over = residual.NO_RESIDUAL, RESIDUAL_NONE, 0, np.zeros(0, np.int32)
+        if plan.delta is not None or plan.residual_db is not None:  # pushed first: decoded last
+            r = original.astype(np.int64) - x_hat
+            if plan.delta is not None:
+                delta = plan.delta
+                symbols = residual.quantize(r, delta)
+            else:
+                target = float(plan.residual_db)  # type: ignore[arg-type]
+                symbols, delta = residual.quantize_for_target(r, target, item.value_max - item.value_min)
+            model, block = RESIDUAL_BLOCKS, residual.BLOCK
+            r_over = residual.encode_blocks(coder, symbols, self.entropy.gaussian, self.entropy.scales,
+                                            self._table_choice)
+        y_over = self.entropy.gaussian.encode(coder, y_sym.ravel(), index.ravel())
+        z_over = self.entropy.hyper.encode(coder, z_sym.ravel(), _channel_rows(z_sym.shape))
+        header = RDBlobHeader(
+            model_id=self.model_id, weights_sha256=self.weights_sha256, quality=plan.quality,
+            gain_level=plan.gain_level, residual_delta=delta, residual_block=block, residual_model=model,
+            y_shape=tuple(int(n) for n in y_sym.shape[1:]),  # type: ignore[arg-type]
+            z_shape=tuple(int(n) for n in z_sym.shape[1:]),  # type: ignore[arg-type]
+            rows=item.rows, columns=item.columns, pad_bottom=item.pad_bottom, pad_right=item.pad_right,
+            dtype=item.dtype.name, pixel_representation=item.pixel_representation, bits_stored=item.bits_stored,
+            value_min=item.value_min, value_max=item.value_max,
+        )
+        words = coder.get_compressed()  # type: ignore[attr-defined]
+        return pack_rd_blob(header, words, np.concatenate([z_over, y_over, r_over]), tie_positions, tie_values)
+
+    def _decode_exact(self, payload: RDPayload) -> np.ndarray:
+        header = payload.header
+        y_hat, coder, overflow = self._decode_latent(payload)
+        values = self._levels(y_hat, torch.tensor([header.gain_level - 1]), header)
+        x_hat = exact.round_levels(values, payload.tie_positions, payload.tie_values, header.value_min,
+                                   header.value_max)
+        out = self._refine(header, x_hat, coder, overflow)
+        low, high = value_range(np.dtype(header.dtype), header.bits_stored)
+        return np.clip(out, low, high).astype(header.dtype)
+
+    # ------------------------------------------------------------------ version 3 (decoded as before)
+    def _reconstruct_in_mode(self, geometry: Sequence, y_hat: Sequence[torch.Tensor], gains: torch.Tensor
+                             ) -> list:
+        """Integer slices (original geometry and dtype) from dequantized latents in the codec's mode."""
         with self._lock:
-            images = run_in_mode(self.model.synthesis, torch.cat(list(y_hat)), self.device, self.mode,
+            output = run_in_mode(self.model.synthesis, torch.cat(list(y_hat)), self.device, self.mode,
                                  gains.to(self.device))
-        pixels = images[:, 0].clamp(0, 1).cpu().numpy()
+        pixels = output[:, 0].clamp(0, 1).cpu().numpy()
         return [restore_slice(img, rows=g.rows, columns=g.columns, dtype=g.dtype, bits_stored=g.bits_stored,
                               value_min=g.value_min, value_max=g.value_max) for img, g in zip(pixels, geometry)]
 
@@ -200,75 +304,61 @@ class RDCodec:
         y_sym = np.round(y.numpy() - means).astype(np.int64)
         return y_sym, index, z.numpy().astype(np.int64), torch.from_numpy(y_sym + means)
 
-    def _pack(self, item: NormalizedSlice, original: np.ndarray, quality: int, latent: tuple,
-              x_hat: np.ndarray | None) -> bytes:
-        y_sym, index, z_sym, _ = latent
-        point = self.points[quality - 1]
-        coder = new_coder()
-        delta, block, r_over = residual.NO_RESIDUAL, 0, np.zeros(0, np.int32)
-        if x_hat is not None and point.residual_db is not None:  # pushed first: decoded last
-            symbols, delta = residual.quantize_for_target(original.astype(np.int64) - x_hat.astype(np.int64),
-                                                          point.residual_db, item.value_max - item.value_min)
-            block = residual.BLOCK
-            table_map = residual.block_tables(symbols, self.entropy.gaussian, self.entropy.scales)
-            rows = table_map[residual.block_index(symbols.shape)]
-            r_over = self.entropy.gaussian.encode(coder, symbols.ravel(), rows)
-            coder.encode_reverse(table_map.astype(np.int32), self._table_choice)
-        y_over = self.entropy.gaussian.encode(coder, y_sym.ravel(), index.ravel())
-        z_over = self.entropy.hyper.encode(coder, z_sym.ravel(), _channel_rows(z_sym.shape))
-        header = RDBlobHeader(
-            model_id=self.model_id, weights_sha256=self.weights_sha256, quality=quality,
-            gain_level=point.gain_level, residual_delta=delta, residual_block=block,
-            y_shape=tuple(int(n) for n in y_sym.shape[1:]),  # type: ignore[arg-type]
-            z_shape=tuple(int(n) for n in z_sym.shape[1:]),  # type: ignore[arg-type]
-            rows=item.rows, columns=item.columns, pad_bottom=item.pad_bottom, pad_right=item.pad_right,
-            dtype=item.dtype.name, pixel_representation=item.pixel_representation, bits_stored=item.bits_stored,
-            value_min=item.value_min, value_max=item.value_max,
-        )
-        return pack_rd_blob(header, coder.get_compressed(), np.concatenate([z_over, y_over, r_over]))
-
-    def _decode_latent(self, blob: bytes) -> tuple[RDBlobHeader, torch.Tensor, object, np.ndarray]:
-        """(header, dequantized y as float64, the ANS decoder positioned at the residual, unused overflow)."""
+    def _parse(self, blob: bytes) -> RDPayload:
+        """The checked payload of a blob of this model (``ModelMismatchError`` / ``CorruptBlobError``)."""
         first = read_header(blob)  # any container version: a foreign blob is a model mismatch, not damage
         if first.model_id != self.model_id or first.weights_sha256 != self.weights_sha256:
             raise ModelMismatchError(first.model_id, first.weights_sha256, self.model_id, self.weights_sha256)
-        header, words, overflow = unpack_rd_blob(blob)
+        payload = unpack_rd_blob(blob)
+        header = payload.header
         ph, pw = header.padded_shape
         m, n = self.model.config.latent_channels, self.model.config.channels
+        residual_ok = ((header.residual_delta == residual.NO_RESIDUAL and header.residual_model == RESIDUAL_NONE)
+                       or (header.residual_delta != residual.NO_RESIDUAL and header.residual_model == RESIDUAL_BLOCKS
+                           and header.residual_block == residual.BLOCK))
         if (header.y_shape != (m, ph // Y_STRIDE, pw // Y_STRIDE)
                 or header.z_shape != (n, ph // DOWNSCALE, pw // DOWNSCALE) or ph % DOWNSCALE or pw % DOWNSCALE
-                or not 1 <= header.gain_level <= self.model.config.qualities
-                or header.residual_block not in (0, residual.BLOCK)):
+                or not 1 <= header.gain_level <= self.model.config.qualities or not residual_ok
+                or header.rows * header.columns == 0 or header.value_min > header.value_max):
             raise CorruptBlobError(f"blob latent shapes {header.y_shape}/{header.z_shape}, gain level "
-                                   f"{header.gain_level} or residual blocks {header.residual_block} do not "
-                                   f"match this model and the geometry {header.padded_shape}")
-        coder = new_coder(words)
+                                   f"{header.gain_level} or residual layer ({header.residual_model}, "
+                                   f"{header.residual_block}) do not match this model and the geometry "
+                                   f"{header.padded_shape}")
+        return payload
+
+    def _decode_latent(self, payload: RDPayload) -> tuple[torch.Tensor, object, np.ndarray]:
+        """(dequantized y as float64, the ANS decoder positioned at the residual, unused overflow)."""
+        header, overflow = payload.header, payload.overflow
+        coder = new_coder(payload.words)
         z_shape = (1, *header.z_shape)
         z_flat, used = self.entropy.hyper.decode(coder, _channel_rows(z_shape), overflow)
         z = torch.from_numpy(z_flat.reshape(z_shape).astype(np.float64))
         means, index = self._parameters(z)
         y_flat, used_y = self.entropy.gaussian.decode(coder, index.ravel(), overflow[used:])
-        y_hat = torch.from_numpy(y_flat.reshape(means.shape) + means)  # float64; cast by the mode
-        return header, y_hat, coder, overflow[used + used_y :]
+        y_hat = torch.from_numpy(y_flat.reshape(means.shape) + means)  # float64
+        return y_hat, coder, overflow[used + used_y :]
 
     def _refine(self, header: RDBlobHeader, x_hat: np.ndarray, coder: object, overflow: np.ndarray) -> np.ndarray:
-        """Add the residual layer (if any) to the learned reconstruction; check the stream ends there."""
+        """Add the residual layer (if any) to the integer learned reconstruction (int64); check the stream ends."""
         out = x_hat
         if header.residual_delta != residual.NO_RESIDUAL:
-            blocks = residual.block_index(x_hat.shape)
-            try:
-                table_map = np.asarray(coder.decode(self._table_choice, int(blocks.max()) + 1))  # type: ignore
-            except Exception as exc:  # constriction: exhausted or inconsistent stream
-                raise CorruptBlobError(f"entropy-coded stream is damaged: {exc}") from exc
-            rows = table_map.astype(np.int64)[blocks]
-            symbols, used = self.entropy.gaussian.decode(coder, rows, overflow)
+            symbols, used = residual.decode_blocks(coder, x_hat.shape, self.entropy.gaussian, self._table_choice,
+                                                   overflow)
             overflow = overflow[used:]
-            values = x_hat.astype(np.int64) + residual.dequantize(symbols, header.residual_delta).reshape(
-                x_hat.shape)
-            out = np.clip(values, header.value_min, header.value_max).astype(x_hat.dtype)
+            out = residual.reconstruct(x_hat, symbols, header.residual_delta, header.value_min, header.value_max)
         if overflow.size or not coder.is_empty():  # type: ignore[attr-defined]
             raise CorruptBlobError("entropy-coded stream does not end where its header says")
         return out
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """How one slice is encoded: recorded quality (0: bound), gain level, and the residual layer's rule."""
+
+    quality: int
+    gain_level: int
+    delta: int | None  # a max_abs_error bound
+    residual_db: float | None  # a quality's PSNR target
 
 
 def _channel_rows(shape: tuple[int, ...]) -> np.ndarray:

@@ -9,9 +9,10 @@ tables, one table per :data:`BLOCK` x :data:`BLOCK` block chosen by the encoder 
 (forward adaptation: the table map travels in the stream, 6 bits per block, so background, tissue and edges
 each get a fitting model and the decoder needs nothing it could compute differently). The step is derived per slice from
 the operating point's PSNR target and the slice's own range, so every slice meets its target and no pixel is
-off by more than ``delta`` (``delta = 0``: lossless). The decoder rebuilds ``x_hat`` exactly as the encoder did
-(same model, same mode); a decoder in another execution mode may round a rare ``x_hat`` pixel the other way,
-which can add one stored level there.
+off by more than ``delta`` (``delta = 0``: lossless). In version-3 blobs the decoder rebuilt ``x_hat`` in its own
+execution mode, so another mode could round a rare ``x_hat`` pixel the other way; version 4 rebuilds it
+exactly (``exact``), so ``|x - y| <= delta`` holds for every pixel wherever the blob is decoded, and a
+``max_abs_error`` bound can be promised (``delta`` chosen by the caller instead of a PSNR target).
 """
 
 from __future__ import annotations
@@ -20,11 +21,13 @@ import math
 
 import numpy as np
 
+from ..container import NO_RESIDUAL
+from ..errors import CorruptBlobError
 from .coder import TableCoder
 from .tables import PRECISION
 
-#: Header value meaning "no residual layer".
-NO_RESIDUAL = 0xFFFF
+#: Largest delta a blob can record (NO_RESIDUAL is reserved).
+MAX_DELTA = NO_RESIDUAL - 1
 #: Side of the square blocks that each get their own table.
 BLOCK = 16
 
@@ -35,7 +38,7 @@ def delta_for(target_db: float, value_range: int) -> int:
         return 0
     mse = value_range * value_range * 10 ** (-target_db / 10)
     step = math.sqrt(12 * mse + 1)
-    return max(0, min(NO_RESIDUAL - 1, int((step - 1) // 2)))
+    return max(0, min(MAX_DELTA, int((step - 1) // 2)))
 
 
 def quantize_for_target(residual: np.ndarray, target_db: float, value_range: int) -> tuple[np.ndarray, int]:
@@ -88,3 +91,30 @@ def coded_bits(symbols: np.ndarray, coder: TableCoder, scales: np.ndarray) -> fl
     index = np.where(inside, index, tables.length[rows])
     bits = -np.log2(tables.freq[rows, index] / (1 << PRECISION)).sum() + 32 * float((~inside).sum())
     return float(bits) + table_map.size * math.log2(scales.size)
+
+
+def reconstruct(x_hat: np.ndarray, symbols: np.ndarray, delta: int, value_min: int, value_max: int) -> np.ndarray:
+    """``x_hat + q (2 delta + 1)`` clipped to the slice's stored range (int64): within ``delta`` of the original."""
+    values = x_hat.astype(np.int64) + dequantize(symbols, delta).reshape(x_hat.shape)
+    return np.clip(values, value_min, value_max)
+
+
+def encode_blocks(coder: object, symbols: np.ndarray, tables: TableCoder, scales: np.ndarray,
+                  table_choice: object) -> np.ndarray:
+    """Push the residual symbols with per-block tables, then the table map (decoded first); returns overflow."""
+    table_map = block_tables(symbols, tables, scales)
+    overflow = tables.encode(coder, symbols.ravel(), table_map[block_index(symbols.shape)])  # type: ignore
+    coder.encode_reverse(table_map.astype(np.int32), table_choice)  # type: ignore[attr-defined]
+    return overflow
+
+
+def decode_blocks(coder: object, shape: tuple[int, int], tables: TableCoder, table_choice: object,
+                  overflow: np.ndarray) -> tuple[np.ndarray, int]:
+    """Pop what :func:`encode_blocks` pushed: (symbols of ``shape``, overflow values used)."""
+    blocks = block_index(shape)
+    try:
+        table_map = np.asarray(coder.decode(table_choice, int(blocks.max()) + 1))  # type: ignore[attr-defined]
+    except Exception as exc:  # constriction: exhausted or inconsistent stream
+        raise CorruptBlobError(f"entropy-coded stream is damaged: {exc}") from exc
+    symbols, used = tables.decode(coder, table_map.astype(np.int64)[blocks], overflow)  # type: ignore[arg-type]
+    return symbols.reshape(shape), used
