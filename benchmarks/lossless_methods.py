@@ -28,8 +28,6 @@ from typing import Any
 import numpy as np
 import pydicom
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 from pacs_cae.codec import lossless
 from pacs_cae.codec.lossless import LearnedCandidate, PixelLayout, decode_lossless, encode_lossless
 from pacs_cae.evaluation.packaged_mr import packaged_mr_files
@@ -49,8 +47,8 @@ def real_slices() -> list[tuple[str, np.ndarray, int]]:
 
 
 def synthetic_slices(count: int) -> list[tuple[str, np.ndarray, int]]:
+    from pacs_cae.testing.factories import phantom_slice
     from pacs_cae.train.mr_realism import realistic_slice
-    from tests.archive.factories import phantom_slice
 
     rng = np.random.default_rng(0)
     return [(f"phantom[{i}] 512x512, Rician noise", realistic_slice(phantom_slice(512, 512, i, count), rng)

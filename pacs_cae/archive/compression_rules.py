@@ -58,7 +58,7 @@ def eligible(ds: Dataset, codec: CodecSettings) -> tuple[bool, str]:
     """
     view = dataclasses.replace(codec, modalities=[str(ds.get("Modality", "") or "")])
     # CodecSettings satisfies the policy's protocol; mypy only objects to list vs Sequence on a mutable field
-    return check_eligibility(ds, view)  # type: ignore[arg-type]
+    return check_eligibility(ds, view)
 
 
 def find_rule(compression: CompressionSettings, settings: Settings, name: str) -> CompressionRule | None:

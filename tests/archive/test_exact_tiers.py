@@ -30,8 +30,8 @@ from pacs_cae.config import (
 )
 from pacs_cae.store.db import Database
 from pacs_cae.store.schema import CodecModel, Instance, InstanceBlob
+from pacs_cae.testing.factories import make_mr_series, phantom_slice, set_pixels
 from pacs_cae.train.mr_realism import realistic_slice
-from tests.archive.factories import make_mr_series, phantom_slice, set_pixels
 from tests.archive.helpers import load_one, reread
 
 

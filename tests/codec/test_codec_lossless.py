@@ -9,7 +9,6 @@ from codec_helpers import Phantom  # tests/codec is on sys.path under pytest
 from pacs_cae.codec import CorruptBlobError, PixelLayout, decode_lossless, encode_lossless, lossless
 
 
-
 def _methods(blob: bytes) -> set[str]:
     return set(lossless.frame_methods(blob))
 

@@ -23,12 +23,9 @@ from pydicom.data import get_testdata_file
 from pydicom.uid import generate_uid
 
 from pacs_cae.dicom.uids import derive_lossy_uid
-from pacs_cae.train.mr_realism import realistic_slice
-from tests.archive.factories import make_mr_series
-from tests.e2e import dcmtk
-from tests.e2e.compare import unequal_attributes
-from tests.e2e.scenario import write_datasets
-from tests.e2e.server_process import (
+from pacs_cae.testing import dcmtk
+from pacs_cae.testing.factories import make_mr_series
+from pacs_cae.testing.server_process import (
     clean_environment,
     drain,
     free_port,
@@ -36,6 +33,9 @@ from tests.e2e.server_process import (
     start_server,
     write_config,
 )
+from pacs_cae.train.mr_realism import realistic_slice
+from tests.e2e.compare import unequal_attributes
+from tests.e2e.scenario import write_datasets
 
 pytestmark = pytest.mark.e2e
 

@@ -267,7 +267,7 @@ class RDCodec:
             dtype=item.dtype.name, pixel_representation=item.pixel_representation, bits_stored=item.bits_stored,
             value_min=item.value_min, value_max=item.value_max,
         )
-        words = coder.get_compressed()  # type: ignore[attr-defined]
+        words = coder.get_compressed()
         return pack_rd_blob(header, words, np.concatenate([z_over, y_over, r_over]), tie_positions, tie_values)
 
     def _decode_exact(self, payload: RDPayload) -> np.ndarray:

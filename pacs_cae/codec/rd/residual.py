@@ -103,7 +103,7 @@ def encode_blocks(coder: object, symbols: np.ndarray, tables: TableCoder, scales
                   table_choice: object) -> np.ndarray:
     """Push the residual symbols with per-block tables, then the table map (decoded first); returns overflow."""
     table_map = block_tables(symbols, tables, scales)
-    overflow = tables.encode(coder, symbols.ravel(), table_map[block_index(symbols.shape)])  # type: ignore
+    overflow = tables.encode(coder, symbols.ravel(), table_map[block_index(symbols.shape)])
     coder.encode_reverse(table_map.astype(np.int32), table_choice)  # type: ignore[attr-defined]
     return overflow
 
@@ -116,5 +116,5 @@ def decode_blocks(coder: object, shape: tuple[int, int], tables: TableCoder, tab
         table_map = np.asarray(coder.decode(table_choice, int(blocks.max()) + 1))  # type: ignore[attr-defined]
     except Exception as exc:  # constriction: exhausted or inconsistent stream
         raise CorruptBlobError(f"entropy-coded stream is damaged: {exc}") from exc
-    symbols, used = tables.decode(coder, table_map.astype(np.int64)[blocks], overflow)  # type: ignore[arg-type]
+    symbols, used = tables.decode(coder, table_map.astype(np.int64)[blocks], overflow)
     return symbols.reshape(shape), used
