@@ -79,7 +79,7 @@ def test_installed_serve_answers_c_echo_from_another_directory(installed: Path, 
             time.sleep(0.3)
         text = log_path.read_text(errors="replace")
         assert answered, f"installed pacs-cae serve did not answer C-ECHO (exit {proc.poll()}):\n{text}"
-        # the default model came from the install's data directory, the schema from the packaged migrations
+        # the default model came from the install's data directory, the schema from the installed migrations
         assert "codec model cae-paper (sha256" in text, text
         assert (tmp_path / "pacs-cae-data" / "archive.db").is_file()
     finally:
