@@ -82,7 +82,8 @@ def rebuild(row: StoredInstance, decoded: np.ndarray | Exception | None, lossy_u
     source = LossySource(model_id=row.codec_model_id or header.model_id, blob_bytes=len(row.pixel_blob),
                          weights_sha256=header.weights_sha256, lossy_uid=lossy_uid,
                          received_syntax=str(stored.transfer_syntax),
-                         received_pixel_bytes=row.original_pixel_bytes)
+                         received_pixel_bytes=row.original_pixel_bytes,
+                         derived_uid=row.derived_sop_instance_uid)
     return rebuild_lossy(stored, decoded, source)
 
 
