@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Protocol, TypeVar
 
 import numpy as np
 from pydicom.dataset import Dataset
@@ -36,13 +36,14 @@ STATUS_GONE = 0xC002
 STATUS_NO_SYNTAX = 0xC003
 
 
-def ref_id(ref: Any) -> int:
-    """The instance row id an ``InstanceRef`` points at."""
-    for name in ("id", "instance_pk", "pk"):
-        value = getattr(ref, name, None)
-        if value is not None:
-            return int(value)
-    raise TypeError(f"{ref!r} carries no instance row id")
+class StoredRef(Protocol):
+    """What names an instance row: an ``InstanceRef`` (query.locate), verify's references."""
+
+    @property
+    def id(self) -> int: ...
+
+
+RefT = TypeVar("RefT", bound=StoredRef)
 
 
 def _decode_all(decoder: BlobDecoder | None, rows: list[StoredInstance]) -> dict[int, np.ndarray | Exception]:
@@ -83,7 +84,8 @@ def rebuild(row: StoredInstance, decoded: np.ndarray | Exception | None, lossy_u
                          weights_sha256=header.weights_sha256, lossy_uid=lossy_uid,
                          received_syntax=str(stored.transfer_syntax),
                          received_pixel_bytes=row.original_pixel_bytes,
-                         max_abs_error=getattr(header, "max_abs_error", None))
+                         max_abs_error=getattr(header, "max_abs_error", None),
+                         derived_uid=row.derived_sop_instance_uid)
     return rebuild_lossy(stored, decoded, source)
 
 
@@ -108,15 +110,15 @@ def for_peer(ds: Dataset, accepted: Sequence[str]) -> Dataset:
     return out
 
 
-def load(refs: Sequence[Any], *, database: Database, decoder: BlobDecoder | None, lossy_uid: str = LossyUidPolicy.DERIVE,
-         chunk_size: int = 32) -> Iterator[tuple[Any, Dataset | ArchiveError]]:
+def load(refs: Sequence[RefT], *, database: Database, decoder: BlobDecoder | None, lossy_uid: str = LossyUidPolicy.DERIVE,
+         chunk_size: int = 32) -> Iterator[tuple[RefT, Dataset | ArchiveError]]:
     """Yield ``(ref, dataset)`` or ``(ref, ArchiveError)`` for every ref, in order."""
     refs = list(refs)
     for start in range(0, len(refs), max(1, chunk_size)):
         chunk = refs[start:start + chunk_size]
         try:
             with database.session(readonly=True) as session:
-                rows = load_instance_rows(session, [ref_id(r) for r in chunk])
+                rows = load_instance_rows(session, [r.id for r in chunk])
         except SQLAlchemyError as exc:
             LOG.error("retrieve: database error loading %d instances: %s", len(chunk), exc)
             error = OutOfResources(f"database error: {type(exc).__name__}")
@@ -126,7 +128,7 @@ def load(refs: Sequence[Any], *, database: Database, decoder: BlobDecoder | None
         by_id = {row.id: row for row in rows}
         decoded = _decode_all(decoder, [r for r in rows if r.storage == StorageKind.CAE])
         for ref in chunk:
-            row = by_id.get(ref_id(ref))
+            row = by_id.get(ref.id)
             if row is None:
                 yield ref, ArchiveError("instance is no longer in the archive", status=STATUS_GONE)
                 continue
@@ -139,4 +141,4 @@ def load(refs: Sequence[Any], *, database: Database, decoder: BlobDecoder | None
                 yield ref, ArchiveError(f"{type(exc).__name__}: {exc}", status=STATUS_UNABLE_TO_LOAD)
 
 
-__all__ = ["for_peer", "load", "rebuild", "ref_id"]
+__all__ = ["StoredRef", "for_peer", "load", "rebuild"]

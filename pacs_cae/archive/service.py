@@ -22,6 +22,7 @@ from pacs_cae.archive.compression_rules import NO_MODEL
 from pacs_cae.archive.errors import ArchiveError, OutOfResources
 from pacs_cae.archive.ingest import EncodedDataSet, StoreOutcome, ingest
 from pacs_cae.archive.query import InstanceRef
+from pacs_cae.archive.retrieve import RefT
 from pacs_cae.codec import BatchingCodec, CodecError, CodecRegistry
 from pacs_cae.codec.base import SliceCodec
 from pacs_cae.config import CodecSettings, Settings
@@ -178,7 +179,7 @@ class Archive:
             LOG.error("retrieve lookup failed, database error: %s", exc)
             raise OutOfResources(f"database error: {type(exc).__name__}") from exc
 
-    def load(self, refs: Sequence[Any]) -> Iterator[tuple[Any, Dataset | ArchiveError]]:
+    def load(self, refs: Sequence[RefT]) -> Iterator[tuple[RefT, Dataset | ArchiveError]]:
         """The served datasets for ``refs`` (decoded in batches); failures come back as ArchiveError."""
         return _retrieve.load(refs, database=self.database, decoder=self.codecs,
                               lossy_uid=self.settings.codec.lossy_uid,

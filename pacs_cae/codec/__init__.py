@@ -5,8 +5,12 @@ Public API (stable; see ``docs/codec.md``)::
     codec = load_codec("cae-paper", device="auto")
     blobs = codec.encode(slices, bits_stored=12)   # list[bytes]
     slices = codec.decode(blobs)                   # list[np.ndarray], original shape and dtype
+
+Every codec (``Codec``, ``RDCodec``, ``BatchingCodec``) implements :class:`SliceCodec` (``codec.base``); model
+families register with :func:`register_model` (``codec.families``).
 """
 
+from .base import BlobDecoder, SliceCodec
 from .batcher import BatchingCodec
 from .container import CONTAINER_VERSION, BlobHeader, read_header
 from .device import resolve_device
@@ -18,6 +22,7 @@ from .errors import (
     UnknownModelError,
     WeightsIntegrityError,
 )
+from .families import register_model
 from .lossless import PixelLayout, decode_lossless, encode_lossless
 from .registry import CodecRegistry
 from .weights import ModelCard, available_models, default_models_dir, load_model, save_model
@@ -28,6 +33,7 @@ __all__ = [
     "DEFAULT_MODE",
     "MODES",
     "BatchingCodec",
+    "BlobDecoder",
     "BlobHeader",
     "Codec",
     "CodecError",
@@ -36,6 +42,7 @@ __all__ = [
     "ModelCard",
     "ModelMismatchError",
     "PixelLayout",
+    "SliceCodec",
     "UnknownModelError",
     "WeightsIntegrityError",
     "available_models",
@@ -45,6 +52,7 @@ __all__ = [
     "load_codec",
     "load_model",
     "read_header",
+    "register_model",
     "resolve_device",
     "save_model",
 ]

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 from pydicom.dataset import Dataset
-from pydicom.uid import UID
 
+from pacs_cae.dicom.metadata import received_transfer_syntax
 from pacs_cae.dicom.transcode import decoding_plugin
 
 
@@ -37,9 +37,8 @@ def extract_frames(ds: Dataset) -> DatasetPixels:
     photometric = str(getattr(ds, "PhotometricInterpretation", "MONOCHROME2"))
     if samples != 1 or not photometric.startswith("MONOCHROME"):
         raise ValueError(f"not monochrome pixel data ({photometric}, {samples} samples per pixel)")
-    file_meta = getattr(ds, "file_meta", None)
-    syntax = str(getattr(file_meta, "TransferSyntaxUID", "") or "")
-    if syntax and UID(syntax).is_compressed:
+    syntax = received_transfer_syntax(ds)
+    if syntax.is_compressed:
         # the same decoder on every install (Pillow, when present, would round lossy JPEG differently), so
         # the codec sees the same pixels whatever optional packages a site has
         ds.pixel_array_options(decoding_plugin=decoding_plugin(syntax))

@@ -66,6 +66,7 @@ class LossySource:
     received_syntax: str = ""  # the transfer syntax the instance arrived in
     received_pixel_bytes: int = 0  # its Pixel Data length as received (the codestream, if compressed)
     max_abs_error: int | None = None  # the error bound the blob guarantees (its header), None: none
+    derived_uid: str | None = None  # the copy's UID as stored when it was compressed (else derived here)
 
 
 def _code(value: str, scheme: str, meaning: str) -> Dataset:
@@ -90,13 +91,15 @@ def compression_ratio(ds: Dataset, blob_bytes: int) -> float:
     return bits / max(1, 8 * blob_bytes)
 
 
-def served_sop_instance_uid(original_uid: str, model_id: str, lossy_uid: str = LossyUidPolicy.DERIVE) -> str:
-    """The SOP Instance UID a CAE instance is served (and answered in C-FIND) with."""
+def served_sop_instance_uid(original_uid: str, model_id: str, lossy_uid: str = LossyUidPolicy.DERIVE,
+                            derived_uid: str | None = None) -> str:
+    """The SOP Instance UID a CAE instance is served (and answered in C-FIND) with: ``derived_uid`` (the one
+    stored with the compressed copy) when given, so retrieve and C-FIND read the same value."""
     if lossy_uid == LossyUidPolicy.KEEP:
         return str(original_uid)
     if lossy_uid != LossyUidPolicy.DERIVE:
         raise ValueError(f"codec.lossy_uid must be 'derive' or 'keep', got {lossy_uid!r}")
-    return str(derive_lossy_uid(original_uid, model_id))
+    return derived_uid or str(derive_lossy_uid(original_uid, model_id))
 
 
 def rebuild_lossless(stored: StoredMetadata, pixel_bytes: bytes | None) -> Dataset:
@@ -180,7 +183,7 @@ def rebuild_lossy(stored: StoredMetadata, pixels: np.ndarray, source: LossySourc
     ds[PIXEL_DATA] = DataElement(PIXEL_DATA, "OW" if bits_allocated > 8 else "OB",
                                  frames_to_pixel_data([array], bits_allocated, representation))
     _declare_lossy(ds, compression_ratio(ds, source.blob_bytes), source)
-    new_uid = served_sop_instance_uid(original_uid, source.model_id, source.lossy_uid)
+    new_uid = served_sop_instance_uid(original_uid, source.model_id, source.lossy_uid, source.derived_uid)
     if new_uid != original_uid:
         _reference_predecessor(ds, original_class, original_uid)
         ds.SOPInstanceUID = new_uid

@@ -15,14 +15,14 @@ In every case ``count`` evenly spaced non-empty slices are taken per volume/seri
 
 from __future__ import annotations
 
-from collections import defaultdict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from pacs_cae.dicom.series import read_files, read_series
 from pacs_cae.train.slices import axial_slices, fit_to, is_empty
 from pacs_cae.train.sources import load_nifti
 from pacs_cae.vocabulary import QueryModel, StorageKind
@@ -88,50 +88,24 @@ def dataset_slices(
     """Slices of ``(label, dataset)`` pairs, grouped by series (label#SeriesInstanceUID), ``count`` per series.
 
     Instances without decodable monochrome pixels are left out (and added to ``skipped`` when given); frames
-    of multi-frame instances are slices of their series, in frame order.
+    of multi-frame instances are slices of their series, in frame order (:mod:`pacs_cae.dicom.series`).
     """
-    from pacs_cae.dicom.pixels import extract_frames
+    def skip(uid: str, reason: str) -> None:
+        if skipped is not None:
+            skipped.append(Skipped(uid, reason))
 
-    series: dict[str, list[tuple[float, int, np.ndarray, int, int, str]]] = defaultdict(list)
-    for label, ds in datasets:
-        try:
-            pix = extract_frames(ds)
-        except Exception as exc:  # noqa: BLE001 - colour, no decoder, no pixels: not evaluation data
-            if skipped is not None:
-                skipped.append(Skipped(str(ds.get("SOPInstanceUID", "")), f"no monochrome pixels: {exc}"))
-            continue
-        position = ds.get("ImagePositionPatient")
-        order = float(position[2]) if position else float(ds.get("InstanceNumber", 0) or 0)
-        key = f"{label}#{ds.get('SeriesInstanceUID', '')}"
-        uid = str(ds.get("SOPInstanceUID", ""))
-        for f, frame in enumerate(pix.frames):
-            series[key].append((order, f, frame, pix.bits_stored, pix.bits_allocated, uid))
     out = []
-    for key, items in series.items():
-        items.sort(key=lambda t: (t[0], t[1]))
-        kept = [t for t in items if not is_empty(t[2].astype(np.float32))]
-        for i, (_, _, frame, stored, allocated, uid) in enumerate(_evenly(kept, count)):
-            out.append(EvalSlice(key, i, frame, stored, allocated, uid))
+    for (label, series_uid), frames in read_series(datasets, skip).items():
+        kept = [f for f in frames if not is_empty(f.pixels.astype(np.float32))]
+        for i, f in enumerate(_evenly(kept, count)):
+            out.append(EvalSlice(f"{label}#{series_uid}", i, f.pixels, f.bits_stored, f.bits_allocated,
+                                 f.sop_instance_uid))
     return out
-
-
-def _read_dicom(paths: Iterable[Path]) -> Iterator[tuple[Path, Dataset]]:
-    import pydicom
-    from pydicom.errors import InvalidDicomError
-
-    for path in paths:
-        try:
-            ds = pydicom.dcmread(path)
-        except (InvalidDicomError, OSError, EOFError, ValueError):  # not DICOM: not evaluation data
-            continue
-        yield path, ds
 
 
 def dicom_slices(folder: Path, count: int | None) -> list[EvalSlice]:
     """Stored pixels of every monochrome series under ``folder`` (or of one DICOM file), ``count`` per series."""
-    folder = Path(folder)
-    files = [folder] if folder.is_file() else sorted(p for p in folder.rglob("*") if p.is_file())
-    return dataset_slices(((str(folder), ds) for _, ds in _read_dicom(files)), count)
+    return dataset_slices(((str(folder), ds) for ds in read_files(Path(folder))), count)
 
 
 def archive_slices(settings: Settings, study_uids: Sequence[str], count: int | None) -> tuple[

@@ -20,6 +20,7 @@ from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.events import Event
 
 from pacs_cae.archive.errors import ArchiveError, CannotUnderstand
+from pacs_cae.archive.query import InstanceRef
 from pacs_cae.archive.retrieve import for_peer
 from pacs_cae.config import Settings
 from pacs_cae.dicom.integrity import EncodedDataSet
@@ -51,8 +52,8 @@ class ArchiveLike(Protocol):
     def store(self, ds: Dataset, calling_aet: str = "", *, affected_sop_class: str | None = None,
               affected_sop_instance: str | None = None, encoded: EncodedDataSet | None = None) -> Any: ...
     def find(self, query_model: QueryModel, identifier: Dataset) -> Iterator[Dataset]: ...
-    def locate(self, query_model: QueryModel, identifier: Dataset) -> list[Any]: ...
-    def load(self, refs: Sequence[Any]) -> Iterator[tuple[Any, Dataset | ArchiveError]]: ...
+    def locate(self, query_model: QueryModel, identifier: Dataset) -> list[InstanceRef]: ...
+    def load(self, refs: Sequence[InstanceRef]) -> Iterator[tuple[InstanceRef, Dataset | ArchiveError]]: ...
 
 
 def _calling_aet(event: Event) -> str:
@@ -81,20 +82,16 @@ def _identifier(event: Event) -> Dataset:
         raise CannotUnderstand(f"identifier cannot be decoded: {exc}") from exc
 
 
-def _ref_uid(ref: Any) -> str:
+def _ref_uid(ref: InstanceRef) -> str:
     """The SOP Instance UID a retrieve delivers for this reference (what the SCU will see)."""
-    for name in ("served_uid", "sop_instance_uid"):
-        value = getattr(ref, name, None)
-        if value:
-            return str(value)
-    return ""
+    return ref.served_uid or ref.sop_instance_uid
 
 
-def _served_syntax(ref: Any) -> str:
+def _served_syntax(ref: InstanceRef) -> str:
     """The transfer syntax a retrieve sends: as received for lossless objects, uncompressed for CAE ones."""
-    if getattr(ref, "storage", "") == StorageKind.CAE:
+    if ref.storage == StorageKind.CAE:
         return str(ExplicitVRLittleEndian)
-    return str(getattr(ref, "transfer_syntax_uid", "") or "")
+    return ref.transfer_syntax_uid or ""
 
 
 def accepted_syntaxes(assoc: Any, sop_class: str) -> list[str]:
@@ -114,7 +111,7 @@ class SubAssociation:
         self.assoc = event.assoc
 
 
-def _undeliverable(ref: Any) -> Dataset:
+def _undeliverable(ref: InstanceRef) -> Dataset:
     """A stand-in for an instance the archive could not load.
 
     pynetdicom counts a pending (status, dataset) whose C-STORE sub-operation raises as a failed
@@ -122,7 +119,7 @@ def _undeliverable(ref: Any) -> Dataset:
     with no file meta is refused by ``send_c_store`` before anything reaches the peer.
     """
     ds = Dataset()
-    ds.SOPClassUID = getattr(ref, "sop_class_uid", "") or "1.2.840.10008.5.1.4.1.1.7"
+    ds.SOPClassUID = ref.sop_class_uid or "1.2.840.10008.5.1.4.1.1.7"
     ds.SOPInstanceUID = _ref_uid(ref)
     return ds
 
@@ -252,7 +249,7 @@ class ArchiveHandlers:
             refs, failure = [], exc
         # pynetdicom opens the sub-association with these keyword arguments to AE.associate()
         options: dict[str, Any] = {}
-        contexts = storage_contexts_for([(str(getattr(r, "sop_class_uid", "")), _served_syntax(r)) for r in refs])
+        contexts = storage_contexts_for([(r.sop_class_uid, _served_syntax(r)) for r in refs])
         if contexts:
             options["contexts"] = contexts
         sub = SubAssociation()
@@ -271,7 +268,7 @@ class ArchiveHandlers:
         yield len(refs)
         yield from self._deliver(event, refs, lambda: sub.assoc)
 
-    def _deliver(self, event: Event, refs: Sequence[Any],
+    def _deliver(self, event: Event, refs: Sequence[InstanceRef],
                  store_assoc: Callable[[], Any]) -> Iterator[tuple[int, Dataset | None]]:
         """Pending (status, dataset) pairs, each dataset in a syntax ``store_assoc()`` accepted for it;
         pynetdicom counts outcomes and builds the final response (A702/B000 with the Failed SOP

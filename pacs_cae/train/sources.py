@@ -7,7 +7,6 @@ stacking axis for DICOM series.
 
 from __future__ import annotations
 
-from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,32 +49,17 @@ def load_nifti(path: Path) -> Volume:
 
 
 def load_dicom_folder(folder: Path) -> list[Volume]:
-    """Every single-frame monochrome series in a folder (recursively), one Volume per series."""
-    import pydicom
+    """Every single-frame monochrome series in a folder (recursively), one Volume per series
+    (read by :mod:`pacs_cae.dicom.series`, as evaluation reads DICOM)."""
+    from pacs_cae.dicom.series import read_files, read_series
 
-    by_series: dict[str, list[tuple[float, np.ndarray, tuple[float, float]]]] = defaultdict(list)
-    for path in sorted(p for p in Path(folder).rglob("*") if p.is_file()):
-        try:
-            ds = pydicom.dcmread(path)
-            arr = ds.pixel_array
-        except Exception:  # noqa: BLE001, S112 - not DICOM, or no decodable pixels: not training data
-            continue
-        if arr.ndim != 2:
-            continue
-        position = getattr(ds, "ImagePositionPatient", None)
-        order = float(position[2]) if position else float(getattr(ds, "InstanceNumber", 0) or 0)
-        spacing = tuple(float(s) for s in getattr(ds, "PixelSpacing", (1.0, 1.0)))
-        by_series[str(getattr(ds, "SeriesInstanceUID", path.parent))].append(
-            (order, arr.astype(np.float32), spacing)  # type: ignore[arg-type]
-        )
     volumes = []
-    for uid, items in by_series.items():
-        shapes = {a.shape for _, a, _ in items}
-        if len(shapes) != 1:
+    for (_, uid), frames in read_series((str(folder), ds) for ds in read_files(Path(folder))).items():
+        single = [f for f in frames if f.frames_in_instance == 1]
+        if not single or len({f.pixels.shape for f in single}) != 1:
             continue
-        items.sort(key=lambda t: t[0])
-        data = np.stack([a.T for _, a, _ in items], axis=2)  # (cols, rows, slices) like NIfTI
-        sx, sy = items[0][2]
+        data = np.stack([f.pixels.astype(np.float32).T for f in single], axis=2)  # (cols, rows, slices) like NIfTI
+        sx, sy = single[0].spacing
         volumes.append(Volume(name=f"dicom:{uid}", data=data, spacing=(sy, sx, 1.0)))
     return volumes
 
