@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 from pydicom.dataset import Dataset
@@ -31,16 +31,29 @@ LOG = logging.getLogger(__name__)
 
 
 
-def check_quality(model: Codec | RDCodec, quality: int | None) -> None:
-    """Refuse, at start-up, a ``codec.quality`` the configured model cannot honour."""
+def check_quality(model: Codec | RDCodec, quality: int | None, key: str = "codec.quality") -> None:
+    """Refuse, at start-up, a ``codec.quality`` (or a rule's ``key``) the model cannot honour."""
     if quality is None:
         return
     if model.qualities is None:
-        raise CodecError(f"codec.quality = {quality}, but model {model.model_id!r} has a single operating point "
-                         "(unset codec.quality, or choose a variable-rate model such as mshp-v1)")
+        raise CodecError(f"{key} = {quality}, but model {model.model_id!r} has a single operating point "
+                         f"(unset {key}, or choose a variable-rate model such as mshp-v1)")
     if not 1 <= quality <= model.qualities:
-        raise CodecError(f"codec.quality = {quality}, but model {model.model_id!r} has qualities "
+        raise CodecError(f"{key} = {quality}, but model {model.model_id!r} has qualities "
                          f"1..{model.qualities}")
+
+
+def check_rules(settings: Settings, codecs: ArchiveCodecs) -> None:
+    """Refuse, at start-up, a compression rule whose model is missing or cannot honour its ``quality``
+    (else its jobs would only fail later, in a worker's log)."""
+    for rule in settings.compression.effective_rules(settings.codec):
+        if not rule.compress or (rule.model or settings.codec.model).strip().lower() in NO_MODEL:
+            continue
+        encoder = codecs.encoder_for(rule.model)  # loads the rule's model: UnknownModelError if absent
+        if encoder is not None and rule.quality is not None:
+            model: Any = getattr(encoder, "codec", encoder)
+            check_quality(model, rule.quality,
+                          key=f"compression.rules.{rule.name}.quality")
 
 
 class ArchiveCodecs:
@@ -78,7 +91,7 @@ class ArchiveCodecs:
         """The model new slices are encoded with (None: lossless only)."""
         return None if self.encoder is None else self.encoder.model_id
 
-    def encoder_for(self, model: str) -> BatchingCodec | Codec | None:
+    def encoder_for(self, model: str) -> BatchingCodec | Codec | RDCodec | None:
         """The encoder of a compression rule's model: "" (or the configured one) is :attr:`encoder`."""
         if not model or (self.encoder is not None and model == self.encoder.model_id):
             return self.encoder
@@ -125,6 +138,13 @@ class Archive:
         except Exception:
             database.dispose()
             raise
+        if not decode_only and settings.compression.enabled:
+            try:
+                check_rules(settings, codecs)
+            except Exception:
+                codecs.close()
+                database.dispose()
+                raise
         return cls(settings, database, codecs)
 
     def close(self) -> None:
@@ -132,7 +152,7 @@ class Archive:
         self.codecs.close()
         self.database.dispose()
 
-    def __enter__(self) -> Archive:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
