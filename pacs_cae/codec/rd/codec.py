@@ -27,6 +27,7 @@ import torch
 from ...dicom.pixels import NormalizedSlice, normalize_slice, restore_slice, value_range
 from ..container import (
     RESIDUAL_BLOCKS,
+    RESIDUAL_CONTEXT,
     RESIDUAL_NONE,
     RDBlobHeader,
     RDPayload,
@@ -49,7 +50,7 @@ from ..engine import (
 )
 from ..errors import CodecError, CorruptBlobError, ModelMismatchError
 from ..weights import ModelCard
-from . import exact, residual
+from . import context, exact, residual
 from .coder import TableCoder, Uniform, new_coder
 from .network import DOWNSCALE, MeanScaleHyperprior, entropy_parameters
 from .tables import Tables, scale_table
@@ -120,6 +121,9 @@ class RDCodec:
         self.default_quality = default_quality or self.qualities
         self.entropy = entropy
         self._table_choice = Uniform(entropy.scales.size)  # the residual layer's per-block table map
+        self._weight_choice = Uniform(context.WEIGHTS)
+        #: the residual model new blobs use (``container.RESIDUAL_*``)
+        self.residual_model = RESIDUAL_CONTEXT
         # the probability path: float64, CPU, whatever the mode of the transforms
         self._h_s = copy.deepcopy(network.h_s).to("cpu", torch.float64).eval()
         # the pixel path of version-4 blobs: float64 whatever the mode (``exact``)
@@ -152,8 +156,14 @@ class RDCodec:
         depend on the mode, thread count or batching.
         """
         bits = _per_item(bits_stored, len(slices))
-        plans = [self.plan(q, d) for q, d in zip(_per_item(quality, len(slices)),
-                                                 _per_item(max_abs_error, len(slices)))]
+        if isinstance(max_abs_error, bool) or isinstance(quality, bool):
+            raise CodecError(f"model {self.model_id!r}: quality and max_abs_error must be integers, not booleans")
+        try:
+            per_slice = list(zip(_per_item(quality, len(slices)), _per_item(max_abs_error, len(slices))))
+        except TypeError:  # a float or other non-integer given for all slices
+            raise CodecError(f"model {self.model_id!r}: quality and max_abs_error must be integers (or one per "
+                             f"slice), got {quality!r} / {max_abs_error!r}") from None
+        plans = [self.plan(q, d) for q, d in per_slice]
         return [self._encode_one(np.asarray(s), b, plan) for s, b, plan in zip(slices, bits, plans)]
 
     def decode(self, blobs: Sequence[bytes]) -> list[np.ndarray]:
@@ -253,9 +263,13 @@ class RDCodec:
             else:
                 target = float(plan.residual_db)  # type: ignore[arg-type]
                 symbols, delta = residual.quantize_for_target(r, target, item.value_max - item.value_min)
-            model, block = RESIDUAL_BLOCKS, residual.BLOCK
-            r_over = residual.encode_blocks(coder, symbols, self.entropy.gaussian, self.entropy.scales,
-                                            self._table_choice)
+            model, block = self.residual_model, residual.BLOCK
+            if model == RESIDUAL_CONTEXT:
+                r_over = context.encode(coder, symbols, delta, self.entropy.gaussian, self.entropy.scales,
+                                        self._table_choice, self._weight_choice)
+            else:
+                r_over = residual.encode_blocks(coder, symbols, self.entropy.gaussian, self.entropy.scales,
+                                                self._table_choice)
         y_over = self.entropy.gaussian.encode(coder, y_sym.ravel(), index.ravel())
         z_over = self.entropy.hyper.encode(coder, z_sym.ravel(), _channel_rows(z_sym.shape))
         header = RDBlobHeader(
@@ -314,8 +328,9 @@ class RDCodec:
         ph, pw = header.padded_shape
         m, n = self.model.config.latent_channels, self.model.config.channels
         residual_ok = ((header.residual_delta == residual.NO_RESIDUAL and header.residual_model == RESIDUAL_NONE)
-                       or (header.residual_delta != residual.NO_RESIDUAL and header.residual_model == RESIDUAL_BLOCKS
-                           and header.residual_block == residual.BLOCK))
+                       or (header.residual_delta != residual.NO_RESIDUAL and header.residual_block == residual.BLOCK
+                           and header.residual_model in (RESIDUAL_BLOCKS, RESIDUAL_CONTEXT)
+                           and (header.container_version >= 4 or header.residual_model == RESIDUAL_BLOCKS)))
         if (header.y_shape != (m, ph // Y_STRIDE, pw // Y_STRIDE)
                 or header.z_shape != (n, ph // DOWNSCALE, pw // DOWNSCALE) or ph % DOWNSCALE or pw % DOWNSCALE
                 or not 1 <= header.gain_level <= self.model.config.qualities or not residual_ok
@@ -341,9 +356,13 @@ class RDCodec:
     def _refine(self, header: RDBlobHeader, x_hat: np.ndarray, coder: object, overflow: np.ndarray) -> np.ndarray:
         """Add the residual layer (if any) to the integer learned reconstruction (int64); check the stream ends."""
         out = x_hat
-        if header.residual_delta != residual.NO_RESIDUAL:
+        if header.residual_model == RESIDUAL_CONTEXT:
+            symbols, used = context.decode(coder, x_hat.shape, header.residual_delta, self.entropy.gaussian,
+                                           self._table_choice, self._weight_choice, overflow)
+        elif header.residual_delta != residual.NO_RESIDUAL:
             symbols, used = residual.decode_blocks(coder, x_hat.shape, self.entropy.gaussian, self._table_choice,
                                                    overflow)
+        if header.residual_delta != residual.NO_RESIDUAL:
             overflow = overflow[used:]
             out = residual.reconstruct(x_hat, symbols, header.residual_delta, header.value_min, header.value_max)
         if overflow.size or not coder.is_empty():  # type: ignore[attr-defined]
