@@ -58,6 +58,23 @@ def test_every_pixel_is_within_the_bound(rd: RDCodec, delta: int) -> None:
             np.testing.assert_array_equal(out, original)
 
 
+@pytest.mark.parametrize("delta", (0, 3))
+def test_with_and_without_the_learned_layer(rd: RDCodec, delta: int) -> None:
+    """The encoder keeps the smaller of both; each kind of blob decodes within the bound on its own."""
+    from pacs_cae.codec.rd.network import DOWNSCALE
+    from pacs_cae.dicom.pixels import normalize_slice
+
+    original = _cases()[1][0]
+    item = normalize_slice(original, 12, DOWNSCALE)
+    plan = rd.plan(None, delta)
+    both = [rd._encode_with(item, original, plan, level) for level in (0, plan.gain_level)]
+    assert [read_header(b).gain_level for b in both] == [0, plan.gain_level]
+    for blob in both:
+        error = np.abs(rd.decode([blob])[0].astype(np.int64) - original)
+        assert error.max() <= delta
+    assert len(rd.encode([original], bits_stored=12, max_abs_error=delta)[0]) == min(len(b) for b in both)
+
+
 def test_bound_blobs_decode_identically_in_other_modes(rd: RDCodec) -> None:
     cases = _cases()[:3]
     blobs = rd.encode([c for c, _ in cases], bits_stored=[b for _, b in cases], max_abs_error=[0, 1, 4])

@@ -57,6 +57,8 @@ from .tables import Tables, scale_table
 
 #: y's stride relative to the slice (z's is DOWNSCALE).
 Y_STRIDE = 16
+#: ``gain_level`` of a version-4 blob coded by the residual model alone (no y, no z; x_hat = mid-range).
+NO_LEARNED_LAYER = 0
 
 
 class EntropyModels:
@@ -121,7 +123,7 @@ class RDCodec:
         self.default_quality = default_quality or self.qualities
         self.entropy = entropy
         self._table_choice = Uniform(entropy.scales.size)  # the residual layer's per-block table map
-        self._weight_choice = Uniform(context.WEIGHTS)
+        self._weight_choice = Uniform(2 * context.WEIGHT_HALF)  # predictor weights
         #: the residual model new blobs use (``container.RESIDUAL_*``)
         self.residual_model = RESIDUAL_CONTEXT
         # the probability path: float64, CPU, whatever the mode of the transforms
@@ -244,16 +246,29 @@ class RDCodec:
         return exact.level_values(image, geometry.rows, geometry.columns, geometry.value_min, geometry.value_max)
 
     def _encode_one(self, original: np.ndarray, bits: int | None, plan: _Plan) -> bytes:
+        """The blob of one slice; under a bound, the smaller of with and without the learned layer."""
         item = normalize_slice(original, bits, DOWNSCALE)
-        gain = torch.tensor([plan.gain_level - 1])
-        x = torch.from_numpy(item.data[None, None]).double()
-        y = self._exact_run(self._exact.analysis, x, gain)
-        z = torch.round(self._exact_run(self._exact.h_a, y))
-        y_sym, index, z_sym, y_hat = self._latent_symbols(y, z)
-        values = self._levels(y_hat, gain, item)
-        tie_positions, tie_values = exact.find_ties(values, item.value_min, item.value_max)
-        x_hat = exact.round_levels(values, tie_positions, tie_values, item.value_min, item.value_max)
+        blob = self._encode_with(item, original, plan, plan.gain_level)
+        if plan.delta is not None and self.residual_model == RESIDUAL_CONTEXT:
+            alone = self._encode_with(item, original, plan, NO_LEARNED_LAYER)
+            blob = min(blob, alone, key=len)
+        return blob
+
+    def _encode_with(self, item: NormalizedSlice, original: np.ndarray, plan: _Plan, gain_level: int) -> bytes:
         coder = new_coder()
+        if gain_level == NO_LEARNED_LAYER:  # the residual model alone, around the middle of the range
+            x_hat = _flat_base(item)
+            tie_positions = tie_values = np.zeros(0, np.int64)
+            latent: tuple | None = None
+        else:
+            gain = torch.tensor([gain_level - 1])
+            x = torch.from_numpy(item.data[None, None]).double()
+            y = self._exact_run(self._exact.analysis, x, gain)
+            z = torch.round(self._exact_run(self._exact.h_a, y))
+            latent = self._latent_symbols(y, z)
+            values = self._levels(latent[3], gain, item)
+            tie_positions, tie_values = exact.find_ties(values, item.value_min, item.value_max)
+            x_hat = exact.round_levels(values, tie_positions, tie_values, item.value_min, item.value_max)
         delta, model, block, r_over = residual.NO_RESIDUAL, RESIDUAL_NONE, 0, np.zeros(0, np.int32)
         if plan.delta is not None or plan.residual_db is not None:  # pushed first: decoded last
             r = original.astype(np.int64) - x_hat
@@ -265,18 +280,24 @@ class RDCodec:
                 symbols, delta = residual.quantize_for_target(r, target, item.value_max - item.value_min)
             model, block = self.residual_model, residual.BLOCK
             if model == RESIDUAL_CONTEXT:
-                r_over = context.encode(coder, symbols, delta, self.entropy.gaussian, self.entropy.scales,
-                                        self._table_choice, self._weight_choice)
+                r_over = context.encode(coder, symbols, delta, x_hat,
+                                        context.intensity_classes(x_hat, item.value_min, item.value_max),
+                                        self.entropy.gaussian, self.entropy.scales, self._table_choice,
+                                        self._weight_choice)
             else:
                 r_over = residual.encode_blocks(coder, symbols, self.entropy.gaussian, self.entropy.scales,
                                                 self._table_choice)
-        y_over = self.entropy.gaussian.encode(coder, y_sym.ravel(), index.ravel())
-        z_over = self.entropy.hyper.encode(coder, z_sym.ravel(), _channel_rows(z_sym.shape))
+        y_shape = z_shape = (0, 0, 0)
+        y_over = z_over = np.zeros(0, np.int32)
+        if latent is not None:
+            y_sym, index, z_sym, _ = latent
+            y_over = self.entropy.gaussian.encode(coder, y_sym.ravel(), index.ravel())
+            z_over = self.entropy.hyper.encode(coder, z_sym.ravel(), _channel_rows(z_sym.shape))
+            y_shape, z_shape = tuple(int(n) for n in y_sym.shape[1:]), tuple(int(n) for n in z_sym.shape[1:])
         header = RDBlobHeader(
             model_id=self.model_id, weights_sha256=self.weights_sha256, quality=plan.quality,
-            gain_level=plan.gain_level, residual_delta=delta, residual_block=block, residual_model=model,
-            y_shape=tuple(int(n) for n in y_sym.shape[1:]),  # type: ignore[arg-type]
-            z_shape=tuple(int(n) for n in z_sym.shape[1:]),  # type: ignore[arg-type]
+            gain_level=gain_level, residual_delta=delta, residual_block=block, residual_model=model,
+            y_shape=y_shape, z_shape=z_shape,  # type: ignore[arg-type]
             rows=item.rows, columns=item.columns, pad_bottom=item.pad_bottom, pad_right=item.pad_right,
             dtype=item.dtype.name, pixel_representation=item.pixel_representation, bits_stored=item.bits_stored,
             value_min=item.value_min, value_max=item.value_max,
@@ -286,10 +307,14 @@ class RDCodec:
 
     def _decode_exact(self, payload: RDPayload) -> np.ndarray:
         header = payload.header
-        y_hat, coder, overflow = self._decode_latent(payload)
-        values = self._levels(y_hat, torch.tensor([header.gain_level - 1]), header)
-        x_hat = exact.round_levels(values, payload.tie_positions, payload.tie_values, header.value_min,
-                                   header.value_max)
+        if header.gain_level == NO_LEARNED_LAYER:
+            coder, overflow = new_coder(payload.words), payload.overflow
+            x_hat = _flat_base(header)
+        else:
+            y_hat, coder, overflow = self._decode_latent(payload)
+            values = self._levels(y_hat, torch.tensor([header.gain_level - 1]), header)
+            x_hat = exact.round_levels(values, payload.tie_positions, payload.tie_values, header.value_min,
+                                       header.value_max)
         out = self._refine(header, x_hat, coder, overflow)
         low, high = value_range(np.dtype(header.dtype), header.bits_stored)
         return np.clip(out, low, high).astype(header.dtype)
@@ -331,9 +356,12 @@ class RDCodec:
                        or (header.residual_delta != residual.NO_RESIDUAL and header.residual_block == residual.BLOCK
                            and header.residual_model in (RESIDUAL_BLOCKS, RESIDUAL_CONTEXT)
                            and (header.container_version >= 4 or header.residual_model == RESIDUAL_BLOCKS)))
-        if (header.y_shape != (m, ph // Y_STRIDE, pw // Y_STRIDE)
-                or header.z_shape != (n, ph // DOWNSCALE, pw // DOWNSCALE) or ph % DOWNSCALE or pw % DOWNSCALE
-                or not 1 <= header.gain_level <= self.model.config.qualities or not residual_ok
+        alone = (header.container_version >= 4 and header.gain_level == NO_LEARNED_LAYER
+                 and header.residual_model == RESIDUAL_CONTEXT and header.ties == 0)
+        shapes = ((m, ph // Y_STRIDE, pw // Y_STRIDE), (n, ph // DOWNSCALE, pw // DOWNSCALE)) if not alone else (
+            (0, 0, 0), (0, 0, 0))
+        if ((header.y_shape, header.z_shape) != shapes or ph % DOWNSCALE or pw % DOWNSCALE
+                or not (alone or 1 <= header.gain_level <= self.model.config.qualities) or not residual_ok
                 or header.rows * header.columns == 0 or header.value_min > header.value_max):
             raise CorruptBlobError(f"blob latent shapes {header.y_shape}/{header.z_shape}, gain level "
                                    f"{header.gain_level} or residual layer ({header.residual_model}, "
@@ -357,8 +385,10 @@ class RDCodec:
         """Add the residual layer (if any) to the integer learned reconstruction (int64); check the stream ends."""
         out = x_hat
         if header.residual_model == RESIDUAL_CONTEXT:
-            symbols, used = context.decode(coder, x_hat.shape, header.residual_delta, self.entropy.gaussian,
-                                           self._table_choice, self._weight_choice, overflow)
+            symbols, used = context.decode(
+                coder, x_hat.shape, header.residual_delta, x_hat,
+                context.intensity_classes(x_hat, header.value_min, header.value_max), self.entropy.gaussian,
+                self._table_choice, self._weight_choice, overflow)
         elif header.residual_delta != residual.NO_RESIDUAL:
             symbols, used = residual.decode_blocks(coder, x_hat.shape, self.entropy.gaussian, self._table_choice,
                                                    overflow)
@@ -378,6 +408,11 @@ class _Plan:
     gain_level: int
     delta: int | None  # a max_abs_error bound
     residual_db: float | None  # a quality's PSNR target
+
+
+def _flat_base(geometry: NormalizedSlice | RDBlobHeader) -> np.ndarray:
+    """x_hat of a blob without the learned layer: the middle of the slice's value range everywhere."""
+    return np.full((geometry.rows, geometry.columns), (geometry.value_min + geometry.value_max) // 2, np.int64)
 
 
 def _channel_rows(shape: tuple[int, ...]) -> np.ndarray:
