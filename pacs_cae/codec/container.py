@@ -33,7 +33,8 @@ Version 4 is the rate-distortion family with exact pixels and an error bound (``
     magic "PCAE" | version u16 (4) | model id length u8 | model id (ASCII)
     weights sha256 (32 raw bytes) | quality u8 (0: chosen by a max_abs_error bound instead)
     gain level u8 | residual delta u16 (0xFFFF: none; else every pixel is within delta of the original)
-    residual model u8 (0 none, 1 per-block Gaussian tables, 2 interlaced context of decoded neighbours)
+    residual model u8 (0 none, 1 per-block Gaussian tables, 2 causal context of decoded neighbours,
+                       3 the same with the model's learned scale network choosing the contexts)
     residual block side u8 | residual offset i8 (reserved, 0)
     y channels, height, width (3 x u16) | z channels, height, width (3 x u16)
     rows, columns, pad bottom, pad right (4 x u16)
@@ -190,7 +191,7 @@ RD_CONTAINER_VERSIONS = (3, 4)
 _RD_BODY = {3: struct.Struct("<32sBBHB3H3H4HBBBBqqII"), 4: struct.Struct("<32sBBHBBb3H3H4HBBBBqqIII")}
 NO_RESIDUAL = 0xFFFF
 #: ``RDBlobHeader.residual_model`` values.
-RESIDUAL_NONE, RESIDUAL_BLOCKS, RESIDUAL_CONTEXT = 0, 1, 2
+RESIDUAL_NONE, RESIDUAL_BLOCKS, RESIDUAL_CONTEXT, RESIDUAL_LEARNED = 0, 1, 2, 3
 
 
 @dataclass(frozen=True)

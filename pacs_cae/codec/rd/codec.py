@@ -28,6 +28,7 @@ from ...dicom.pixels import NormalizedSlice, normalize_slice, restore_slice, val
 from ..container import (
     RESIDUAL_BLOCKS,
     RESIDUAL_CONTEXT,
+    RESIDUAL_LEARNED,
     RESIDUAL_NONE,
     RDBlobHeader,
     RDPayload,
@@ -50,7 +51,7 @@ from ..engine import (
 )
 from ..errors import CodecError, CorruptBlobError, ModelMismatchError
 from ..weights import ModelCard
-from . import context, exact, residual
+from . import context, exact, residual, scale_net
 from .coder import TableCoder, Uniform, new_coder
 from .network import DOWNSCALE, MeanScaleHyperprior, entropy_parameters
 from .tables import Tables, scale_table
@@ -102,6 +103,7 @@ class RDCodec:
         operating_points: Sequence[OperatingPoint] | None = None,
         default_quality: int | None = None,
         card: ModelCard | None = None,
+        residual_scale_net: scale_net.IntegerScaleNet | None = None,
     ) -> None:
         if mode != "auto" and mode not in MODES:
             raise ValueError(f"unknown mode {mode!r}; choose auto or one of {MODES}")
@@ -124,8 +126,10 @@ class RDCodec:
         self.entropy = entropy
         self._table_choice = Uniform(entropy.scales.size)  # the residual layer's per-block table map
         self._weight_choice = Uniform(2 * context.WEIGHT_HALF)  # predictor weights
+        #: the learned residual scale network (model 3), if the weights file has one
+        self.scale_net = residual_scale_net
         #: the residual model new blobs use (``container.RESIDUAL_*``)
-        self.residual_model = RESIDUAL_CONTEXT
+        self.residual_model = RESIDUAL_CONTEXT if residual_scale_net is None else RESIDUAL_LEARNED
         # the probability path: float64, CPU, whatever the mode of the transforms
         self._h_s = copy.deepcopy(network.h_s).to("cpu", torch.float64).eval()
         # the pixel path of version-4 blobs: float64 whatever the mode (``exact``)
@@ -249,7 +253,7 @@ class RDCodec:
         """The blob of one slice; under a bound, the smaller of with and without the learned layer."""
         item = normalize_slice(original, bits, DOWNSCALE)
         blob = self._encode_with(item, original, plan, plan.gain_level)
-        if plan.delta is not None and self.residual_model == RESIDUAL_CONTEXT:
+        if plan.delta is not None and self.residual_model in (RESIDUAL_CONTEXT, RESIDUAL_LEARNED):
             alone = self._encode_with(item, original, plan, NO_LEARNED_LAYER)
             blob = min(blob, alone, key=len)
         return blob
@@ -279,11 +283,12 @@ class RDCodec:
                 target = float(plan.residual_db)  # type: ignore[arg-type]
                 symbols, delta = residual.quantize_for_target(r, target, item.value_max - item.value_min)
             model, block = self.residual_model, residual.BLOCK
-            if model == RESIDUAL_CONTEXT:
+            if model in (RESIDUAL_CONTEXT, RESIDUAL_LEARNED):
+                contexts, count = self._contexts(model)
                 r_over = context.encode(coder, symbols, delta, x_hat,
                                         context.intensity_classes(x_hat, item.value_min, item.value_max),
                                         self.entropy.gaussian, self.entropy.scales, self._table_choice,
-                                        self._weight_choice)
+                                        self._weight_choice, contexts, count)
             else:
                 r_over = residual.encode_blocks(coder, symbols, self.entropy.gaussian, self.entropy.scales,
                                                 self._table_choice)
@@ -293,11 +298,11 @@ class RDCodec:
             y_sym, index, z_sym, _ = latent
             y_over = self.entropy.gaussian.encode(coder, y_sym.ravel(), index.ravel())
             z_over = self.entropy.hyper.encode(coder, z_sym.ravel(), _channel_rows(z_sym.shape))
-            y_shape, z_shape = tuple(int(n) for n in y_sym.shape[1:]), tuple(int(n) for n in z_sym.shape[1:])
+            y_shape, z_shape = _shape3(y_sym.shape[1:]), _shape3(z_sym.shape[1:])
         header = RDBlobHeader(
             model_id=self.model_id, weights_sha256=self.weights_sha256, quality=plan.quality,
             gain_level=gain_level, residual_delta=delta, residual_block=block, residual_model=model,
-            y_shape=y_shape, z_shape=z_shape,  # type: ignore[arg-type]
+            y_shape=y_shape, z_shape=z_shape,
             rows=item.rows, columns=item.columns, pad_bottom=item.pad_bottom, pad_right=item.pad_right,
             dtype=item.dtype.name, pixel_representation=item.pixel_representation, bits_stored=item.bits_stored,
             value_min=item.value_min, value_max=item.value_max,
@@ -354,10 +359,11 @@ class RDCodec:
         m, n = self.model.config.latent_channels, self.model.config.channels
         residual_ok = ((header.residual_delta == residual.NO_RESIDUAL and header.residual_model == RESIDUAL_NONE)
                        or (header.residual_delta != residual.NO_RESIDUAL and header.residual_block == residual.BLOCK
-                           and header.residual_model in (RESIDUAL_BLOCKS, RESIDUAL_CONTEXT)
+                           and (header.residual_model in (RESIDUAL_BLOCKS, RESIDUAL_CONTEXT)
+                                or (header.residual_model == RESIDUAL_LEARNED and self.scale_net is not None))
                            and (header.container_version >= 4 or header.residual_model == RESIDUAL_BLOCKS)))
         alone = (header.container_version >= 4 and header.gain_level == NO_LEARNED_LAYER
-                 and header.residual_model == RESIDUAL_CONTEXT and header.ties == 0)
+                 and header.residual_model in (RESIDUAL_CONTEXT, RESIDUAL_LEARNED) and header.ties == 0)
         shapes = ((m, ph // Y_STRIDE, pw // Y_STRIDE), (n, ph // DOWNSCALE, pw // DOWNSCALE)) if not alone else (
             (0, 0, 0), (0, 0, 0))
         if ((header.y_shape, header.z_shape) != shapes or ph % DOWNSCALE or pw % DOWNSCALE
@@ -381,14 +387,28 @@ class RDCodec:
         y_hat = torch.from_numpy(y_flat.reshape(means.shape) + means)  # float64
         return y_hat, coder, overflow[used + used_y :]
 
+    def _contexts(self, model: int) -> tuple[context.ContextFn, int]:
+        """The context function of residual model 2 (activity buckets) or 3 (the learned scale classes)."""
+        net = self.scale_net
+        if model != RESIDUAL_LEARNED or net is None:
+            return context.activity_contexts, context.CONTEXTS
+
+        def learned(features: np.ndarray, flat: np.ndarray, intensity: np.ndarray, step: int) -> np.ndarray:
+            x = scale_net.inputs(features[: context.NEIGHBOURS], features[context.NEIGHBOURS :], flat, intensity,
+                                 step)
+            return flat.astype(np.int64) * scale_net.CLASSES + net(x)
+
+        return learned, 2 * scale_net.CLASSES
+
     def _refine(self, header: RDBlobHeader, x_hat: np.ndarray, coder: object, overflow: np.ndarray) -> np.ndarray:
         """Add the residual layer (if any) to the integer learned reconstruction (int64); check the stream ends."""
         out = x_hat
-        if header.residual_model == RESIDUAL_CONTEXT:
+        if header.residual_model in (RESIDUAL_CONTEXT, RESIDUAL_LEARNED):
+            contexts, count = self._contexts(header.residual_model)
             symbols, used = context.decode(
                 coder, x_hat.shape, header.residual_delta, x_hat,
                 context.intensity_classes(x_hat, header.value_min, header.value_max), self.entropy.gaussian,
-                self._table_choice, self._weight_choice, overflow)
+                self._table_choice, self._weight_choice, overflow, contexts, count)
         elif header.residual_delta != residual.NO_RESIDUAL:
             symbols, used = residual.decode_blocks(coder, x_hat.shape, self.entropy.gaussian, self._table_choice,
                                                    overflow)
@@ -408,6 +428,11 @@ class _Plan:
     gain_level: int
     delta: int | None  # a max_abs_error bound
     residual_db: float | None  # a quality's PSNR target
+
+
+def _shape3(shape: tuple[int, ...]) -> tuple[int, int, int]:
+    c, h, w = (int(n) for n in shape)
+    return c, h, w
 
 
 def _flat_base(geometry: NormalizedSlice | RDBlobHeader) -> np.ndarray:
@@ -451,14 +476,15 @@ def rd_codec_from_tensors(
 ) -> RDCodec:
     """An ``RDCodec`` from a hash-checked weights file's tensors and its card."""
     network = network_from_card(card)
-    state = {k: v.float() for k, v in tensors.items() if not k.startswith("entropy.")}
+    state = {k: v.float() for k, v in tensors.items() if not k.startswith(("entropy.", "residual."))}
     try:
         network.load_state_dict(state, strict=True)
         entropy = EntropyModels(Tables.from_tensors(tensors, _TABLES[0]), Tables.from_tensors(tensors, _TABLES[1]),
                                 tensors["entropy.scales"].double().numpy())
-    except (KeyError, RuntimeError) as exc:
+        net = scale_net.IntegerScaleNet.from_tensors(tensors)
+    except (KeyError, RuntimeError, ValueError) as exc:
         raise CodecError(f"model {card.model_id!r}: weights do not match a {ARCHITECTURE} network: {exc}") from exc
     points = [OperatingPoint.parse(p) for p in card.extra.get("operating_points") or []] or None
     return RDCodec(network.eval(), entropy, model_id=card.model_id, weights_sha256=card.sha256, device=device,
                    mode=mode, max_batch=max_batch, operating_points=points,
-                   default_quality=card.extra.get("default_quality"), card=card)
+                   default_quality=card.extra.get("default_quality"), card=card, residual_scale_net=net)

@@ -27,6 +27,7 @@ decides a probability, so decoding is exact on every machine.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from functools import lru_cache
 
 import numpy as np
@@ -88,10 +89,15 @@ def _mean(features: np.ndarray, weights: np.ndarray, flat: np.ndarray, step: int
     return (2 * num + den) // (2 * den)
 
 
-def _context(features: np.ndarray, flat: np.ndarray, intensity: np.ndarray, step: int) -> np.ndarray:
+def activity_contexts(features: np.ndarray, flat: np.ndarray, intensity: np.ndarray, step: int) -> np.ndarray:
+    """Model 2's context: (flat, intensity quarter, bit length of sum_k |r~_k| // step), 0..CONTEXTS-1."""
     activity = np.abs(features[:NEIGHBOURS]).sum(axis=0) // step
     bucket = np.searchsorted(_EDGES, activity, side="right")
     return (flat.astype(np.int64) * LEVELS + intensity) * BUCKETS + bucket
+
+
+#: A context function: (features, flat, intensity, step) -> context index per pixel.
+ContextFn = Callable[[np.ndarray, np.ndarray, np.ndarray, int], np.ndarray]
 
 
 def intensity_classes(x_hat: np.ndarray, value_min: int, value_max: int) -> np.ndarray:
@@ -113,12 +119,16 @@ def _fit_weights(features: np.ndarray, target: np.ndarray) -> np.ndarray:
 
 def _table_for(v: np.ndarray, scales: np.ndarray) -> int:
     rms = math.sqrt(float(np.mean(v.astype(np.float64) ** 2))) if v.size else 0.0
-    return int(min(np.searchsorted(scales, rms, side="left"), scales.size - 1))
+    return min(int(np.searchsorted(scales, rms, side="left")), scales.size - 1)
 
 
 def encode(coder: object, symbols: np.ndarray, delta: int, x_hat: np.ndarray, intensity: np.ndarray,
-           tables: TableCoder, scales: np.ndarray, table_choice: object, weight_choice: object) -> np.ndarray:
-    """Push the residual symbols (2-D) of one slice; returns the escaped values in decoding order."""
+           tables: TableCoder, scales: np.ndarray, table_choice: object, weight_choice: object,
+           contexts: ContextFn = activity_contexts, count: int = CONTEXTS) -> np.ndarray:
+    """Push the residual symbols (2-D) of one slice; returns the escaped values in decoding order.
+
+    ``contexts`` (with ``count`` values) groups the pixels that share a table: model 2's activity buckets, or
+    model 3's learned scale classes (``scale_net``)."""
     rows, columns = symbols.shape
     step = 2 * delta + 1
     pixels, at, bounds, offsets = _fronts(rows, columns)
@@ -130,8 +140,8 @@ def encode(coder: object, symbols: np.ndarray, delta: int, x_hat: np.ndarray, in
     for f in range(FLAT):
         weights[f] = _fit_weights(features[:, flat == f], res[at][flat == f])
     v = q - _mean(features, weights, flat, step)
-    ctx = _context(features, flat, intensity.ravel()[pixels], step)
-    table_map = np.zeros(CONTEXTS, dtype=np.int64)
+    ctx = contexts(features, flat, intensity.ravel()[pixels], step)
+    table_map = np.zeros(count, dtype=np.int64)
     for c in np.unique(ctx):
         table_map[c] = _table_for(v[ctx == c], scales)
     table_rows = table_map[ctx]
@@ -145,15 +155,15 @@ def encode(coder: object, symbols: np.ndarray, delta: int, x_hat: np.ndarray, in
 
 
 def decode(coder: object, shape: tuple[int, int], delta: int, x_hat: np.ndarray, intensity: np.ndarray,
-           tables: TableCoder, table_choice: object, weight_choice: object, overflow: np.ndarray
-           ) -> tuple[np.ndarray, int]:
+           tables: TableCoder, table_choice: object, weight_choice: object, overflow: np.ndarray,
+           contexts: ContextFn = activity_contexts, count: int = CONTEXTS) -> tuple[np.ndarray, int]:
     """Pop what :func:`encode` pushed: (symbols of ``shape``, overflow values used)."""
     rows, columns = shape
     step = 2 * delta + 1
     try:
         weights = np.asarray(coder.decode(weight_choice, WEIGHTS),  # type: ignore[attr-defined]
                              dtype=np.int64).reshape(FLAT, FEATURES) - WEIGHT_HALF
-        table_map = np.asarray(coder.decode(table_choice, CONTEXTS), dtype=np.int64)  # type: ignore
+        table_map = np.asarray(coder.decode(table_choice, count), dtype=np.int64)  # type: ignore
     except Exception as exc:  # constriction: exhausted or inconsistent stream
         raise CorruptBlobError(f"entropy-coded stream is damaged: {exc}") from exc
     _, at, bounds, offsets = _fronts(rows, columns)
@@ -165,7 +175,7 @@ def decode(coder: object, shape: tuple[int, int], delta: int, x_hat: np.ndarray,
     for k in range(bounds.size - 1):
         front = at[int(bounds[k]) : int(bounds[k + 1])]
         features, flat = _features(res, xh, front, offsets, delta)
-        ctx = _context(features, flat, classes[front], step)
+        ctx = contexts(features, flat, classes[front], step)
         v, n = tables.decode(coder, table_map[ctx], overflow[used:])  # type: ignore[arg-type]
         used += n
         res[front] = (v + _mean(features, weights, flat, step)) * step
