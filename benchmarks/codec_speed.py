@@ -2,7 +2,8 @@
 point of a registered model, against references measured in the same run.
 
 Run:  python benchmarks/codec_speed.py [--model cae-paper] [--repeats 3] [--batch-sizes 1,4,8]
-          [--modes fp32,channels_last,bf16] [--qualities ends|all|1,3,6] [--device auto|cpu|cuda]
+          [--modes fp32,channels_last,bf16] [--qualities ends|all|1,3,6] [--max-abs-error 0,2]
+          [--device auto|cpu|cuda]
 
 ``--model`` names any model ``pacs_cae.codec.load_codec`` loads (the paper's CAE today, the rate-distortion
 codec once it is registered). Each row is the codec's own ``encode``/``decode`` end to end (normalisation,
@@ -148,10 +149,15 @@ def j2k_reference(slices: Sequence[np.ndarray], repeats: int) -> tuple[float, fl
     return 1 / t_enc, 1 / t_dec
 
 
-def time_codec(codec: object, part: list[np.ndarray], quality: int | None, repeats: int,
+def time_codec(codec: object, part: list[np.ndarray], quality: int | str | None, repeats: int,
                device: torch.device) -> dict[str, float]:
-    """Seconds per slice to encode and decode ``part`` in one call, convolution MACs per slice, bpp."""
-    extra = {} if quality is None else {"quality": quality}
+    """Seconds per slice to encode and decode ``part`` in one call, convolution MACs per slice, bpp.
+
+    ``quality`` "d<N>" times ``encode(..., max_abs_error=N)`` instead (the guaranteed-bound points)."""
+    if isinstance(quality, str):
+        extra: dict = {"max_abs_error": int(quality[1:])}
+    else:
+        extra = {} if quality is None else {"quality": quality}
 
     def encode() -> list[bytes]:
         return codec.encode(part, bits_stored=12, **extra)
@@ -180,6 +186,8 @@ def main() -> None:
     parser.add_argument("--batch-sizes", default="1,4,8", help="comma-separated batch sizes")
     parser.add_argument("--modes", default="fp32,channels_last,bf16", help="comma-separated Codec modes")
     parser.add_argument("--qualities", default="ends", help="ends | all | comma-separated operating points")
+    parser.add_argument("--max-abs-error", default="", help="comma-separated error bounds to time as well "
+                        "(codecs with supports_max_abs_error; shown as quality dN)")
     parser.add_argument("--device", default="auto", help="auto (CPU, plus CUDA when present), cpu, cuda")
     parser.add_argument("--size", type=int, default=512, help="slice height and width")
     parser.add_argument("--brotli-qualities", default="1,5,9,11", help="CAE Brotli sweep ('' to skip)")
@@ -209,7 +217,9 @@ def main() -> None:
             shown_mode = getattr(codec, "mode", "default")
             precision = "bf16" if shown_mode == "bf16" else "fp32"
             peak = max(peaks[f"conv {precision}"], peaks[f"matmul {precision}"])
-            for quality in pick_qualities(codec, args.qualities):
+            bounds = [f"d{d}" for d in args.max_abs_error.split(",") if d] if getattr(
+                codec, "supports_max_abs_error", False) else []
+            for quality in [*pick_qualities(codec, args.qualities), *bounds]:
                 for batch in batch_sizes:
                     r = time_codec(codec, slices[:batch], quality, args.repeats, device)
                     g_enc, g_dec = 2 * r["enc_macs"] / r["t_enc"] / 1e9, 2 * r["dec_macs"] / r["t_dec"] / 1e9

@@ -36,16 +36,29 @@ LOG = logging.getLogger(__name__)
 
 
 
-def check_quality(model: SliceCodec, quality: int | None) -> None:
-    """Refuse, at start-up, a ``codec.quality`` the configured model cannot honour."""
+def check_quality(model: SliceCodec, quality: int | None, key: str = "codec.quality") -> None:
+    """Refuse, at start-up, a ``codec.quality`` (or a rule's ``key``) the model cannot honour."""
     if quality is None:
         return
     if model.qualities is None:
-        raise CodecError(f"codec.quality = {quality}, but model {model.model_id!r} has a single operating point "
-                         "(unset codec.quality, or choose a variable-rate model such as mshp-v1)")
+        raise CodecError(f"{key} = {quality}, but model {model.model_id!r} has a single operating point "
+                         f"(unset {key}, or choose a variable-rate model such as mshp-v1)")
     if not 1 <= quality <= model.qualities:
-        raise CodecError(f"codec.quality = {quality}, but model {model.model_id!r} has qualities "
+        raise CodecError(f"{key} = {quality}, but model {model.model_id!r} has qualities "
                          f"1..{model.qualities}")
+
+
+def check_rules(settings: Settings, codecs: ArchiveCodecs) -> None:
+    """Refuse, at start-up, a compression rule whose model is missing or cannot honour its ``quality``
+    (else its jobs would only fail later, in a worker's log)."""
+    for rule in settings.compression.effective_rules(settings.codec):
+        if not rule.compress or (rule.model or settings.codec.model).strip().lower() in NO_MODEL:
+            continue
+        encoder = codecs.encoder_for(rule.model)  # loads the rule's model: UnknownModelError if absent
+        if encoder is not None and rule.quality is not None:
+            model: Any = getattr(encoder, "codec", encoder)
+            check_quality(model, rule.quality,
+                          key=f"compression.rules.{rule.name}.quality")
 
 
 class ArchiveCodecs:
@@ -122,6 +135,13 @@ class Archive:
         except Exception:
             database.dispose()
             raise
+        if not decode_only and settings.compression.enabled:
+            try:
+                check_rules(settings, codecs)
+            except Exception:
+                codecs.close()
+                database.dispose()
+                raise
         return cls(settings, database, codecs)
 
     def close(self) -> None:

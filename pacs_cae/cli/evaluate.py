@@ -24,6 +24,9 @@ def evaluate(
     models_dir: ModelsDirOption = None,
     quality: Annotated[list[int] | None, typer.Option(
         "--quality", "-q", help="Only this operating point of the learned codec (repeatable; default: all).")] = None,
+    max_abs_error: Annotated[list[int] | None, typer.Option(
+        "--max-abs-error", min=0, help="Error bounds to evaluate when the model supports them (repeatable; "
+        "default 0 1 2 4 8).")] = None,
     study: Annotated[list[str] | None, typer.Option(
         "--study", help="Evaluate on this archived study's original instances (repeatable; see --config).")] = None,
     real_mr: Annotated[bool, typer.Option(
@@ -39,7 +42,8 @@ def evaluate(
     as_json: Annotated[bool, typer.Option(
         "--json", help="Print everything (definitions, per-slice rows, BD-rates) as JSON.")] = False,
     plot: Annotated[Path | None, typer.Option(
-        "--plot", help="Write PSNR vs bpp for every codec to this PNG.")] = None,
+        "--plot", help="Write PSNR vs bpp for every codec to this PNG (and bpp vs the error bound to "
+        "NAME_bounds.png).")] = None,
     device: Annotated[str | None, typer.Option(
         "--device", help="auto | cpu | cuda (default: codec.device).")] = None,
     standard: Annotated[bool, typer.Option(
@@ -84,15 +88,16 @@ def evaluate(
         console.print(f"  skipped {item.sop_instance_uid}: {item.reason}")
 
     from pacs_cae.evaluation.evaluate import report_dict, run_evaluation
-    from pacs_cae.evaluation.plots import plot_rate_distortion
+    from pacs_cae.evaluation.plots import plot_bounds, plot_rate_distortion
     from pacs_cae.evaluation.report import bd_rate_table, rich_table, run_settings
 
     with console.status("evaluating") as status:
         results = run_evaluation(
             chosen, codec, standard=None if standard else [], qualities=quality or None,
-            progress=lambda name: status.update(f"evaluating {name}"),
+            bounds=max_abs_error or None, progress=lambda name: status.update(f"evaluating {name}"),
         )
     extra = [*(a for q in quality or [] for a in ("--quality", str(q))),
+             *(a for d in max_abs_error or [] for a in ("--max-abs-error", str(d))),
              *(a for uid in study or [] for a in ("--study", uid)), *(["--real-mr"] if real_mr else []),
              *(["--bd-range", bd_range] if bd_range else []), *([] if standard else ["--no-standard"]),
              *(["--config", str(config)] if config else []),
@@ -106,6 +111,11 @@ def evaluate(
     if plot:
         plot_rate_distortion(results, plot, title=f"{codec.model_id} vs standard codecs, {len(chosen)} slices")
         console.print(f"plot written to {plot}")
+        if any(r.bound is not None for r in results):
+            bounds_plot = plot.with_name(f"{plot.stem}_bounds{plot.suffix}")
+            plot_bounds(results, bounds_plot, title=f"{codec.model_id}: bpp against the error bound, "
+                                                    f"{len(chosen)} slices")
+            console.print(f"plot written to {bounds_plot}")
     if as_json:
         json.dump(report, sys.stdout, indent=1)
         sys.stdout.write("\n")

@@ -33,8 +33,9 @@ Version 4 is the rate-distortion family with exact pixels and an error bound (``
     magic "PCAE" | version u16 (4) | model id length u8 | model id (ASCII)
     weights sha256 (32 raw bytes) | quality u8 (0: chosen by a max_abs_error bound instead)
     gain level u8 | residual delta u16 (0xFFFF: none; else every pixel is within delta of the original)
-    residual model u8 (0 none, 1 per-block Gaussian tables, 2 network conditioned on x_hat)
-    residual block side u8 | residual scale offset i8 (model 2: table shift chosen by the encoder)
+    residual model u8 (0 none, 1 per-block Gaussian tables, 2 causal context of decoded neighbours,
+                       3 the same with the model's learned scale network choosing the contexts)
+    residual block side u8 | residual offset i8 (reserved, 0)
     y channels, height, width (3 x u16) | z channels, height, width (3 x u16)
     rows, columns, pad bottom, pad right (4 x u16)
     dtype kind u8 | dtype itemsize u8 | pixel representation u8 | bits stored u8
@@ -190,7 +191,7 @@ RD_CONTAINER_VERSIONS = (3, 4)
 _RD_BODY = {3: struct.Struct("<32sBBHB3H3H4HBBBBqqII"), 4: struct.Struct("<32sBBHBBb3H3H4HBBBBqqIII")}
 NO_RESIDUAL = 0xFFFF
 #: ``RDBlobHeader.residual_model`` values.
-RESIDUAL_NONE, RESIDUAL_BLOCKS, RESIDUAL_CONDITIONED = 0, 1, 2
+RESIDUAL_NONE, RESIDUAL_BLOCKS, RESIDUAL_CONTEXT, RESIDUAL_LEARNED = 0, 1, 2, 3
 
 
 @dataclass(frozen=True)
@@ -216,7 +217,7 @@ class RDBlobHeader:
     value_max: int
     container_version: int = RD_CONTAINER_VERSION
     residual_model: int = RESIDUAL_NONE  # version 3: RESIDUAL_BLOCKS whenever residual_delta is set
-    residual_offset: int = 0  # RESIDUAL_CONDITIONED: shift of the network's table index (i8)
+    residual_offset: int = 0  # reserved (i8, 0)
     ties: int = 0  # pixels whose rounding the blob states (version 4)
 
     @property

@@ -41,7 +41,7 @@ J2K_TARGET_PSNR_DB = (40, 45, 50, 55, 60, 65, 70, 75)
 JXL_DISTANCES = (4.0, 2.0, 1.0, 0.5, 0.35, 0.2, 0.1, 0.05)
 AVIF_QUALITIES = (60, 75, 85, 90, 95, 97, 98, 99)
 AVIF_SPEED = 6
-JPEGLS_NEAR = (2,)
+JPEGLS_NEAR = (1, 2, 4, 8)  # the NEAR values the learned bounds are compared at
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,11 @@ from pacs_cae.evaluation.metrics import DEFINITIONS, float32_bytes, slice_metric
 #: ``family`` of every operating point of the learned codec (one curve in plots and BD-rates).
 LEARNED_FAMILY = "learned"
 
+#: ``family`` of the learned codec's guaranteed-error-bound points (``encode(..., max_abs_error=delta)``).
+BOUND_FAMILY = "learned bound"
+#: The bounds evaluated by default (issue 11: beside JPEG-LS near-lossless at the same NEAR).
+BOUNDS = (0, 1, 2, 4, 8)
+
 #: The standard families the learned codec's BD-rate is taken against "at each rate, the best of".
 BEST_OF_FAMILIES = ("JPEG 2000", "JPEG-XL", "AVIF")
 
@@ -77,6 +82,7 @@ class CodecResult:
     lossless: bool
     rows: list[dict] = field(default_factory=list)
     quality: int | None = None  # the learned codec's operating point (None: its only one, or a standard codec)
+    bound: int | None = None  # the max_abs_error the blobs promise (learned bound points only)
 
     def summary(self) -> dict:
         """Means of per-slice PSNR/MSE; bpp and ratios from the byte totals (see ``metrics.DEFINITIONS``)."""
@@ -110,6 +116,7 @@ class CodecResult:
             "family": self.family,
             "lossless": self.lossless,
             "quality": self.quality,
+            "max_abs_error_bound": self.bound,
             "summary": self.summary(),
             "per_slice": self.rows,
         }
@@ -169,11 +176,26 @@ def evaluate_learned(
 ) -> CodecResult:
     """Encode -> blob bytes -> decode through ``codec`` at one operating point, ``chunk`` slices at a time."""
     result = CodecResult(learned_name(codec.model_id, quality), LEARNED_FAMILY, False, quality=quality)
-    extra = {} if quality is None else {"quality": quality}
+    return _through(codec, slices, result, {} if quality is None else {"quality": quality}, chunk)
+
+
+def evaluate_bound(codec: LearnedCodec, slices: Sequence[EvalSlice], delta: int, chunk: int = 8) -> CodecResult:
+    """The learned codec under ``max_abs_error=delta``; raises ``AssertionError`` if a pixel breaks the bound
+    (the bound is a guarantee: a violation is a bug, never a figure to report)."""
+    result = CodecResult(f"{codec.model_id} bound {delta}", BOUND_FAMILY, delta == 0, bound=delta)
+    _through(codec, slices, result, {"max_abs_error": delta}, chunk)
+    for s, row in zip(slices, result.rows):
+        assert row["max_abs_error"] <= delta, f"{s.source}#{s.index}: error {row['max_abs_error']} > {delta}"
+    return result
+
+
+def _through(codec: LearnedCodec, slices: Sequence[EvalSlice], result: CodecResult, options: dict,
+             chunk: int) -> CodecResult:
+    """Fill ``result`` with one row per slice of ``codec.encode(..., **options)`` then ``decode``."""
     for start in range(0, len(slices), chunk):
         part = list(slices[start : start + chunk])
         t0 = time.perf_counter()
-        blobs = codec.encode([s.pixels for s in part], bits_stored=[s.bits_stored for s in part], **extra)
+        blobs = codec.encode([s.pixels for s in part], bits_stored=[s.bits_stored for s in part], **options)
         t1 = time.perf_counter()
         decoded = codec.decode(blobs)
         t2 = time.perf_counter()
@@ -197,9 +219,11 @@ def run_evaluation(
     standard: Sequence[StandardCodec] | None = None,
     progress: Callable[[str], None] | None = None,
     qualities: Sequence[int] | None = None,
+    bounds: Sequence[int] | None = None,
 ) -> list[CodecResult]:
-    """Every operating point of the learned codec (when given; ``qualities`` picks some), then every
-    standard codec, all on ``slices``."""
+    """Every operating point of the learned codec (when given; ``qualities`` picks some), its error-bound
+    points (``bounds``, default :data:`BOUNDS`, when ``codec.supports_max_abs_error``), then every standard
+    codec, all on ``slices``."""
     if not slices:
         raise ValueError("no slices to evaluate")
     results = []
@@ -208,6 +232,11 @@ def run_evaluation(
             if progress:
                 progress(learned_name(codec.model_id, q))
             results.append(evaluate_learned(codec, slices, q))
+        if getattr(codec, "supports_max_abs_error", False):
+            for delta in BOUNDS if bounds is None else bounds:
+                if progress:
+                    progress(f"{codec.model_id} bound {delta}")
+                results.append(evaluate_bound(codec, slices, delta))
     for std in standard_codecs() if standard is None else standard:
         if progress:
             progress(std.name)
@@ -239,7 +268,8 @@ def bd_rate_section(
         return section
     name = points[0].name if len(points) == 1 else points[0].name.rsplit(" q", 1)[0]
     section["learned"] = name
-    families = list(dict.fromkeys(r.family for r in results if r.family != LEARNED_FAMILY and not r.lossless))
+    families = list(dict.fromkeys(r.family for r in results
+                                  if r.family not in (LEARNED_FAMILY, BOUND_FAMILY) and not r.lossless))
     for family in families:
         figure = bd_rate(learned, rd_points(results, family), window=window, names=(name, family))
         section["against"].append({"reference": family, **figure.to_dict()})

@@ -87,6 +87,39 @@ def plot_rate_distortion(results: Sequence[CodecResult], path: Path, title: str 
     return _save(fig, path)
 
 
+def bound_points(results: Sequence[CodecResult]) -> dict[str, list[tuple[int, float]]]:
+    """(max abs error, bpp) per curve: the learned bound points and JPEG-LS (near-lossless + lossless at 0)."""
+    curves: dict[str, list[tuple[int, float]]] = defaultdict(list)
+    for r in results:
+        bpp = r.summary()["bpp"]
+        if r.bound is not None:
+            curves[r.name.rsplit(" bound", 1)[0] + " (guaranteed bound)"].append((r.bound, bpp))
+        elif r.family in ("JPEG-LS near-lossless", "JPEG-LS lossless"):
+            near = 0 if r.lossless else int(r.name.rsplit(" ", 1)[-1])
+            curves["JPEG-LS (NEAR)"].append((near, bpp))
+    return {name: sorted(points) for name, points in curves.items()}
+
+
+def plot_bounds(results: Sequence[CodecResult], path: Path, title: str = "") -> Path:
+    """bpp against the guaranteed max |error| delta: the learned bound vs JPEG-LS at NEAR = delta, the
+    other lossless codecs as horizontal lines at delta = 0."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(8, 5), dpi=120)
+    for (name, points), colour in zip(bound_points(results).items(), ["crimson", *STANDARD_COLOURS]):
+        ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", color=colour, label=name)
+    styles = iter(["--", ":", "-.", (0, (5, 1, 1, 1))] * 4)
+    for r in results:
+        if r.lossless and r.bound is None and r.family != "JPEG-LS lossless":
+            ax.axhline(r.summary()["bpp"], color="dimgrey", linestyle=next(styles), linewidth=1,
+                       label=f"{r.name}: {r.summary()['bpp']:.2f} bpp")
+    ax.set_xlabel("max |original - decoded| (delta; 0 = lossless)")
+    ax.set_ylabel("bits per pixel (compressed bytes x 8 / pixels)")
+    ax.set_title(title or "Near-lossless: bits against the error bound")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
 def _save(fig, path: Path | str) -> Path:
     """Lay out, write (creating the folder) and close a figure."""
     import matplotlib.pyplot as plt

@@ -213,3 +213,17 @@ def test_the_worker_keeps_a_smaller_learned_exact_stream_served_as_the_original(
         assert "LossyImageCompression" not in served and list(served.ImageType) == list(ds.ImageType)
     result = verify(archive)
     assert result.ok and result.checked["lossless"] == 2, result.failures
+
+
+def test_a_rule_quality_its_model_cannot_honour_stops_the_worker_with_one_line(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from pacs_cae.cli import app
+
+    config = tmp_path / "bad-rule.toml"
+    config.write_text(f'data_dir = "{tmp_path / "data"}"\n[codec]\nmodel = "mshp-v1"\ndevice = "cpu"\n'
+                      f'models_dir = "{REPO_MODELS}"\n[[compression.rules]]\nname = "r"\nquality = 99\n')
+    result = CliRunner().invoke(app, ["worker", "--drain", "--config", str(config)])
+    assert result.exit_code == 2, result.output  # the worker's code for a model it cannot use
+    assert "compression.rules.r.quality = 99, but model 'mshp-v1' has qualities 1.." in result.output
+    assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1

@@ -27,6 +27,8 @@ import torch
 
 from ..container import (
     RESIDUAL_BLOCKS,
+    RESIDUAL_CONTEXT,
+    RESIDUAL_LEARNED,
     RESIDUAL_NONE,
     RDBlobHeader,
     RDPayload,
@@ -50,13 +52,15 @@ from ..errors import CodecError, CorruptBlobError, ModelMismatchError
 from ..families import register_model
 from ..normalize import NormalizedSlice, normalize_slice, restore_slice, value_range
 from ..weights import ModelCard
-from . import exact, residual
+from . import context, exact, residual, scale_net
 from .coder import TableCoder, Uniform, new_coder
 from .network import DOWNSCALE, MeanScaleHyperprior, entropy_parameters
 from .tables import Tables, scale_table
 
 #: y's stride relative to the slice (z's is DOWNSCALE).
 Y_STRIDE = 16
+#: ``gain_level`` of a version-4 blob coded by the residual model alone (no y, no z; x_hat = mid-range).
+NO_LEARNED_LAYER = 0
 
 
 class EntropyModels:
@@ -100,6 +104,7 @@ class RDCodec:
         operating_points: Sequence[OperatingPoint] | None = None,
         default_quality: int | None = None,
         card: ModelCard | None = None,
+        residual_scale_net: scale_net.IntegerScaleNet | None = None,
     ) -> None:
         if mode != "auto" and mode not in MODES:
             raise ValueError(f"unknown mode {mode!r}; choose auto or one of {MODES}")
@@ -121,6 +126,11 @@ class RDCodec:
         self.default_quality = default_quality or self.qualities
         self.entropy = entropy
         self._table_choice = Uniform(entropy.scales.size)  # the residual layer's per-block table map
+        self._weight_choice = Uniform(2 * context.WEIGHT_HALF)  # predictor weights
+        #: the learned residual scale network (model 3), if the weights file has one
+        self.scale_net = residual_scale_net
+        #: the residual model new blobs use (``container.RESIDUAL_*``)
+        self.residual_model = RESIDUAL_CONTEXT if residual_scale_net is None else RESIDUAL_LEARNED
         # the probability path: float64, CPU, whatever the mode of the transforms
         self._h_s = copy.deepcopy(network.h_s).to("cpu", torch.float64).eval()
         # the pixel path of version-4 blobs: float64 whatever the mode (``exact``)
@@ -152,8 +162,14 @@ class RDCodec:
         depend on the mode, thread count or batching.
         """
         bits = _per_item(bits_stored, len(slices))
-        plans = [self.plan(q, d) for q, d in zip(_per_item(quality, len(slices)),
-                                                 _per_item(max_abs_error, len(slices)))]
+        if isinstance(max_abs_error, bool) or isinstance(quality, bool):
+            raise CodecError(f"model {self.model_id!r}: quality and max_abs_error must be integers, not booleans")
+        try:
+            per_slice = list(zip(_per_item(quality, len(slices)), _per_item(max_abs_error, len(slices))))
+        except TypeError:  # a float or other non-integer given for all slices
+            raise CodecError(f"model {self.model_id!r}: quality and max_abs_error must be integers (or one per "
+                             f"slice), got {quality!r} / {max_abs_error!r}") from None
+        plans = [self.plan(q, d) for q, d in per_slice]
         return [self._encode_one(np.asarray(s), b, plan) for s, b, plan in zip(slices, bits, plans)]
 
     def decode(self, blobs: Sequence[bytes]) -> list[np.ndarray]:
@@ -234,16 +250,29 @@ class RDCodec:
         return exact.level_values(image, geometry.rows, geometry.columns, geometry.value_min, geometry.value_max)
 
     def _encode_one(self, original: np.ndarray, bits: int | None, plan: _Plan) -> bytes:
+        """The blob of one slice; under a bound, the smaller of with and without the learned layer."""
         item = normalize_slice(original, bits, DOWNSCALE)
-        gain = torch.tensor([plan.gain_level - 1])
-        x = torch.from_numpy(item.data[None, None]).double()
-        y = self._exact_run(self._exact.analysis, x, gain)
-        z = torch.round(self._exact_run(self._exact.h_a, y))
-        y_sym, index, z_sym, y_hat = self._latent_symbols(y, z)
-        values = self._levels(y_hat, gain, item)
-        tie_positions, tie_values = exact.find_ties(values, item.value_min, item.value_max)
-        x_hat = exact.round_levels(values, tie_positions, tie_values, item.value_min, item.value_max)
+        blob = self._encode_with(item, original, plan, plan.gain_level)
+        if plan.delta is not None and self.residual_model in (RESIDUAL_CONTEXT, RESIDUAL_LEARNED):
+            alone = self._encode_with(item, original, plan, NO_LEARNED_LAYER)
+            blob = min(blob, alone, key=len)
+        return blob
+
+    def _encode_with(self, item: NormalizedSlice, original: np.ndarray, plan: _Plan, gain_level: int) -> bytes:
         coder = new_coder()
+        if gain_level == NO_LEARNED_LAYER:  # the residual model alone, around the middle of the range
+            x_hat = _flat_base(item)
+            tie_positions = tie_values = np.zeros(0, np.int64)
+            latent: tuple | None = None
+        else:
+            gain = torch.tensor([gain_level - 1])
+            x = torch.from_numpy(item.data[None, None]).double()
+            y = self._exact_run(self._exact.analysis, x, gain)
+            z = torch.round(self._exact_run(self._exact.h_a, y))
+            latent = self._latent_symbols(y, z)
+            values = self._levels(latent[3], gain, item)
+            tie_positions, tie_values = exact.find_ties(values, item.value_min, item.value_max)
+            x_hat = exact.round_levels(values, tie_positions, tie_values, item.value_min, item.value_max)
         delta, model, block, r_over = residual.NO_RESIDUAL, RESIDUAL_NONE, 0, np.zeros(0, np.int32)
         if plan.delta is not None or plan.residual_db is not None:  # pushed first: decoded last
             r = original.astype(np.int64) - x_hat
@@ -253,16 +282,27 @@ class RDCodec:
             else:
                 target = float(plan.residual_db)  # type: ignore[arg-type]
                 symbols, delta = residual.quantize_for_target(r, target, item.value_max - item.value_min)
-            model, block = RESIDUAL_BLOCKS, residual.BLOCK
-            r_over = residual.encode_blocks(coder, symbols, self.entropy.gaussian, self.entropy.scales,
-                                            self._table_choice)
-        y_over = self.entropy.gaussian.encode(coder, y_sym.ravel(), index.ravel())
-        z_over = self.entropy.hyper.encode(coder, z_sym.ravel(), _channel_rows(z_sym.shape))
+            model, block = self.residual_model, residual.BLOCK
+            if model in (RESIDUAL_CONTEXT, RESIDUAL_LEARNED):
+                contexts, count = self._contexts(model)
+                r_over = context.encode(coder, symbols, delta, x_hat,
+                                        context.intensity_classes(x_hat, item.value_min, item.value_max),
+                                        self.entropy.gaussian, self.entropy.scales, self._table_choice,
+                                        self._weight_choice, contexts, count)
+            else:
+                r_over = residual.encode_blocks(coder, symbols, self.entropy.gaussian, self.entropy.scales,
+                                                self._table_choice)
+        y_shape = z_shape = (0, 0, 0)
+        y_over = z_over = np.zeros(0, np.int32)
+        if latent is not None:
+            y_sym, index, z_sym, _ = latent
+            y_over = self.entropy.gaussian.encode(coder, y_sym.ravel(), index.ravel())
+            z_over = self.entropy.hyper.encode(coder, z_sym.ravel(), _channel_rows(z_sym.shape))
+            y_shape, z_shape = _shape3(y_sym.shape[1:]), _shape3(z_sym.shape[1:])
         header = RDBlobHeader(
             model_id=self.model_id, weights_sha256=self.weights_sha256, quality=plan.quality,
-            gain_level=plan.gain_level, residual_delta=delta, residual_block=block, residual_model=model,
-            y_shape=tuple(int(n) for n in y_sym.shape[1:]),  # type: ignore[arg-type]
-            z_shape=tuple(int(n) for n in z_sym.shape[1:]),  # type: ignore[arg-type]
+            gain_level=gain_level, residual_delta=delta, residual_block=block, residual_model=model,
+            y_shape=y_shape, z_shape=z_shape,
             rows=item.rows, columns=item.columns, pad_bottom=item.pad_bottom, pad_right=item.pad_right,
             dtype=item.dtype.name, pixel_representation=item.pixel_representation, bits_stored=item.bits_stored,
             value_min=item.value_min, value_max=item.value_max,
@@ -272,10 +312,14 @@ class RDCodec:
 
     def _decode_exact(self, payload: RDPayload) -> np.ndarray:
         header = payload.header
-        y_hat, coder, overflow = self._decode_latent(payload)
-        values = self._levels(y_hat, torch.tensor([header.gain_level - 1]), header)
-        x_hat = exact.round_levels(values, payload.tie_positions, payload.tie_values, header.value_min,
-                                   header.value_max)
+        if header.gain_level == NO_LEARNED_LAYER:
+            coder, overflow = new_coder(payload.words), payload.overflow
+            x_hat = _flat_base(header)
+        else:
+            y_hat, coder, overflow = self._decode_latent(payload)
+            values = self._levels(y_hat, torch.tensor([header.gain_level - 1]), header)
+            x_hat = exact.round_levels(values, payload.tie_positions, payload.tie_values, header.value_min,
+                                       header.value_max)
         out = self._refine(header, x_hat, coder, overflow)
         low, high = value_range(np.dtype(header.dtype), header.bits_stored)
         return np.clip(out, low, high).astype(header.dtype)
@@ -314,11 +358,16 @@ class RDCodec:
         ph, pw = header.padded_shape
         m, n = self.model.config.latent_channels, self.model.config.channels
         residual_ok = ((header.residual_delta == residual.NO_RESIDUAL and header.residual_model == RESIDUAL_NONE)
-                       or (header.residual_delta != residual.NO_RESIDUAL and header.residual_model == RESIDUAL_BLOCKS
-                           and header.residual_block == residual.BLOCK))
-        if (header.y_shape != (m, ph // Y_STRIDE, pw // Y_STRIDE)
-                or header.z_shape != (n, ph // DOWNSCALE, pw // DOWNSCALE) or ph % DOWNSCALE or pw % DOWNSCALE
-                or not 1 <= header.gain_level <= self.model.config.qualities or not residual_ok
+                       or (header.residual_delta != residual.NO_RESIDUAL and header.residual_block == residual.BLOCK
+                           and (header.residual_model in (RESIDUAL_BLOCKS, RESIDUAL_CONTEXT)
+                                or (header.residual_model == RESIDUAL_LEARNED and self.scale_net is not None))
+                           and (header.container_version >= 4 or header.residual_model == RESIDUAL_BLOCKS)))
+        alone = (header.container_version >= 4 and header.gain_level == NO_LEARNED_LAYER
+                 and header.residual_model in (RESIDUAL_CONTEXT, RESIDUAL_LEARNED) and header.ties == 0)
+        shapes = ((m, ph // Y_STRIDE, pw // Y_STRIDE), (n, ph // DOWNSCALE, pw // DOWNSCALE)) if not alone else (
+            (0, 0, 0), (0, 0, 0))
+        if ((header.y_shape, header.z_shape) != shapes or ph % DOWNSCALE or pw % DOWNSCALE
+                or not (alone or 1 <= header.gain_level <= self.model.config.qualities) or not residual_ok
                 or header.rows * header.columns == 0 or header.value_min > header.value_max):
             raise CorruptBlobError(f"blob latent shapes {header.y_shape}/{header.z_shape}, gain level "
                                    f"{header.gain_level} or residual layer ({header.residual_model}, "
@@ -338,12 +387,32 @@ class RDCodec:
         y_hat = torch.from_numpy(y_flat.reshape(means.shape) + means)  # float64
         return y_hat, coder, overflow[used + used_y :]
 
+    def _contexts(self, model: int) -> tuple[context.ContextFn, int]:
+        """The context function of residual model 2 (activity buckets) or 3 (the learned scale classes)."""
+        net = self.scale_net
+        if model != RESIDUAL_LEARNED or net is None:
+            return context.activity_contexts, context.CONTEXTS
+
+        def learned(features: np.ndarray, flat: np.ndarray, intensity: np.ndarray, step: int) -> np.ndarray:
+            x = scale_net.inputs(features[: context.NEIGHBOURS], features[context.NEIGHBOURS :], flat, intensity,
+                                 step)
+            return flat.astype(np.int64) * scale_net.CLASSES + net(x)
+
+        return learned, 2 * scale_net.CLASSES
+
     def _refine(self, header: RDBlobHeader, x_hat: np.ndarray, coder: object, overflow: np.ndarray) -> np.ndarray:
         """Add the residual layer (if any) to the integer learned reconstruction (int64); check the stream ends."""
         out = x_hat
-        if header.residual_delta != residual.NO_RESIDUAL:
+        if header.residual_model in (RESIDUAL_CONTEXT, RESIDUAL_LEARNED):
+            contexts, count = self._contexts(header.residual_model)
+            symbols, used = context.decode(
+                coder, x_hat.shape, header.residual_delta, x_hat,
+                context.intensity_classes(x_hat, header.value_min, header.value_max), self.entropy.gaussian,
+                self._table_choice, self._weight_choice, overflow, contexts, count)
+        elif header.residual_delta != residual.NO_RESIDUAL:
             symbols, used = residual.decode_blocks(coder, x_hat.shape, self.entropy.gaussian, self._table_choice,
                                                    overflow)
+        if header.residual_delta != residual.NO_RESIDUAL:
             overflow = overflow[used:]
             out = residual.reconstruct(x_hat, symbols, header.residual_delta, header.value_min, header.value_max)
         if overflow.size or not coder.is_empty():  # type: ignore[attr-defined]
@@ -359,6 +428,16 @@ class _Plan:
     gain_level: int
     delta: int | None  # a max_abs_error bound
     residual_db: float | None  # a quality's PSNR target
+
+
+def _shape3(shape: tuple[int, ...]) -> tuple[int, int, int]:
+    c, h, w = (int(n) for n in shape)
+    return c, h, w
+
+
+def _flat_base(geometry: NormalizedSlice | RDBlobHeader) -> np.ndarray:
+    """x_hat of a blob without the learned layer: the middle of the slice's value range everywhere."""
+    return np.full((geometry.rows, geometry.columns), (geometry.value_min + geometry.value_max) // 2, np.int64)
 
 
 def _channel_rows(shape: tuple[int, ...]) -> np.ndarray:
@@ -399,14 +478,15 @@ def rd_codec_from_tensors(
     """An ``RDCodec`` from a hash-checked weights file's tensors and its card (``brotli_quality`` does not
     apply: this family entropy-codes with its own tables)."""
     network = network_from_card(card)
-    state = {k: v.float() for k, v in tensors.items() if not k.startswith("entropy.")}
+    state = {k: v.float() for k, v in tensors.items() if not k.startswith(("entropy.", "residual."))}
     try:
         network.load_state_dict(state, strict=True)
         entropy = EntropyModels(Tables.from_tensors(tensors, _TABLES[0]), Tables.from_tensors(tensors, _TABLES[1]),
                                 tensors["entropy.scales"].double().numpy())
-    except (KeyError, RuntimeError) as exc:
+        net = scale_net.IntegerScaleNet.from_tensors(tensors)
+    except (KeyError, RuntimeError, ValueError) as exc:
         raise CodecError(f"model {card.model_id!r}: weights do not match a {ARCHITECTURE} network: {exc}") from exc
     points = [OperatingPoint.parse(p) for p in card.extra.get("operating_points") or []] or None
     return RDCodec(network.eval(), entropy, model_id=card.model_id, weights_sha256=card.sha256, device=device,
                    mode=cast(Mode, mode), max_batch=max_batch, operating_points=points,
-                   default_quality=card.extra.get("default_quality"), card=card)
+                   default_quality=card.extra.get("default_quality"), card=card, residual_scale_net=net)
