@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 
 from pacs_cae.codec import load_codec
+from pacs_cae.codec.normalize import normalize_slice
 from pacs_cae.codec.rd.codec import RDCodec
 from pacs_cae.codec.rd.network import DOWNSCALE
-from pacs_cae.dicom.pixels import normalize_slice
 
 DELTAS = (0, 1, 2, 4, 8)
 

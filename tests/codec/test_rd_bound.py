@@ -61,8 +61,8 @@ def test_every_pixel_is_within_the_bound(rd: RDCodec, delta: int) -> None:
 @pytest.mark.parametrize("delta", (0, 3))
 def test_with_and_without_the_learned_layer(rd: RDCodec, delta: int) -> None:
     """The encoder keeps the smaller of both; each kind of blob decodes within the bound on its own."""
+    from pacs_cae.codec.normalize import normalize_slice
     from pacs_cae.codec.rd.network import DOWNSCALE
-    from pacs_cae.dicom.pixels import normalize_slice
 
     original = _cases()[1][0]
     item = normalize_slice(original, 12, DOWNSCALE)

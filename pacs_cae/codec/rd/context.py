@@ -148,7 +148,7 @@ def encode(coder: object, symbols: np.ndarray, delta: int, x_hat: np.ndarray, in
     overflow: list[np.ndarray] = []
     for k in range(bounds.size - 2, -1, -1):  # a stack: the last front decoded is pushed first
         part = slice(int(bounds[k]), int(bounds[k + 1]))
-        overflow.append(tables.encode(coder, v[part], table_rows[part]))  # type: ignore[arg-type]
+        overflow.append(tables.encode(coder, v[part], table_rows[part]))
     coder.encode_reverse(table_map.astype(np.int32), table_choice)  # type: ignore[attr-defined]
     coder.encode_reverse((weights.ravel() + WEIGHT_HALF).astype(np.int32), weight_choice)  # type: ignore
     return np.concatenate(overflow[::-1]) if overflow else np.zeros(0, np.int32)
@@ -176,7 +176,7 @@ def decode(coder: object, shape: tuple[int, int], delta: int, x_hat: np.ndarray,
         front = at[int(bounds[k]) : int(bounds[k + 1])]
         features, flat = _features(res, xh, front, offsets, delta)
         ctx = contexts(features, flat, classes[front], step)
-        v, n = tables.decode(coder, table_map[ctx], overflow[used:])  # type: ignore[arg-type]
+        v, n = tables.decode(coder, table_map[ctx], overflow[used:])
         used += n
         res[front] = (v + _mean(features, weights, flat, step)) * step
     q = res.reshape(-1, width)[PAD:, PAD : PAD + columns] // step
