@@ -35,16 +35,16 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.archive.factories import make_mr_series, set_pixels  # noqa: E402
-from tests.e2e import dcmtk  # noqa: E402
-from tests.e2e.server_process import (  # noqa: E402
+from tests.archive.factories import make_mr_series, set_pixels
+from tests.e2e import dcmtk
+from tests.e2e.server_process import (
     clean_environment,
     free_port,
     pacs_cae_command,
@@ -64,6 +64,16 @@ def codec_config(name: str, model: str, device: str, min_psnr_db: float) -> dict
     if name == "cae+gate":
         return {"model": model, "device": device, "gate": True, "min_psnr_db": min_psnr_db}
     raise SystemExit(f"unknown configuration {name!r} (lossless, cae, cae+gate)")
+
+
+def wait_for_scp(port: int, aet: str = "BENCHSCP", timeout: float = 60) -> None:
+    """Wait until a storescp on ``port`` answers C-ECHO (a fixed sleep loses on a loaded machine: A801)."""
+    deadline = time.monotonic() + timeout
+    while dcmtk.run("echoscu", ["-aec", aet, "-to", "5", "127.0.0.1", str(port)], check=False,
+                    timeout=30).returncode != 0:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"storescp on port {port} did not answer C-ECHO within {timeout:.0f} s")
+        time.sleep(0.2)
 
 
 def _timed(fn: Callable[[], object]) -> float:
@@ -119,7 +129,7 @@ def run_one(work: Path, files: list[str], study: str, series_uid: str, codec: di
         scp = subprocess.Popen([str(dcmtk.tool("storescp")), "-aet", "BENCHSCP", "-od", str(work / "move"),
                                 str(move_port)], env=dcmtk.environment())
         try:
-            time.sleep(0.5)
+            wait_for_scp(move_port)
             seconds["C-MOVE"] = _timed(lambda: dcmtk.run(
                 "movescu", [*base, "-S", "-aem", "BENCHSCP", *study_keys, *where], timeout=3600))
         finally:
@@ -207,10 +217,10 @@ def _parallel_operations(work: Path, files: list[str], uids: tuple[str, str], as
     assert all(len(list((work / f"get{i}").iterdir())) == n for i in range(associations))
     move_dir = work / "move-parallel"
     move_dir.mkdir()
-    scp = subprocess.Popen([str(dcmtk.tool("storescp")), "-aet", "BENCHSCP", "+uf", "-od", str(move_dir),
+    scp = subprocess.Popen([str(dcmtk.tool("storescp")), "--fork", "-aet", "BENCHSCP", "+uf", "-od", str(move_dir),
                             str(move_port)], env=dcmtk.environment())
     try:
-        time.sleep(0.5)
+        wait_for_scp(move_port)
         seconds["C-MOVE"] = _parallel([["movescu", *base, "-S", "-aem", "BENCHSCP", *study_keys, *where]
                                        for _ in range(associations)])
     finally:

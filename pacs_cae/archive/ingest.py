@@ -10,7 +10,9 @@ replace the lossless blobs of a whole series by learned-codec blobs when every s
 
 Pixel paths at ingest:
 
-* ``lossless`` - everything with Pixel Data, byte-exact (:mod:`pacs_cae.codec.lossless`).
+* ``lossless`` - everything with Pixel Data, byte-exact (:mod:`pacs_cae.codec.lossless`): verbatim when the
+  instance gets a compression job (its worker re-encodes the bytes: learned codec, or JPEG-LS when the series
+  stays lossless, :mod:`pacs_cae.archive.repack`), else encoded at once.
 * ``none`` - objects without Pixel Data (SR, presentation states, ...): the metadata blob is the object.
 """
 
@@ -28,7 +30,7 @@ from sqlalchemy.orm import Session
 
 from pacs_cae.archive.compression_rules import due_at, eligible, select_rule
 from pacs_cae.archive.errors import ArchiveError, CannotUnderstand, DataSetMismatch, OutOfResources
-from pacs_cae.codec.lossless import PixelLayout, encode_lossless
+from pacs_cae.codec.lossless import PixelLayout, encode_lossless, store_verbatim
 from pacs_cae.config import Settings
 from pacs_cae.dicom.integrity import EncodedDataSet, encoding_problem, pixel_data_problem
 from pacs_cae.dicom.metadata import encode_metadata, received_transfer_syntax
@@ -135,14 +137,10 @@ def _layout(ds: Dataset) -> PixelLayout | None:
         return None
 
 
-def _pixel_blob(ds: Dataset, settings: Settings) -> tuple[str, bytes | None]:
-    """``("none", None)`` for objects without Pixel Data, else ``("lossless", exact blob)``."""
-    if "PixelData" not in ds:
-        return "none", None
-    return "lossless", _lossless_blob(ds, settings)
-
-
-def _lossless_blob(ds: Dataset, settings: Settings) -> bytes:
+def _pixel_blob(ds: Dataset, settings: Settings, *, verbatim: bool) -> bytes:
+    """The exact pixel blob: verbatim (CRC only) when a compression job will re-encode it, else encoded."""
+    if verbatim:
+        return store_verbatim(ds.PixelData)
     return encode_lossless(ds.PixelData, _layout(ds), brotli_quality=settings.codec.brotli_quality)
 
 
@@ -193,16 +191,16 @@ def _ingest(ds: Dataset, *, settings: Settings, database: Database, calling_aet:
     except (TranscodeError, ValueError, TypeError) as exc:
         raise CannotUnderstand(f"big-endian data set cannot be normalised: {exc}", STATUS_UNENCODABLE) from exc
     try:
-        metadata_blob = encode_metadata(ds, quality=settings.codec.brotli_quality)
+        metadata_blob = encode_metadata(ds, quality=settings.codec.brotli_quality, encoded=encoded)
     except Exception as exc:
         raise CannotUnderstand(f"data set cannot be encoded: {exc}", STATUS_UNENCODABLE) from exc
+    sop_instance = str(ds.SOPInstanceUID).strip()
+    has_pixels = "PixelData" in ds
     try:
-        storage, pixel_blob = _pixel_blob(ds, settings)
-        original_bytes = len(ds.PixelData) if "PixelData" in ds else 0
+        original_bytes = len(ds.PixelData) if has_pixels else 0
     except Exception as exc:
         raise CannotUnderstand(f"Pixel Data cannot be read: {exc}", STATUS_UNENCODABLE) from exc
-
-    sop_instance = str(ds.SOPInstanceUID).strip()
+    storage = "lossless" if has_pixels else "none"
     try:
         record = InstanceRecord.from_dataset(ds, storage=storage, original_pixel_bytes=original_bytes,
                                              calling_aet=calling_aet)
@@ -211,6 +209,13 @@ def _ingest(ds: Dataset, *, settings: Settings, database: Database, calling_aet:
     rule = select_rule(settings, record)
     if rule is not None and not eligible(ds, settings.codec)[0]:
         rule = None  # the codec cannot take these pixels: no job (a worker would keep them lossless anyway)
+    try:
+        # A job follows (the worker encodes the series later): the bytes as received, nothing to wait for.
+        # (a rule that waits days keeps the encoded form meanwhile)
+        verbatim = rule is not None and rule.after_days <= 0
+        pixel_blob = _pixel_blob(ds, settings, verbatim=verbatim) if has_pixels else None
+    except Exception as exc:
+        raise CannotUnderstand(f"Pixel Data cannot be read: {exc}", STATUS_UNENCODABLE) from exc
 
     try:
         with database.session() as session:

@@ -18,6 +18,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from pacs_cae.archive.compression import EncoderSource, RunReport, compress_claimed
+from pacs_cae.archive.repack import repack
 from pacs_cae.config import Settings
 from pacs_cae.store import jobs
 from pacs_cae.store.db import Database
@@ -49,6 +50,8 @@ class CompressionWorker:
                                  max_attempts=c.max_attempts, ignore_delay=ignore_delay)
         if not claimed:
             return None
+        # C-STORE wrote these series' pixels verbatim: the exact lossless encoding first (see repack)
+        repack(self.database, [job.series_pk for job in claimed], brotli_quality=self.settings.codec.brotli_quality)
         return compress_claimed(self.database, self.settings, self.encoders, self.owner, claimed)
 
     def outstanding(self, *, ignore_delay: bool = False) -> int:

@@ -8,10 +8,11 @@ are kept verbatim.
 
 Blob layout (little-endian)::
 
-    magic "PCLL" | version u8 (1) | method u8 (1 = Brotli, 2 = JPEG-LS) | flags u8 (bit 0: sign bit flipped)
+    magic "PCLL" | version u8 (1) | method u8 (0 = verbatim, 1 = Brotli, 2 = JPEG-LS) | flags u8 (bit 0: sign bit flipped)
     itemsize u8 | rows u32 | columns u32 | frames u32 | original length u64 | CRC-32 of the original bytes u32
     Brotli:  payload
     JPEG-LS: frames x (stream length u32) | streams | trailing bytes (original length - frame bytes)
+    verbatim: the original bytes (the C-STORE fast path, :func:`store_verbatim`; a worker re-encodes them)
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ except Exception:  # pragma: no cover - depends on the installed wheel
 
 MAGIC = b"PCLL"
 VERSION = 1
+METHOD_VERBATIM = 0
 METHOD_BROTLI = 1
 METHOD_JPEGLS = 2
 _FLAG_SIGNED = 1
@@ -98,6 +100,20 @@ def encode_lossless(data: bytes, layout: PixelLayout | None = None, *, brotli_qu
     return header + brotli.compress(data, quality=brotli_quality)
 
 
+def store_verbatim(data: bytes) -> bytes:
+    """``data`` unchanged behind the blob header (CRC-32 checked): what C-STORE writes without waiting for a codec.
+
+    Costs a CRC and one copy; a compression worker later replaces it by :func:`encode_lossless` or a lossy blob.
+    """
+    header = _HEADER.pack(MAGIC, VERSION, METHOD_VERBATIM, 0, 1, 0, 0, 0, len(data), zlib.crc32(data))
+    return header + bytes(data)
+
+
+def is_verbatim(blob: bytes) -> bool:
+    """Whether ``blob`` is a :func:`store_verbatim` blob (still to be encoded by a worker)."""
+    return len(blob) >= _HEADER.size and blob[:4] == MAGIC and blob[5] == METHOD_VERBATIM
+
+
 def decode_lossless(blob: bytes) -> bytes:
     """The exact original bytes; raises ``CorruptBlobError`` on any damage (checked by CRC-32)."""
     view = memoryview(blob)
@@ -109,7 +125,9 @@ def decode_lossless(blob: bytes) -> bytes:
     if version != VERSION:
         raise CorruptBlobError(f"unsupported lossless blob version {version} (this build reads {VERSION})")
     try:
-        if method == METHOD_BROTLI:
+        if method == METHOD_VERBATIM:
+            data = bytes(view[_HEADER.size :])
+        elif method == METHOD_BROTLI:
             data = brotli.decompress(bytes(view[_HEADER.size :]))
         elif method == METHOD_JPEGLS:
             data = _decode_jpegls(view, flags, itemsize, rows, cols, nframes, length)

@@ -12,6 +12,7 @@ from pacs_cae.store.repository import (
 from pacs_cae.store.schema import CodecModel, Instance, InstanceBlob, Patient, Series, Study
 
 __all__ = [
+    "QUALITY_GATE_REASON",
     "CodecModel",
     "Database",
     "HierarchyConflict",
@@ -20,11 +21,10 @@ __all__ = [
     "InstanceRecord",
     "InvalidRecord",
     "Patient",
-    "QUALITY_GATE_REASON",
     "SchemaOutOfDate",
     "Series",
-    "Study",
     "StoredInstance",
+    "Study",
     "ensure_schema",
     "load_instance_rows",
     "upsert_instance",
