@@ -125,7 +125,9 @@ def compress_claimed(database: Database, settings: Settings, encoders: EncoderSo
         # codec.quality is the operating point of the configured model; a rule naming another model uses
         # that model's default point
         quality = settings.codec.quality if model in ("", settings.codec.model) else None
-        _encode_and_judge(settings, encoders.encoder_for(model), group, quality)
+        encoder = encoders.encoder_for(model)
+        _encode_and_judge(settings, encoder, group, quality,
+                          getattr(encoders, "missing_reason", lambda _m: None)(model) if encoder is None else None)
     with database.session() as session:
         jobs.renew(session, claimed, owner, settings.compression.lease_s)
     report = RunReport()
@@ -173,11 +175,11 @@ def _prepare(database: Database, settings: Settings, job: ClaimedJob) -> _Series
 
 
 def _encode_and_judge(settings: Settings, encoder: Encoder | None, group: list[_Series],
-                      quality: int | None = None) -> None:
+                      quality: int | None = None, missing_reason: str | None = None) -> None:
     """Encode every slice of ``group`` in one call, decode, and set each slice's floor reason (steps 2-3)."""
     if encoder is None:
         for series in group:
-            series.lossless_reason = f"{SERIES_LOSSLESS_REASON}: no codec model loaded"
+            series.lossless_reason = f"{SERIES_LOSSLESS_REASON}: {missing_reason or 'no codec model loaded'}"
         return
     slices = [s for series in group for s in series.slices]
     try:

@@ -6,13 +6,17 @@ repack is byte-for-byte what it sent, and the floors' ``require_gain`` sees the 
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 from sqlalchemy import select
 
 from pacs_cae.archive.repack import repack
 from pacs_cae.archive.service import Archive
+from pacs_cae.archive.workers import CompressionWorker, FloorAwareEncoders
 from pacs_cae.codec.errors import CorruptBlobError
 from pacs_cae.codec.lossless import decode_lossless, encode_lossless, is_verbatim, store_verbatim
+from pacs_cae.codec.weights import ModelCard
 from pacs_cae.config import CompressionRule
 from pacs_cae.store.schema import Instance, InstanceBlob
 from tests.archive.factories import make_mr_series
@@ -74,3 +78,38 @@ def test_no_job_means_encoded_at_once(open_archive) -> None:
     assert archive.store(ds).compression_rule is None
     [(_, blob)] = _rows(archive)
     assert not is_verbatim(blob) and decode_lossless(blob) == ds.PixelData
+
+
+def test_worker_skips_a_model_whose_card_cannot_meet_the_psnr_floor(open_archive) -> None:
+    """cae-paper's card says ~32 dB; at the 50 dB default floor the worker must not spend CPU on it."""
+
+    archive: Archive = open_archive(gate=True, min_psnr_db=50.0)
+    series = [reread(ds) for ds in make_mr_series(2, 64, 64)]
+    for ds in series:
+        archive.store(ds)
+
+    class Weak:
+        model_id, weights_sha256 = "weak", "0" * 64
+        card = ModelCard("weak", "cae", "0" * 64, True, extra={"psnr_db": 31.8,
+                                                                  "best_val_psnr_db_during_training": 32.2})
+
+        def encode(self, slices, **_):  # type: ignore[no-untyped-def]
+            raise AssertionError("a model that cannot meet the floor was run")
+
+        decode = encode
+
+    class Source:
+        def encoder_for(self, model: str) -> Weak:
+            return Weak()
+
+    report = CompressionWorker(archive.database, archive.settings, Source()).run(
+        threading.Event(), drain=True, ignore_delay=True)
+    assert (report.compressed, report.kept_lossless, report.failed_jobs) == (0, 2, 0)
+    for inst, blob in _rows(archive):
+        assert inst.storage == "lossless" and "cannot meet min_psnr_db 50" in (inst.fallback_reason or "")
+        assert not is_verbatim(blob)  # still re-encoded exactly
+    for ds in series:
+        assert load_one(archive, ds.SOPInstanceUID) == ds
+    # an unmeasured card (or a floor the card reaches) is not skipped: the floors decide per slice
+    archive2: Archive = open_archive(gate=True, min_psnr_db=30.0)
+    assert FloorAwareEncoders(Source(), archive2.settings).encoder_for("weak") is not None
