@@ -110,6 +110,29 @@ class SubAssociation:
 
     def on_accepted(self, event: Event) -> None:
         self.assoc = event.assoc
+        keep_responses_for_the_sender(event.assoc)
+
+
+def keep_responses_for_the_sender(assoc: Any) -> None:
+    """Close a race in pynetdicom 3.0's reactor pause, which loses C-STORE responses of C-MOVE sub-operations.
+
+    ``send_c_store`` clears ``_reactor_checkpoint`` and goes on once ``_is_paused`` is true; the reactor sets
+    ``_is_paused`` just before ``_reactor_checkpoint.wait()`` and clears it just after. When the reactor thread
+    is preempted between the two (likely with busy threads on two cores), the sender sends while the reactor
+    still runs one more poll: it takes the C-STORE-RSP off the queue, logs "Received unexpected C-STORE
+    service message" and drops it, and the sender waits out the DIMSE timeout (a failed sub-operation; seen
+    with 4 parallel C-MOVEs). Here a response the reactor takes while a sender has paused it goes back on the
+    queue, to the sender waiting for it.
+    """
+    serve = assoc._serve_request
+
+    def serve_request(msg: Any, context_id: int) -> None:
+        if not getattr(msg, "is_valid_request", True) and not assoc._reactor_checkpoint.is_set():
+            assoc.dimse.msg_queue.put((context_id, msg))
+            return
+        serve(msg, context_id)
+
+    assoc._serve_request = serve_request
 
 
 def _undeliverable(ref: Any) -> Dataset:
@@ -171,12 +194,12 @@ class ArchiveHandlers:
         The archive checks the data set (missing UIDs 0xC001 before a mismatch with the request 0xA900, an
         incomplete stream or Pixel Data 0xC003, ...); a data set pydicom cannot decode at all is 0xC000.
         """
-        request = event.request
+        request: Any = event.request  # a C_STORE primitive on this event
         try:
             ds = event.dataset
             ds.file_meta = event.file_meta
             ds_instance = str(ds.get("SOPInstanceUID", ""))
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - anything pydicom raises means: cannot understand
             LOG.error("C-STORE from %s: data set cannot be parsed: %s", _calling_aet(event), exc)
             return CANNOT_UNDERSTAND
         try:
@@ -226,7 +249,7 @@ class ArchiveHandlers:
         model = GET_MODELS.get(str(event.request.AffectedSOPClassUID), "S")
         try:
             refs = self.archive.locate(model, _identifier(event))
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - answered as the retrieve's failure status
             yield 1  # pynetdicom wants the count first; the failure below then ends the operation
             yield self._locate_failure(event, "C-GET", exc)
             return
@@ -246,7 +269,7 @@ class ArchiveHandlers:
         try:
             refs = self.archive.locate(model, _identifier(event))
             failure = None
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - answered as the retrieve's failure status
             refs, failure = [], exc
         # pynetdicom opens the sub-association with these keyword arguments to AE.associate()
         options: dict[str, Any] = {}
@@ -289,7 +312,7 @@ class ArchiveHandlers:
                     result = for_peer(result, accepted_syntaxes(assoc, str(result.SOPClassUID)))
                 except ArchiveError as exc:
                     result = exc
-                except Exception as exc:  # noqa: BLE001 - one bad instance fails alone, the rest go on
+                except Exception as exc:
                     LOG.exception("retrieve: instance %s cannot be converted", _ref_uid(ref))
                     result = ArchiveError(CANNOT_UNDERSTAND, f"{type(exc).__name__}: {exc}")
             if isinstance(result, Exception):
