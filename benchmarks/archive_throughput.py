@@ -1,27 +1,22 @@
-"""Archive throughput over the network: a real `pacs-cae serve` driven by DCMTK, per codec configuration.
+"""Archive throughput over the network: a real `pacs-cae serve` driven by DCMTK, against Orthanc in the same run.
 
-For each configuration a fresh server and database: storescu of a generated 512x512 12-bit MR series (60
-slices by default), an IMAGE-level findscu, a STUDY-level getscu and a STUDY-level movescu to a local
-storescp. The table gives images/s and, because this machine is noisy, the ratio of each time to the
-lossless reference measured in the same run (the archive with ``codec.model = "none"``: same server, same
-database, no CAE); then the server's resident memory (RSS after start, peak = VmHWM over the whole run, at
-the end); and what `pacs-cae stats` says each configuration stored.
+    python benchmarks/archive_throughput.py --slices 60 --configs lossless,cae+gate --associations 1,4 \
+        [--model cae-paper] [--min-psnr-db 20] [--database-url URL] [--device auto] [--volume NIfTI]
 
-    python benchmarks/archive_throughput.py [--slices 60] [--model cae-paper] [--configs lossless,cae,cae+gate]
-        [--min-psnr-db 20] [--database-url URL] [--device auto]
+For each configuration (``lossless`` = ``codec.model = "none"``; ``cae`` / ``cae+gate`` = the learned codec,
+without / with the quality floors) and each association count, a fresh server and database: the generated
+512x512 12-bit MR series (60 slices by default) is sent with storescu (split over N parallel associations),
+the backlog is drained by one in-process worker (learned-codec configurations), then N parallel IMAGE-level
+findscu, STUDY-level getscu and STUDY-level movescu (to a local storescp --fork) run on the stored series.
+When Debian's Orthanc 1.10 is installed (``/usr/sbin/Orthanc``) the same operations run against it, started
+here on loopback with TCP_NODELAY=1, its own configuration and storage in a temporary directory, stopped by
+its pid. DCMTK runs with TCP_NODELAY=1 (Debian's build otherwise leaves Nagle on); the server sets it too.
 
-DCMTK runs with TCP_NODELAY=1 (Debian's build otherwise leaves Nagle on); the server sets it on its sockets.
-Reuses the end-to-end harness (tests/e2e) and the phantom factories (tests/archive), so the benchmark and
-the tests exercise the same path.
-
-Deferred compression (issue 12; ``--associations 1,4``, ``--orthanc auto``): C-STORE answers once the lossless
-copy and its job committed, so every configuration's C-STORE is the fast path; for codec configurations the
-backlog is then drained in this process by one worker (the table's "drain slices/s", next to the codec's own
-batched encode rate on the same slices), and C-FIND/C-GET/C-MOVE run on the compressed series. With N
-associations, C-STORE splits the files over N parallel storescu and each retrieve runs N times in parallel.
-When Debian's Orthanc 1.10 is installed (``/usr/sbin/Orthanc``) it runs the same operations, started here on
-loopback with TCP_NODELAY=1 and its own configuration and storage in a temporary directory, stopped by pid; the
-ratio table is then against Orthanc.
+One table: images/s per operation with x = pacs-cae / Orthanc images/s at the same association count (this
+machine is noisy: read the ratios), the drain rate (slices/s, one worker) and stored bytes per slice; below
+it the codec's own batched encode and decode rates on the same slices (the references of the drain target
+and of the learned-codec retrieve overhead). Reuses the end-to-end harness (tests/e2e) and the phantom
+factories (tests/archive), so the benchmark and the tests exercise the same path.
 """
 
 from __future__ import annotations
@@ -61,6 +56,16 @@ def codec_config(name: str, model: str, device: str, min_psnr_db: float) -> dict
     if name == "cae+gate":
         return {"model": model, "device": device, "gate": True, "min_psnr_db": min_psnr_db}
     raise SystemExit(f"unknown configuration {name!r} (lossless, cae, cae+gate)")
+
+
+def wait_for_scp(port: int, aet: str = "BENCHSCP", timeout: float = 60) -> None:
+    """Wait until a storescp on ``port`` answers C-ECHO (a fixed sleep loses on a loaded machine: A801)."""
+    deadline = time.monotonic() + timeout
+    while dcmtk.run("echoscu", ["-aec", aet, "-to", "5", "127.0.0.1", str(port)], check=False,
+                    timeout=30).returncode != 0:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"storescp on port {port} did not answer C-ECHO within {timeout:.0f} s")
+        time.sleep(0.2)
 
 
 def _timed(fn: Callable[[], object]) -> float:
@@ -116,7 +121,7 @@ def run_one(work: Path, files: list[str], study: str, series_uid: str, codec: di
         scp = subprocess.Popen([str(dcmtk.tool("storescp")), "-aet", "BENCHSCP", "-od", str(work / "move"),
                                 str(move_port)], env=dcmtk.environment())
         try:
-            time.sleep(0.5)
+            wait_for_scp(move_port)
             seconds["C-MOVE"] = _timed(lambda: dcmtk.run(
                 "movescu", [*base, "-S", "-aem", "BENCHSCP", *study_keys, *where], timeout=3600))
         finally:
@@ -157,14 +162,18 @@ def _drain(config: Path, n: int) -> dict[str, float]:
     return {"drain": elapsed}
 
 
-def encode_rate(series: list, model: str, device: str, batch_size: int) -> float:
-    """The codec's own batched encode rate on the benchmark's slices (slices/s): the drain's reference."""
+def codec_rates(series: list, model: str, device: str, batch_size: int) -> tuple[float, float]:
+    """The codec's own batched encode and decode rates on the benchmark's slices (slices/s), as
+    benchmarks/codec_speed.py measures them: the references of the drain and of the learned-codec retrieves."""
     from pacs_cae.codec import CodecRegistry
 
     codec = CodecRegistry(None, device, max_batch=batch_size).get(model)
     slices = [ds.pixel_array for ds in series]
-    codec.encode(slices[:batch_size], bits_stored=12)  # warm-up
-    return len(slices) / _timed(lambda: codec.encode(slices, bits_stored=12))
+    codec.decode(codec.encode(slices[:batch_size], bits_stored=12))  # warm-up
+    blobs: list[bytes] = []
+    encode_s = _timed(lambda: blobs.extend(codec.encode(slices, bits_stored=12)))
+    decode_s = _timed(lambda: codec.decode(blobs))
+    return len(slices) / encode_s, len(slices) / decode_s
 
 
 def _parallel(commands: list[list[str]], timeout: float = 3600) -> float:
@@ -204,10 +213,10 @@ def _parallel_operations(work: Path, files: list[str], uids: tuple[str, str], as
     assert all(len(list((work / f"get{i}").iterdir())) == n for i in range(associations))
     move_dir = work / "move-parallel"
     move_dir.mkdir()
-    scp = subprocess.Popen([str(dcmtk.tool("storescp")), "-aet", "BENCHSCP", "+uf", "-od", str(move_dir),
+    scp = subprocess.Popen([str(dcmtk.tool("storescp")), "--fork", "-aet", "BENCHSCP", "+uf", "-od", str(move_dir),
                             str(move_port)], env=dcmtk.environment())
     try:
-        time.sleep(0.5)
+        wait_for_scp(move_port)
         seconds["C-MOVE"] = _parallel([["movescu", *base, "-S", "-aem", "BENCHSCP", *study_keys, *where]
                                        for _ in range(associations)])
     finally:
@@ -257,37 +266,49 @@ def run_orthanc(work: Path, files: list[str], uids: tuple[str, str], association
     return seconds, stored
 
 
-def print_issue12_tables(n: int, rows: dict[tuple[str, int], dict], stats: dict[tuple[str, int], dict],
-                         orthanc: dict[int, tuple[dict, int]], encode_per_s: float | None) -> None:
-    """Images/s per operation and association count, ratios against Orthanc (else lossless), drain rates."""
+def print_table(n: int, source: str, args: argparse.Namespace, rows: dict[tuple[str, int], dict],
+                stats: dict[tuple[str, int], dict], orthanc: dict[int, tuple[dict, int]],
+                rates: tuple[float, float] | None) -> None:
+    """One table from one run: images/s per operation and association count, x = pacs-cae / Orthanc images/s
+    at the same association count (else / the lossless configuration), drain rate and stored bytes."""
     reference_name = "Orthanc" if orthanc else "lossless"
-    print(f"\nimages/s by associations; x = pacs-cae images/s / {reference_name} images/s in this run "
-          "(retrieves: each association fetches the whole study)")
-    print(f"{'system':<10} {'assoc':>5} " + " ".join(f"{op + ' img/s':>13} {'x':>5}" for op in OPERATIONS))
+    db = (args.database_url or "sqlite").split(":")[0]
+    print(f"\narchive throughput: {n} slices 512x512 12-bit ({source}), model {args.model}, device {args.device}, "
+          f"database {db}, DCMTK clients; x = images/s / {reference_name} images/s at the same association count, "
+          "in this run (each retrieve association fetches the whole study)")
+    header = " ".join(f"{op + ' img/s':>13} {'x':>5}" for op in OPERATIONS)
+    print(f"{'system':<10} {'assoc':>5} {header} {'drain sl/s':>10} {'stored B/slice':>14}  stored as")
     table = dict(rows)
     for assoc, (seconds, _) in orthanc.items():
         table[("Orthanc", assoc)] = seconds
-    for (name, assoc), seconds in sorted(table.items(), key=lambda kv: (kv[0][1], kv[0][0] != "Orthanc")):
+    for (name, assoc), seconds in sorted(table.items(), key=lambda kv: (kv[0][1], kv[0][0] != "Orthanc", kv[0][0])):
         ref = orthanc[assoc][0] if orthanc else table[("lossless", assoc)]
         cells = []
         for op in OPERATIONS:
             images = n if op == "C-STORE" else n * assoc
             cells.append(f"{images / seconds[op]:>13.1f} {ref[op] / seconds[op]:>5.2f}")
-        print(f"{name:<10} {assoc:>5} " + " ".join(cells))
-    print(f"\n{'system':<10} {'assoc':>5} {'drain slices/s':>15} {'encode slices/s':>16} {'drain/encode':>13} "
-          f"{'stored B/slice':>15} {'stored as':<24}")
+        drain = f"{n / seconds['drain']:.1f}" if "drain" in seconds else "-"
+        if name == "Orthanc":
+            stored, storage = orthanc[assoc][1] / n, "files on disk"
+        else:
+            s = stats[(name, assoc)]
+            stored = s["stored_pixel_bytes"] / n
+            storage = ", ".join(f"{g['storage']}:{g['instances']}" for g in s["by_storage"])
+        print(f"{name:<10} {assoc:>5} {' '.join(cells)} {drain:>10} {stored:>14.0f}  {storage}")
+    if rates is None:
+        return
+    encode_per_s, decode_per_s = rates
+    print(f"\ncodec {args.model} alone on these slices (batch 8, as benchmarks/codec_speed.py): "
+          f"encode {encode_per_s:.1f} slices/s, decode {decode_per_s:.1f} slices/s")
     for (name, assoc), seconds in sorted(rows.items(), key=lambda kv: (kv[0][1], kv[0][0])):
-        s = stats[(name, assoc)]
-        drain = n / seconds["drain"] if "drain" in seconds else None
-        ratio = f"{drain / encode_per_s:>13.2f}" if drain and encode_per_s else f"{'-':>13}"
-        storage = ", ".join(f"{g['storage']}:{g['instances']}" for g in s["by_storage"])
-        print(f"{name:<10} {assoc:>5} {(f'{drain:.1f}' if drain else '-'):>15} "
-              f"{(f'{encode_per_s:.1f}' if encode_per_s and drain else '-'):>16} {ratio} "
-              f"{s['stored_pixel_bytes'] / n:>15.0f} {storage:<24}")
-    for assoc, (_, stored) in orthanc.items():
-        print(f"{'Orthanc':<10} {assoc:>5} {'-':>15} {'-':>16} {'-':>13} {stored / n:>15.0f} files on disk")
-
-
+        if "drain" not in seconds:
+            continue
+        drain = n / seconds["drain"]
+        decode_s = n * assoc / decode_per_s  # every association decodes the whole study
+        overhead = {op: seconds[op] / decode_s - 1 for op in ("C-GET", "C-MOVE")}
+        print(f"{name:<10} {assoc:>5} drain/encode {drain / encode_per_s:.2f} (target >= 0.80); "
+              f"network+DB overhead over the codec's decode: C-GET {overhead['C-GET']:+.0%}, "
+              f"C-MOVE {overhead['C-MOVE']:+.0%} (target <= +25%)")
 
 
 def main() -> int:
@@ -346,29 +367,9 @@ def main() -> int:
             for assoc in counts:
                 orthanc[assoc] = run_orthanc(Path(tmp) / f"orthanc-x{assoc}", files, (
                     str(series[0].StudyInstanceUID), str(series[0].SeriesInstanceUID)), assoc)
-        encode_per_s = (encode_rate(series, args.model, args.device, 8) if len(names) > 1 else None)
+        rates = codec_rates(series, args.model, args.device, 8) if len(names) > 1 else None
 
-
-    n = len(series)
-    db = (args.database_url or "sqlite").split(":")[0]
-    print(f"\narchive throughput: {n} slices 512x512 12-bit ({source}), model {args.model}, device {args.device}, "
-          f"database {db}; x = time / lossless reference time in this run")
-    print(f"{'configuration':<10} " + " ".join(f"{op + ' img/s':>13} {'x':>5}" for op in OPERATIONS))
-    reference = results["lossless"][0]
-    for name, (seconds, _, _) in results.items():
-        cells = [f"{n / seconds[op]:>13.1f} {seconds[op] / reference[op]:>5.2f}" for op in OPERATIONS]
-        print(f"{name:<10} " + " ".join(cells))
-    print(f"\n{'configuration':<10} {'RSS start MB':>12} {'peak MB':>9} {'x':>5} {'end MB':>8}")
-    peak_reference = results["lossless"][2]["peak"]
-    for name, (_, _, memory) in results.items():
-        print(f"{name:<10} {memory['start']:>12.0f} {memory['peak']:>9.0f} {memory['peak'] / peak_reference:>5.2f} "
-              f"{memory['end']:>8.0f}")
-    print(f"\n{'configuration':<10} {'stored as':<28} {'original MB':>11} {'stored MB':>10} {'ratio':>7}")
-    for name, (_, stats, _) in results.items():
-        storage = ", ".join(f"{g['storage']}:{g['instances']}" for g in stats["by_storage"])
-        print(f"{name:<10} {storage:<28} {stats['original_bytes'] / 1e6:>11.2f} "
-              f"{stats['stored_bytes'] / 1e6:>10.2f} {stats['ratio'] or 0:>7.2f}")
-    print_issue12_tables(n, rows, stats_by, orthanc, encode_per_s)
+    print_table(len(series), source, args, rows, stats_by, orthanc, rates)
     return 0
 
 

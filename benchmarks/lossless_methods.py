@@ -4,7 +4,7 @@ Run:  python benchmarks/lossless_methods.py [--model mshp-v1] [--synthetic 4] [-
 
 Slices: the real clinical MR that ships in installed packages (pydicom, pydicom-data, nibabel:
 ``pacs_cae.evaluation.packaged_mr``; evaluation only, never training), every frame, plus ``--synthetic`` 512x512
-12-bit phantom head slices (``tests/archive/factories``) with scanner-like Rician noise and bias field
+12-bit phantom head slices (``pacs_cae.testing.factories``) with scanner-like Rician noise and bias field
 (``pacs_cae.train.mr_realism``). Each slice goes through
 ``pacs_cae.codec.lossless.encode_lossless`` with one method at a time, and with the worker's choice
 (``SMALLEST_METHODS``, smallest verified stream per frame), exactly as the archive stores it (container

@@ -73,6 +73,8 @@ class DatabaseSettings:
 
     url: str = f"sqlite:///{DEFAULT_DATA_DIR}/archive.db"
     auto_upgrade: bool = True  # applies to SQLite only; PostgreSQL is upgraded by `pacs-cae db upgrade`
+    # SQLite only: NORMAL = committed data survives a process crash, FULL = also a power loss (fsync per commit)
+    sqlite_synchronous: str = "normal"
 
     def sqlite_path(self) -> Path | None:
         """The database file of a file-backed SQLite URL (relative to the working directory), else None."""
@@ -410,6 +412,8 @@ def _validate(s: Settings) -> None:
         (0 < s.codec.min_columns <= s.codec.max_columns, "codec.min_columns must be in 1..max_columns"),
         (s.log_level.upper() in LOG_LEVELS, f"log_level must be one of {LOG_LEVELS}, got {s.log_level!r}"),
         (bool(s.database.url), "database.url must not be empty"),
+        (s.database.sqlite_synchronous.strip().upper() in ("NORMAL", "FULL", "EXTRA"),
+         f"database.sqlite_synchronous must be normal, full or extra, got {s.database.sqlite_synchronous!r}"),
         # TLS: a key or CA bundle without a certificate would silently leave the port on plain TCP.
         (bool(s.server.tls_certificate) or not s.server.tls_private_key,
          "server.tls_private_key is set but server.tls_certificate is not"),

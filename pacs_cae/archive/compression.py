@@ -84,6 +84,10 @@ class EncoderSource(Protocol):
 
     def encoder_for(self, model: str) -> SliceCodec | None: ...
 
+    def missing_reason(self, model: str) -> str | None:
+        """Why ``encoder_for(model)`` gave None, when there is more to say than "no model loaded"."""
+        ...
+
 
 @dataclass
 class _Slice:
@@ -173,7 +177,9 @@ def compress_claimed(database: Database, settings: Settings, encoders: EncoderSo
         if series.error is None and series.lossless_reason is None and series.rule is not None and series.slices:
             by_plan[plan_for(settings, series.rule, encoders.encoder_for(series.rule.model))].append(series)
     for plan, group in by_plan.items():
-        _encode_and_judge(settings, encoders.encoder_for(plan.model), group, plan)
+        encoder = encoders.encoder_for(plan.model)
+        _encode_and_judge(settings, encoder, group, plan,
+                          encoders.missing_reason(plan.model) if encoder is None else None)
     decided = [_decide(series) for series in work]
     for series, (_, _, keep) in zip(work, decided):
         if series.error is None:
@@ -249,11 +255,12 @@ def _prepare(database: Database, settings: Settings, job: ClaimedJob) -> _Series
     return series
 
 
-def _encode_and_judge(settings: Settings, encoder: SliceCodec | None, group: list[_Series], plan: Plan) -> None:
+def _encode_and_judge(settings: Settings, encoder: SliceCodec | None, group: list[_Series], plan: Plan,
+                      missing_reason: str | None = None) -> None:
     """Encode every slice of ``group`` in one call, decode, and set each slice's floor reason (steps 2-3)."""
     if encoder is None:
         for series in group:
-            series.lossless_reason = f"{SERIES_LOSSLESS_REASON}: no codec model loaded"
+            series.lossless_reason = f"{SERIES_LOSSLESS_REASON}: {missing_reason or 'no codec model loaded'}"
         return
     slices = [s for series in group for s in series.slices]
     try:

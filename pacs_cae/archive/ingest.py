@@ -10,7 +10,9 @@ replace the lossless blobs of a whole series by learned-codec blobs when every s
 
 Pixel paths at ingest:
 
-* ``lossless`` - everything with Pixel Data, byte-exact (:mod:`pacs_cae.codec.lossless`).
+* ``lossless`` - everything with Pixel Data, byte-exact (:mod:`pacs_cae.codec.lossless`): verbatim when the
+  instance gets a compression job (its worker re-encodes the bytes: learned codec, or JPEG-LS when the series
+  stays lossless, :mod:`pacs_cae.archive.repack`), else encoded at once.
 * ``none`` - objects without Pixel Data (SR, presentation states, ...): the metadata blob is the object.
 """
 
@@ -29,7 +31,7 @@ from sqlalchemy.orm import Session
 from pacs_cae.archive.compression_rules import due_at, eligible, select_rule
 from pacs_cae.archive.errors import ArchiveError, CannotUnderstand, DataSetMismatch, OutOfResources
 from pacs_cae.archive.received import ReceivedInstance
-from pacs_cae.codec.lossless import encode_lossless
+from pacs_cae.codec.lossless import encode_lossless, store_verbatim
 from pacs_cae.config import Settings
 from pacs_cae.dicom.integrity import EncodedDataSet, encoding_problem, pixel_data_problem
 from pacs_cae.dicom.metadata import encode_metadata
@@ -123,12 +125,11 @@ def validate(ds: Dataset, affected_sop_class: str | None = None,
         raise CannotUnderstand(problem, status=STATUS_INCOMPLETE)
 
 
-def _pixel_blob(received: ReceivedInstance, settings: Settings) -> tuple[StorageKind, bytes | None]:
-    """``("none", None)`` for objects without Pixel Data, else ``("lossless", exact blob)``."""
-    if not received.has_pixel_data:
-        return StorageKind.NONE, None
-    return StorageKind.LOSSLESS, encode_lossless(received.dataset.PixelData, received.layout,
-                                       brotli_quality=settings.codec.brotli_quality)
+def _pixel_blob(received: ReceivedInstance, settings: Settings, *, verbatim: bool) -> bytes:
+    """The exact pixel blob: verbatim (CRC only) when a compression job will re-encode it, else encoded."""
+    if verbatim:
+        return store_verbatim(received.dataset.PixelData)
+    return encode_lossless(received.dataset.PixelData, received.layout, brotli_quality=settings.codec.brotli_quality)
 
 
 def duplicate_policy(settings: Settings, calling_aet: str) -> DuplicatePolicy:
@@ -179,7 +180,7 @@ def _ingest(ds: Dataset, *, settings: Settings, database: Database, calling_aet:
         raise CannotUnderstand(f"big-endian data set cannot be normalised: {exc}",
                                status=STATUS_UNENCODABLE) from exc
     try:
-        metadata_blob = encode_metadata(ds, quality=settings.codec.brotli_quality)
+        metadata_blob = encode_metadata(ds, quality=settings.codec.brotli_quality, encoded=encoded)
     except Exception as exc:
         raise CannotUnderstand(f"data set cannot be encoded: {exc}", status=STATUS_UNENCODABLE) from exc
     try:
@@ -187,16 +188,22 @@ def _ingest(ds: Dataset, *, settings: Settings, database: Database, calling_aet:
     except InvalidRecord as exc:
         raise CannotUnderstand(str(exc), status=STATUS_MISSING_ATTRIBUTE) from exc
     try:
-        storage, pixel_blob = _pixel_blob(received, settings)
         original_bytes = len(ds.PixelData) if received.has_pixel_data else 0
     except Exception as exc:
         raise CannotUnderstand(f"Pixel Data cannot be read: {exc}", status=STATUS_UNENCODABLE) from exc
-
+    storage = StorageKind.LOSSLESS if received.has_pixel_data else StorageKind.NONE
     sop_instance = received.sop_instance_uid
     record = received.record(storage=storage, original_pixel_bytes=original_bytes, calling_aet=calling_aet)
     rule = select_rule(settings, record)
     if rule is not None and not eligible(ds, settings.codec)[0]:
         rule = None  # the codec cannot take these pixels: no job (a worker would keep them lossless anyway)
+    try:
+        # A job follows (the worker encodes the series later): the bytes as received, nothing to wait for.
+        # (a rule that waits days keeps the encoded form meanwhile)
+        verbatim = rule is not None and rule.after_days <= 0
+        pixel_blob = _pixel_blob(received, settings, verbatim=verbatim) if received.has_pixel_data else None
+    except Exception as exc:
+        raise CannotUnderstand(f"Pixel Data cannot be read: {exc}", status=STATUS_UNENCODABLE) from exc
 
     try:
         with database.session() as session:

@@ -2,15 +2,16 @@
 
 Instances are read from the store in chunks; the CAE blobs of a chunk go to the codec in one call (the
 batching worker merges them with other associations' work), then each instance is rebuilt by
-:mod:`pacs_cae.dicom.rebuild`. A failure of one instance (a damaged blob, a model that is missing) is
-returned in its place as an :class:`ArchiveError`, so a retrieve can count it as a failed sub-operation
-and go on with the rest.
+:mod:`pacs_cae.dicom.rebuild`. A producer thread prepares the next chunk while the current one is sent. A
+failure of one instance (a damaged blob, a model that is missing) is returned in its place as an
+:class:`ArchiveError`, so a retrieve can count it as a failed sub-operation and go on with the rest.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol, TypeVar
 
 import numpy as np
@@ -110,35 +111,60 @@ def for_peer(ds: Dataset, accepted: Sequence[str]) -> Dataset:
     return out
 
 
-def load(refs: Sequence[RefT], *, database: Database, decoder: BlobDecoder | None, lossy_uid: str = LossyUidPolicy.DERIVE,
-         chunk_size: int = 32) -> Iterator[tuple[RefT, Dataset | ArchiveError]]:
-    """Yield ``(ref, dataset)`` or ``(ref, ArchiveError)`` for every ref, in order."""
+def load(refs: Sequence[RefT], *, database: Database, decoder: BlobDecoder | None,
+         lossy_uid: str = LossyUidPolicy.DERIVE, chunk_size: int = 32,
+         first_chunk: int | None = None) -> Iterator[tuple[RefT, Dataset | ArchiveError]]:
+    """Yield ``(ref, dataset)`` or ``(ref, ArchiveError)`` for every ref, in order.
+
+    Chunks are read, decoded in one codec call and rebuilt by a producer thread one chunk ahead of the
+    consumer, so the next batch decodes while the caller (pynetdicom) sends the current one. The first chunk
+    is ``first_chunk`` long (default: ``chunk_size``): a short one gets the first instance out sooner.
+    """
     refs = list(refs)
-    for start in range(0, len(refs), max(1, chunk_size)):
-        chunk = refs[start:start + chunk_size]
-        try:
-            with database.session(readonly=True) as session:
-                rows = load_instance_rows(session, [r.id for r in chunk])
-        except SQLAlchemyError as exc:
-            LOG.error("retrieve: database error loading %d instances: %s", len(chunk), exc)
-            error = OutOfResources(f"database error: {type(exc).__name__}")
-            for ref in chunk:
-                yield ref, error
+    size = max(1, chunk_size)
+    first = max(1, min(first_chunk or size, size))
+    chunks = [refs[:first]] + [refs[i:i + size] for i in range(first, len(refs), size)] if refs else []
+    if len(chunks) <= 1:  # nothing to overlap with: no thread
+        for chunk in chunks:
+            yield from _load_chunk(chunk, database, decoder, lossy_uid)
+        return
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="retrieve-decode") as producer:
+        pending = producer.submit(_load_chunk, chunks[0], database, decoder, lossy_uid)
+        for following in [*chunks[1:], None]:
+            ready = pending.result()
+            if following is not None:
+                pending = producer.submit(_load_chunk, following, database, decoder, lossy_uid)
+            yield from ready
+        # a consumer that stops early (C-CANCEL, a closed association) leaves at most one chunk in flight,
+        # which the executor finishes before the generator closes
+
+
+def _load_chunk(chunk: list[RefT], database: Database, decoder: BlobDecoder | None,
+                lossy_uid: str) -> list[tuple[RefT, Dataset | ArchiveError]]:
+    """One chunk: a read-only read of its rows, one batched decode of its CAE blobs, the rebuilt datasets."""
+    try:
+        with database.session(readonly=True) as session:
+            rows = load_instance_rows(session, [r.id for r in chunk])
+    except SQLAlchemyError as exc:
+        LOG.error("retrieve: database error loading %d instances: %s", len(chunk), exc)
+        error = OutOfResources(f"database error: {type(exc).__name__}")
+        return [(ref, error) for ref in chunk]
+    by_id = {row.id: row for row in rows}
+    decoded = _decode_all(decoder, [r for r in rows if r.storage == StorageKind.CAE])
+    out: list[tuple[RefT, Dataset | ArchiveError]] = []
+    for ref in chunk:
+        row = by_id.get(ref.id)
+        if row is None:
+            out.append((ref, ArchiveError("instance is no longer in the archive", status=STATUS_GONE)))
             continue
-        by_id = {row.id: row for row in rows}
-        decoded = _decode_all(decoder, [r for r in rows if r.storage == StorageKind.CAE])
-        for ref in chunk:
-            row = by_id.get(ref.id)
-            if row is None:
-                yield ref, ArchiveError("instance is no longer in the archive", status=STATUS_GONE)
-                continue
-            try:
-                yield ref, rebuild(row, decoded.get(row.id), lossy_uid, decoder.decode if decoder else None)
-            except ArchiveError as exc:
-                yield ref, exc
-            except Exception as exc:  # noqa: BLE001 - damaged blob, missing model, ...
-                LOG.error("retrieve: instance %s cannot be rebuilt: %s", row.sop_instance_uid, exc)
-                yield ref, ArchiveError(f"{type(exc).__name__}: {exc}", status=STATUS_UNABLE_TO_LOAD)
+        try:
+            out.append((ref, rebuild(row, decoded.get(row.id), lossy_uid, decoder.decode if decoder else None)))
+        except ArchiveError as exc:
+            out.append((ref, exc))
+        except Exception as exc:  # noqa: BLE001 - damaged blob, missing model, ...
+            LOG.error("retrieve: instance %s cannot be rebuilt: %s", row.sop_instance_uid, exc)
+            out.append((ref, ArchiveError(f"{type(exc).__name__}: {exc}", status=STATUS_UNABLE_TO_LOAD)))
+    return out
 
 
 __all__ = ["StoredRef", "for_peer", "load", "rebuild"]

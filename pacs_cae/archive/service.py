@@ -103,6 +103,10 @@ class ArchiveCodecs:
             return self.encoder
         return None if model.strip().lower() in NO_MODEL else self.registry.get(model)
 
+    def missing_reason(self, model: str) -> str | None:
+        """Nothing more to say than "no model loaded" (the worker's floor check adds its own reasons)."""
+        return None
+
     def decode(self, blobs: Sequence[bytes]) -> list[np.ndarray]:
         """Decode CAE blobs of any model in input order (each with the model it names)."""
         return self.registry.decode(blobs)
@@ -203,7 +207,8 @@ class Archive:
         """The served datasets for ``refs`` (decoded in batches); failures come back as ArchiveError."""
         return _retrieve.load(refs, database=self.database, decoder=self.codecs,
                               lossy_uid=self.settings.codec.lossy_uid,
-                              chunk_size=max(8, 4 * self.settings.codec.batch_size))
+                              chunk_size=max(8, 4 * self.settings.codec.batch_size),
+                              first_chunk=self.settings.codec.batch_size)
 
     def stats(self) -> dict[str, Any]:
         """Counts and original/stored bytes, overall and per codec model and modality."""

@@ -18,12 +18,66 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from pacs_cae.archive.compression import EncoderSource, RunReport, compress_claimed
+from pacs_cae.archive.repack import repack
+from pacs_cae.codec.base import SliceCodec
 from pacs_cae.config import Settings
 from pacs_cae.store import jobs
 from pacs_cae.store.db import Database
 from pacs_cae.store.schema import CompressionJob, utcnow
 
 LOG = logging.getLogger(__name__)
+
+
+#: A model is skipped when the best PSNR its card measured is this far below the ``min_psnr_db`` floor: card
+#: figures are means over evaluation slices, and single slices of ``cae-paper`` spread ~2 dB around its mean.
+PSNR_MARGIN_DB = 6.0
+
+
+def card_best_psnr(encoder: SliceCodec) -> float | None:
+    """The best PSNR (dB) the model's card reports: its evaluation, its validation during training, the
+    targets its operating points guarantee; None when the card measured nothing (then nothing is skipped)."""
+    extra = encoder.card.extra if encoder.card is not None else {}
+    values = [extra.get("psnr_db"), extra.get("best_val_psnr_db_during_training")]
+    for point in extra.get("operating_points") or []:
+        values += [point.get("validation_psnr_db"), point.get("residual_db")]
+    found = [float(v) for v in values if isinstance(v, (int, float))]
+    return max(found) if found else None
+
+
+class FloorAwareEncoders:
+    """The archive's encoders, minus models whose card shows they cannot meet the ``min_psnr_db`` floor.
+
+    Why: with the defaults (``cae-paper``, 50 dB) every series would be encoded and decoded only to be kept
+    lossless; the worker instead records the series as decided lossless, with :meth:`missing_reason`, and
+    spends no CPU on the model. Logged once per model. A rule can only tighten the floor, so the ``[codec]``
+    floor is the one that decides.
+    """
+
+    def __init__(self, encoders: EncoderSource, settings: Settings) -> None:
+        self.encoders = encoders
+        self.settings = settings
+        self._hopeless: dict[str, str | None] = {}
+
+    def encoder_for(self, model: str) -> SliceCodec | None:
+        encoder = self.encoders.encoder_for(model)
+        if encoder is None or self._why_hopeless(model, encoder) is None:
+            return encoder
+        return None
+
+    def missing_reason(self, model: str) -> str | None:
+        return self._hopeless.get(model)
+
+    def _why_hopeless(self, model: str, encoder: SliceCodec) -> str | None:
+        if model not in self._hopeless:
+            self._hopeless[model] = None
+            floor = self.settings.codec.min_psnr_db if self.settings.codec.gate else None
+            best = card_best_psnr(encoder)
+            if floor is not None and best is not None and best < floor - PSNR_MARGIN_DB:
+                why = (f"model {encoder.model_id!r} cannot meet min_psnr_db {floor:g} (its card's best "
+                       f"measurement is {best:.1f} dB); not encoded")
+                LOG.warning("compression: %s: its series are kept lossless", why)
+                self._hopeless[model] = why
+        return self._hopeless[model]
 
 
 def owner_id(name: str = "worker") -> str:
@@ -38,7 +92,7 @@ class CompressionWorker:
                  name: str = "worker") -> None:
         self.database = database
         self.settings = settings
-        self.encoders = encoders
+        self.encoders = FloorAwareEncoders(encoders, settings)
         self.owner = owner_id(name)
 
     def run_once(self, *, ignore_delay: bool = False) -> RunReport | None:
@@ -49,6 +103,8 @@ class CompressionWorker:
                                  max_attempts=c.max_attempts, ignore_delay=ignore_delay)
         if not claimed:
             return None
+        # C-STORE wrote these series' pixels verbatim: the exact lossless encoding first (see repack)
+        repack(self.database, [job.series_pk for job in claimed], brotli_quality=self.settings.codec.brotli_quality)
         return compress_claimed(self.database, self.settings, self.encoders, self.owner, claimed)
 
     def outstanding(self, *, ignore_delay: bool = False) -> int:

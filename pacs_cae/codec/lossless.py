@@ -17,6 +17,8 @@ Blob layout (little-endian)::
 
     magic "PCLL" | version u8 | container u8 | flags u8 (bit 0: sign bit flipped)
     itemsize u8 | rows u32 | columns u32 | frames u32 | original length u64 | CRC-32 of the original bytes u32
+    container 0 (verbatim): the original bytes (C-STORE's fast path, :func:`store_verbatim`; a worker
+                            re-encodes them)
     container 1 (Brotli): payload
     version 1, container 2 (JPEG-LS): frames x (stream length u32) | streams | trailing bytes
     version 2, container 2 (per frame): frames x (method u8, stream length u32) | streams | trailing bytes
@@ -55,6 +57,7 @@ LOG = logging.getLogger(__name__)
 MAGIC = b"PCLL"
 VERSION = 2
 READABLE_VERSIONS = (1, 2)
+CONTAINER_VERBATIM = 0
 CONTAINER_BROTLI = 1
 CONTAINER_FRAMES = 2
 #: Per-frame methods (version 2); version 1's container 2 is JPEG-LS for every frame.
@@ -217,6 +220,20 @@ def encode_lossless(data: bytes, layout: PixelLayout | None = None, *, brotli_qu
     return header + brotli.compress(data, quality=brotli_quality)
 
 
+def store_verbatim(data: bytes) -> bytes:
+    """``data`` unchanged behind the blob header (CRC-32 checked): what C-STORE writes without waiting for a codec.
+
+    Costs a CRC and one copy; a compression worker later replaces it by :func:`encode_lossless` or a lossy blob.
+    """
+    header = _HEADER.pack(MAGIC, VERSION, CONTAINER_VERBATIM, 0, 1, 0, 0, 0, len(data), zlib.crc32(data))
+    return header + bytes(data)
+
+
+def is_verbatim(blob: bytes) -> bool:
+    """Whether ``blob`` is a :func:`store_verbatim` blob (still to be encoded by a worker)."""
+    return len(blob) >= _HEADER.size and blob[:4] == MAGIC and blob[5] == CONTAINER_VERBATIM
+
+
 def _parse(blob: bytes) -> tuple[memoryview, tuple]:
     view = memoryview(blob)
     if len(view) < _HEADER.size:
@@ -246,6 +263,8 @@ def _frame_table(view: memoryview, version: int, nframes: int) -> tuple[list[tup
 def frame_methods(blob: bytes) -> list[str]:
     """The coding of each frame (``["brotli"]`` for a Brotli blob): what ``stats`` and benchmarks report."""
     view, (_, version, container, _, _, _, _, nframes, _, _) = _parse(blob)
+    if container == CONTAINER_VERBATIM:
+        return ["verbatim"]
     if container == CONTAINER_BROTLI:
         return ["brotli"]
     return [METHOD_NAMES.get(m, f"unknown-{m}") for m, _ in _frame_table(view, version, nframes)[0]]
@@ -273,7 +292,9 @@ def decode_lossless(blob: bytes, learned: LearnedDecoder | None = None) -> bytes
     """
     view, (_, version, container, flags, itemsize, rows, cols, nframes, length, crc) = _parse(blob)
     try:
-        if container == CONTAINER_BROTLI:
+        if container == CONTAINER_VERBATIM:
+            data = bytes(view[_HEADER.size :])
+        elif container == CONTAINER_BROTLI:
             data = brotli.decompress(bytes(view[_HEADER.size :]))
         elif container == CONTAINER_FRAMES:
             data = _decode_frames(view, version, flags, itemsize, rows, cols, nframes, learned)

@@ -121,6 +121,24 @@ def encoding_problem(encoded: EncodedDataSet) -> str | None:
     return None
 
 
+def top_level_elements(encoded: EncodedDataSet) -> list[tuple[int, int, int]]:
+    """``(tag, start, end)`` byte spans of the data set's top-level elements (a nested sequence is one span).
+
+    Raises ValueError for a stream :func:`encoding_problem` would refuse.
+    """
+    walker = _Walker(encoded.data, encoded.implicit_vr, encoded.little_endian)
+    spans, offset, end = [], 0, len(walker.data)
+    try:
+        while offset < end:
+            tag = walker._tag(offset)
+            after = walker.element(offset, tag, 0)
+            spans.append((tag, offset, after))
+            offset = after
+    except _Incomplete as exc:
+        raise ValueError(f"incomplete data set: {exc}") from exc
+    return spans
+
+
 def _positive(ds: Dataset, keyword: str, default: int | None = None) -> int | str:
     """The attribute as a positive int, or the reason it is not one."""
     value = ds.get(keyword, default)
@@ -171,4 +189,4 @@ def pixel_data_problem(ds: Dataset) -> str | None:
     return f"Pixel Data is {actual} bytes, the image attributes call for {expected}"
 
 
-__all__ = ["EncodedDataSet", "encoding_problem", "expected_pixel_bytes", "pixel_data_problem"]
+__all__ = ["EncodedDataSet", "encoding_problem", "expected_pixel_bytes", "pixel_data_problem", "top_level_elements"]

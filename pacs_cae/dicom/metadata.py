@@ -10,15 +10,21 @@ bytes back with the right length encoding (undefined length for encapsulated tra
 from __future__ import annotations
 
 import io
+import struct
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import brotli
 from pydicom import dcmread
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.filewriter import dcmwrite
+from pydicom.filebase import DicomBytesIO
+from pydicom.filewriter import dcmwrite, write_file_meta_info
 from pydicom.tag import Tag
 from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+
+if TYPE_CHECKING:
+    from pacs_cae.dicom.integrity import EncodedDataSet
 
 PIXEL_DATA = Tag(0x7FE0, 0x0010)
 
@@ -82,8 +88,16 @@ def _pixel_vr(ds: Dataset) -> str | None:
     return vr
 
 
-def encode_metadata(ds: Dataset, *, quality: int = 5) -> bytes:
-    """Serialise every element of ``ds`` but Pixel Data (Part 10, received transfer syntax, Brotli)."""
+def encode_metadata(ds: Dataset, *, quality: int = 5, encoded: EncodedDataSet | None = None) -> bytes:
+    """Serialise every element of ``ds`` but Pixel Data (Part 10, received transfer syntax, Brotli).
+
+    ``encoded`` (the data set's bytes as received, C-STORE): the elements are copied as received, Pixel Data
+    cut out, instead of being written again by pydicom (which costs more than the rest of a C-STORE); the
+    blob decodes to the same data set. Falls back to pydicom's writer where splicing is not plainly right.
+    """
+    spliced = _spliced(ds, encoded) if encoded is not None else None
+    if spliced is not None:
+        return MAGIC + brotli.compress(spliced, quality=quality)
     transfer_syntax = received_transfer_syntax(ds)
     out = Dataset()
     for tag in ds.keys():  # noqa: SIM118 - iterating a Dataset yields elements, decoding raw ones
@@ -100,6 +114,46 @@ def encode_metadata(ds: Dataset, *, quality: int = 5) -> bytes:
     buffer = io.BytesIO()
     dcmwrite(buffer, out, enforce_file_format=True)
     return MAGIC + brotli.compress(buffer.getvalue(), quality=quality)
+
+
+def _spliced(ds: Dataset, encoded: EncodedDataSet) -> bytes | None:
+    """The Part 10 bytes of :func:`encode_metadata` from the received encoding; None where it does not apply.
+
+    Only for native little-endian syntaxes whose encoding matches the stream, without group length elements
+    (their values would no longer add up once Pixel Data is cut out; pydicom's writer drops them).
+    """
+    transfer_syntax = received_transfer_syntax(ds)
+    if (transfer_syntax.is_encapsulated or transfer_syntax.is_deflated or not transfer_syntax.is_little_endian
+            or not encoded.little_endian or encoded.implicit_vr != transfer_syntax.is_implicit_VR):
+        return None
+    from pacs_cae.dicom.integrity import top_level_elements  # integrity imports this module
+
+    try:
+        spans = top_level_elements(encoded)
+    except ValueError:
+        return None
+    if any(tag & 0xFFFF == 0 for tag, _, _ in spans):
+        return None
+    data = encoded.data
+    parts: list[bytes | memoryview] = []
+    at = 0
+    for tag, start, end in spans:
+        if tag == PIXEL_DATA:
+            vr = _pixel_vr(ds) or "OW"
+            placeholder = (struct.pack("<HH", 0x7FE0, 0x0010) + (b"\0\0\0\0" if encoded.implicit_vr else
+                           vr.encode() + b"\0\0\0\0\0\0"))
+            parts += [memoryview(data)[at:start], placeholder]
+            at = end
+    parts.append(memoryview(data)[at:])
+    buffer = DicomBytesIO()
+    buffer.write(b"\0" * 128 + b"DICM")
+    meta = _file_meta_for(ds, transfer_syntax)
+    for meta_keyword, keyword in (("MediaStorageSOPClassUID", "SOPClassUID"),
+                                  ("MediaStorageSOPInstanceUID", "SOPInstanceUID")):
+        if ds.get(keyword) and meta.get(meta_keyword) != ds.get(keyword):  # as dcmwrite keeps them up to date
+            setattr(meta, meta_keyword, ds.get(keyword))
+    write_file_meta_info(buffer, meta, enforce_standard=True)
+    return buffer.getvalue() + b"".join(parts)
 
 
 def decode_metadata(blob: bytes) -> StoredMetadata:

@@ -109,6 +109,29 @@ class SubAssociation:
 
     def on_accepted(self, event: Event) -> None:
         self.assoc = event.assoc
+        keep_responses_for_the_sender(event.assoc)
+
+
+def keep_responses_for_the_sender(assoc: Any) -> None:
+    """Close a race in pynetdicom 3.0's reactor pause, which loses C-STORE responses of C-MOVE sub-operations.
+
+    ``send_c_store`` clears ``_reactor_checkpoint`` and goes on once ``_is_paused`` is true; the reactor sets
+    ``_is_paused`` just before ``_reactor_checkpoint.wait()`` and clears it just after. When the reactor thread
+    is preempted between the two (likely with busy threads on two cores), the sender sends while the reactor
+    still runs one more poll: it takes the C-STORE-RSP off the queue, logs "Received unexpected C-STORE
+    service message" and drops it, and the sender waits out the DIMSE timeout (a failed sub-operation; seen
+    with 4 parallel C-MOVEs). Here a response the reactor takes while a sender has paused it goes back on the
+    queue, to the sender waiting for it.
+    """
+    serve = assoc._serve_request
+
+    def serve_request(msg: Any, context_id: int) -> None:
+        if not getattr(msg, "is_valid_request", True) and not assoc._reactor_checkpoint.is_set():
+            assoc.dimse.msg_queue.put((context_id, msg))
+            return
+        serve(msg, context_id)
+
+    assoc._serve_request = serve_request
 
 
 def _undeliverable(ref: InstanceRef) -> Dataset:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Table, and_, case, func, or_, select, update
+from sqlalchemy import Table, and_, bindparam, case, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -46,15 +46,30 @@ def enqueue(session: Session, series_pk: int, rule: str, not_before: datetime) -
     A running job stays running (its worker sees the newer ``generation`` when it finishes and leaves the
     job pending); a done or failed one becomes pending with fresh attempts.
     """
-    table = cast(Table, CompressionJob.__table__)
+    dialect = session.get_bind().dialect.name
+    stmt = _ENQUEUE.get(dialect)
+    if stmt is None:
+        stmt = _ENQUEUE[dialect] = _enqueue_statement(dialect)
     now = utcnow()
-    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    session.execute(stmt, {"series_pk": series_pk, "rule": rule, "not_before": not_before, "now": now})
+
+
+#: One INSERT ... ON CONFLICT statement per dialect, built once (C-STORE runs it for every instance; building
+#: the expression each time cost more than executing it).
+_ENQUEUE: dict[str, Any] = {}
+
+
+def _enqueue_statement(dialect: str) -> Any:
+    table = cast(Table, CompressionJob.__table__)
+    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    now: Any = bindparam("now")
     stmt = insert(table).values(
-        series_pk=series_pk, state="pending", rule=rule, not_before=not_before, generation=1, attempts=0,
-        compressed_instances=0, saved_bytes=0, created=now, updated=now,
+        series_pk=bindparam("series_pk"), state="pending", rule=bindparam("rule"),
+        not_before=bindparam("not_before"), generation=1, attempts=0, compressed_instances=0, saved_bytes=0,
+        created=now, updated=now,
     )
     running = table.c.state == "running"
-    stmt = stmt.on_conflict_do_update(
+    return stmt.on_conflict_do_update(
         index_elements=[table.c.series_pk],
         set_={
             "generation": table.c.generation + 1,
@@ -66,7 +81,6 @@ def enqueue(session: Session, series_pk: int, rule: str, not_before: datetime) -
             "updated": now,
         },
     )
-    session.execute(stmt)
 
 
 def claim(session: Session, owner: str, *, limit: int, lease_s: float, max_attempts: int,

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal, cast
 
-from sqlalchemy import select
+from sqlalchemy import CursorResult, Table, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -124,7 +124,6 @@ def _upsert(
             return "kept-first"
     if record.codec_model_id:
         _ensure_codec_model(session, record)
-    series = _series_for(session, record, identity_fields)
     values = {name: getattr(record, name) for name in _INSTANCE_FIELDS}
     values.update(
         stored_pixel_bytes=len(pixel_blob) if pixel_blob is not None else 0,
@@ -133,12 +132,17 @@ def _upsert(
         content_sha256=content_sha256,
     )
     if existing is None:
-        instance = Instance(sop_instance_uid=record.sop_instance_uid, series_pk=series.id, **values)
-        session.add(instance)
-        session.flush()
-        session.add(InstanceBlob(instance_pk=instance.id, metadata_blob=metadata_blob, pixel_blob=pixel_blob))
-        session.flush()
+        series_pk = _known_series(session, record, identity_fields)
+        if series_pk is None:
+            series_pk = _series_for(session, record, identity_fields).id
+        # Core inserts: the common case (a new slice of a known series) is three statements, no ORM flush
+        inserted = cast(CursorResult[Any], session.execute(
+            insert(_table(Instance)).values(sop_instance_uid=record.sop_instance_uid, series_pk=series_pk, **values)))
+        instance_pk = inserted.inserted_primary_key[0]  # type: ignore[index]
+        session.execute(insert(_table(InstanceBlob)).values(instance_pk=instance_pk, metadata=metadata_blob,
+                                                            pixels=pixel_blob))
         return "stored"
+    series = _series_for(session, record, identity_fields)
     if existing.series_pk != series.id:
         raise HierarchyConflict(
             "hierarchy-conflict",
@@ -239,6 +243,39 @@ def _series_for(session: Session, record: InstanceRecord, identity_fields: tuple
     _fill(series, record, _SERIES_FIELDS)
     session.flush()
     return series
+
+
+def _table(entity: Any) -> Table:
+    return cast(Table, entity.__table__)
+
+
+def _known_series(session: Session, record: InstanceRecord, identity_fields: tuple[str, ...]) -> int | None:
+    """The series row id when ``record`` adds a slice to a stored series and changes nothing above it.
+
+    One joined read instead of three ORM lookups and flushes. None whenever :func:`_series_for` has something
+    to do or to refuse (no such series, another study, an identity conflict, an empty stored value to fill):
+    that path then decides, with its own checks and messages.
+    """
+    columns = [Series.id, Study.study_instance_uid, Patient.patient_id, Patient.issuer,
+               *(getattr(Patient, f) for f in _PATIENT_FIELDS), *(getattr(Study, f) for f in _STUDY_FIELDS),
+               *(getattr(Series, f) for f in _SERIES_FIELDS)]
+    row = session.execute(
+        select(*columns).join(Study, Study.id == Series.study_pk).join(Patient, Patient.id == Study.patient_pk)
+        .where(Series.series_instance_uid == record.series_instance_uid)
+    ).one_or_none()
+    if row is None or row[1] != record.study_instance_uid or (row[2], row[3]) != (record.patient_id, record.issuer):
+        return None
+    stored = dict(zip((*_PATIENT_FIELDS, *_STUDY_FIELDS, *_SERIES_FIELDS), row[4:]))
+    if any(getattr(record, name) is not None and value is None for name, value in stored.items()):
+        return None  # something to fill in
+    compared = list(identity_fields)
+    if not record.patient_id:
+        compared += [f for f in ("patient_name", "birth_date") if f not in compared]
+    for name in compared:
+        if _normalised(name, stored[name]) and _normalised(name, getattr(record, name)) and \
+                _normalised(name, stored[name]) != _normalised(name, getattr(record, name)):
+            return None
+    return int(row[0])
 
 
 def _fill(row: object, record: InstanceRecord, fields: Sequence[str]) -> None:

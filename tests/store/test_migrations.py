@@ -122,10 +122,18 @@ def test_sqlite_is_durable_and_enforces_keys(tmp_path):
         with db.engine.connect() as conn:
             assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
             assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
-            assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 2  # FULL
+            assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 1  # NORMAL: see pacs_cae/store/db.py
     finally:
         db.dispose()
     assert (tmp_path / "sub" / "dir" / "a.db").exists()
+    full = Database(f"sqlite:///{tmp_path / 'full.db'}", sqlite_synchronous="full")  # power-loss durable
+    try:
+        with full.engine.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 2
+    finally:
+        full.dispose()
+    with pytest.raises(ValueError, match="sqlite synchronous"):
+        Database(f"sqlite:///{tmp_path / 'bad.db'}", sqlite_synchronous="off")
 
 
 def test_session_commits_or_rolls_back(database):

@@ -1,0 +1,75 @@
+"""Retrieve decodes the next chunk while the current one is sent (issue 12), in order, failures isolated."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+
+import numpy as np
+
+from pacs_cae.archive import retrieve
+from pacs_cae.archive.service import Archive
+from pacs_cae.testing.factories import make_mr_series
+from tests.archive.helpers import refs_for, reread
+
+
+class RecordingDecoder:
+    """The archive's decoder, recording which thread decodes how many blobs."""
+
+    def __init__(self, inner: retrieve.Decoder) -> None:
+        self.inner = inner
+        self.calls: list[tuple[str, int]] = []
+        self.second_call = threading.Event()
+
+    def decode(self, blobs: Sequence[bytes]) -> list[np.ndarray]:
+        self.calls.append((threading.current_thread().name, len(blobs)))
+        if len(self.calls) >= 2:
+            self.second_call.set()
+        return self.inner.decode(blobs)
+
+
+def test_next_chunk_decodes_while_the_first_is_consumed(open_archive) -> None:
+    archive: Archive = open_archive()
+    series = [reread(ds) for ds in make_mr_series(5, 64, 64)]
+    for ds in series:
+        archive.store(ds)
+    assert archive.compress_pending().compressed == 5
+    refs = [ref for ds in series for ref in refs_for(archive, ds.SOPInstanceUID)]
+    decoder = RecordingDecoder(archive.codecs)
+    results = retrieve.load(refs, database=archive.database, decoder=decoder, chunk_size=2, first_chunk=1)
+    first_ref, first = next(results)
+    # the consumer holds the first instance; the producer goes on with the next chunk meanwhile
+    assert decoder.second_call.wait(60), "the second chunk was not decoded while the first was consumed"
+    rest = list(results)
+    assert [r for r, _ in [(first_ref, first), *rest]] == refs  # in order
+    assert all(not isinstance(ds, Exception) for _, ds in [(first_ref, first), *rest])
+    assert [n for _, n in decoder.calls] == [1, 2, 2]  # one batched codec call per chunk
+    assert {name.split("_")[0] for name, _ in decoder.calls} == {"retrieve-decode"}
+    served = {str(ds.SourceImageSequence[0].ReferencedSOPInstanceUID): ds for _, ds in [(first_ref, first), *rest]}
+    assert set(served) == {str(ds.SOPInstanceUID) for ds in series}
+
+
+def test_a_damaged_blob_fails_alone_across_chunks(open_archive) -> None:
+    archive: Archive = open_archive()
+    series = [reread(ds) for ds in make_mr_series(4, 64, 64)]
+    for ds in series:
+        archive.store(ds)
+    archive.compress_pending()
+    refs = [ref for ds in series for ref in refs_for(archive, ds.SOPInstanceUID)]
+
+    class Failing:
+        def decode(self, blobs: Sequence[bytes]) -> list[np.ndarray]:
+            if len(blobs) == 1 and blobs[0] == damaged:
+                raise ValueError("damaged")
+            if any(b == damaged for b in blobs):
+                raise ValueError("batch with a damaged blob")
+            return archive.codecs.decode(blobs)
+
+    from sqlalchemy import select
+
+    from pacs_cae.store.schema import InstanceBlob
+    with archive.database.session(readonly=True) as session:
+        damaged = session.scalar(select(InstanceBlob.pixel_blob).where(InstanceBlob.instance_pk == refs[2].id))
+    out = list(retrieve.load(refs, database=archive.database, decoder=Failing(), chunk_size=2, first_chunk=2))
+    assert [r for r, _ in out] == refs
+    assert [isinstance(ds, Exception) for _, ds in out] == [False, False, True, False]
