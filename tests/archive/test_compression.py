@@ -254,7 +254,7 @@ def test_a_codec_failure_keeps_the_lossless_copy_and_fails_the_job_with_its_reas
     archive.store(original)
 
     class Broken:
-        model_id, weights_sha256 = TEST_MODEL, "0" * 64
+        model_id, weights_sha256, card, supports_max_abs_error = TEST_MODEL, "0" * 64, None, False
 
         def encode(self, slices, *, bits_stored=None):  # type: ignore[no-untyped-def]
             raise RuntimeError("out of GPU memory")
