@@ -86,7 +86,7 @@ def open_archive(make_settings: Callable[..., Settings], registry: CodecRegistry
         return archive
 
     yield _open
-    for archive in opened:
+    for archive in reversed(opened):  # last opened first: each hands the registry back to what it replaced
         archive.codecs.close()
     for db in database:
         db.dispose()
