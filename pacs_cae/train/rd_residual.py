@@ -3,7 +3,7 @@
 Data: realistic 12-bit full slices of the training volumes only (``rd_data.rd_train_volumes``: mricron-data,
 nilearn MNI152 T1 and T2-like; Rician noise, bias field, contrast, native grid and resampled), never the
 held-out validation contrast and never clinical MR. For each slice and bound delta in 0, 1, 2, 4, 8 the residual
-of the bounded coder without the learned layer (``context``: x_hat = mid-range, the per-slice least-squares
+of the bounded coder without the learned layer (``context``: x_hat = the slice's minimum, the per-slice least-squares
 predictor) gives pixels (network inputs, prediction error); the network learns the spread of the error from
 the inputs by minimising the bits of a discretized Gaussian whose scale its output class stands for.
 
@@ -40,7 +40,7 @@ def slice_pixels(original: np.ndarray, delta: int, per_slice: int, rng: np.rando
                  ) -> tuple[np.ndarray, np.ndarray]:
     """(integer network inputs (n, INPUTS), prediction errors in symbols (n,)) of one slice at ``delta``."""
     vmin, vmax = int(original.min()), int(original.max())
-    x_hat = np.full(original.shape, (vmin + vmax) // 2, np.int64)
+    x_hat = np.full(original.shape, vmin, np.int64)  # as the codec without the learned layer
     step = 2 * delta + 1
     q = residual.quantize(original.astype(np.int64) - x_hat, delta)
     pixels, at, _, offsets = context._fronts(*original.shape)
