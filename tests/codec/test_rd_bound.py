@@ -110,3 +110,4 @@ def test_invalid_bounds_and_codecs_without_bounds(rd: RDCodec) -> None:
     assert cae.supports_max_abs_error is False
     with pytest.raises(CodecError, match="max_abs_error"):
         cae.encode([slice_], max_abs_error=0)
+    assert read_header(cae.encode([slice_], bits_stored=12)[0]).max_abs_error is None
