@@ -30,7 +30,7 @@ def bound_markdown(report: dict) -> str:
     for row in bound_rows(report):
         s, j = row["learned"], row["jpegls"]
         jpegls = f"{j['bpp']:.3f} | {s['bpp'] / j['bpp']:.3f}" if j else "- | -"
-        lines.append(f"| {row['delta']} | {s['bpp']:.3f} | {jpegls} | {s['max_abs_error']} | "
+        lines.append(f"| {row['delta']} | {s['bpp']:.3f} | {jpegls} | {s['max_abs_error']:g} | "
                      f"{s['encode_ms']:.0f} | {s['decode_ms']:.0f} |")
     lossless = [c for c in report["codecs"] if c["lossless"] and c.get("max_abs_error_bound") is None]
     if lossless:
