@@ -39,6 +39,7 @@ def _cases() -> list[tuple[np.ndarray, int]]:
         (phantom(37, 50, "uint8", 8, 2), 8),
         (phantom(65, 129, "int16", 12, 3), 12),
         (phantom(1, 200, "uint16", 10, 5), 10),
+        (phantom(90, 1, "uint16", 12, 7), 12),  # a column: wavefronts with no pixel in them
         (phantom(64, 64, "uint16", 16, 6), 16),
         (np.full((20, 30), -7, np.int16), 16),  # constant
     ]
