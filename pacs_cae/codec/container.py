@@ -102,6 +102,11 @@ class BlobHeader:
         """The (rows, columns) the network saw: the original slice plus bottom/right padding."""
         return (self.rows + self.pad_bottom, self.columns + self.pad_right)
 
+    @property
+    def max_abs_error(self) -> None:
+        """The paper's CAE promises no error bound (see ``RDBlobHeader.max_abs_error``)."""
+        return None
+
 
 def pack_blob(header: BlobHeader, payload: bytes) -> bytes:
     """Serialise ``header`` and ``payload`` into one checksummed blob."""

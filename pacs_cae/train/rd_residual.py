@@ -3,7 +3,7 @@
 Data: realistic 12-bit full slices of the training volumes only (``rd_data.rd_train_volumes``: mricron-data,
 nilearn MNI152 T1 and T2-like; Rician noise, bias field, contrast, native grid and resampled), never the
 held-out validation contrast and never clinical MR. For each slice and bound delta in 0, 1, 2, 4, 8 the residual
-of the bounded coder without the learned layer (``context``: x_hat = mid-range, the per-slice least-squares
+of the bounded coder without the learned layer (``context``: x_hat = the slice's minimum, the per-slice least-squares
 predictor) gives pixels (network inputs, prediction error); the network learns the spread of the error from
 the inputs by minimising the bits of a discretized Gaussian whose scale its output class stands for.
 
@@ -40,7 +40,7 @@ def slice_pixels(original: np.ndarray, delta: int, per_slice: int, rng: np.rando
                  ) -> tuple[np.ndarray, np.ndarray]:
     """(integer network inputs (n, INPUTS), prediction errors in symbols (n,)) of one slice at ``delta``."""
     vmin, vmax = int(original.min()), int(original.max())
-    x_hat = np.full(original.shape, (vmin + vmax) // 2, np.int64)
+    x_hat = np.full(original.shape, vmin, np.int64)  # as the codec without the learned layer
     step = 2 * delta + 1
     q = residual.quantize(original.astype(np.int64) - x_hat, delta)
     pixels, at, _, offsets = context._fronts(*original.shape)
@@ -121,7 +121,7 @@ def train(run_dir: Path, slices: int, steps: int, per_slice: int, seed: int) -> 
         if step % 250 == 0 or step == steps:
             with torch.no_grad():
                 val = float(bits(net(xvt), vvt).mean())
-            log.append({"step": step, "train_bits": float(loss), "val_bits": val})
+            log.append({"step": step, "train_bits": float(loss.detach()), "val_bits": val})
             print(json.dumps(log[-1]), flush=True)
             torch.save({"state": net.state_dict(), "log": log}, run_dir / "checkpoint.pt")
     integer = scale_net.IntegerScaleNet.from_float(
@@ -152,6 +152,9 @@ def export(run_dir: Path, model_id: str, models_dir: Path, base: str = "mshp-v1"
     tensors.update(integer.tensors())
     save_file(tensors, str(out / "model.safetensors"))
     card = json.loads((src / "card.json").read_text())
+    if (out / "card.json").exists():  # a re-export keeps what was measured on the exported model
+        previous = json.loads((out / "card.json").read_text())
+        card.update({k: previous[k] for k in ("bound_gain_levels", "bound_gain_levels_measurement") if k in previous})
     summary = ckpt["summary"]
     card.update({
         "model_id": model_id,
@@ -160,7 +163,8 @@ def export(run_dir: Path, model_id: str, models_dir: Path, base: str = "mshp-v1"
                        "residual (residual model 3, codec.rd.scale_net); operating points as " + base,
         "residual_scale_net": {
             "trained_by": f"python -m pacs_cae.train.rd_residual --run-dir {run_dir} --slices {summary['slices']} "
-                          f"--steps {summary['steps']}",
+                          f"--steps {summary['steps']} --per-slice {summary['per_slice']} --seed {summary['seed']}",
+            "exported_by": f"python -m pacs_cae.train.rd_residual --run-dir {run_dir} --export {model_id}",
             "data": "realistic 12-bit full slices of the training volumes (rd_data.rd_train_volumes), each at "
                     f"max_abs_error {summary['deltas']}; {summary['pixels']} pixels; never the validation "
                     "contrast or clinical MR",

@@ -39,6 +39,7 @@ def _cases() -> list[tuple[np.ndarray, int]]:
         (phantom(37, 50, "uint8", 8, 2), 8),
         (phantom(65, 129, "int16", 12, 3), 12),
         (phantom(1, 200, "uint16", 10, 5), 10),
+        (phantom(90, 1, "uint16", 12, 7), 12),  # a column: wavefronts with no pixel in them
         (phantom(64, 64, "uint16", 16, 6), 16),
         (np.full((20, 30), -7, np.int16), 16),  # constant
     ]
@@ -110,3 +111,4 @@ def test_invalid_bounds_and_codecs_without_bounds(rd: RDCodec) -> None:
     assert cae.supports_max_abs_error is False
     with pytest.raises(CodecError, match="max_abs_error"):
         cae.encode([slice_], max_abs_error=0)
+    assert read_header(cae.encode([slice_], bits_stored=12)[0]).max_abs_error is None

@@ -55,3 +55,17 @@ class _Broken:
 def test_a_broken_bound_is_an_error_not_a_figure() -> None:
     with pytest.raises(AssertionError, match="> 1"):
         evaluate_bound(_Broken(), _slices(), 1)  # type: ignore[arg-type]
+
+
+def test_bound_table_from_the_json_report() -> None:
+    from pacs_cae.evaluation.bound_table import bound_markdown, bound_rows
+
+    codec = load_codec(RD_MODEL, device="cpu", models_dir=MODELS_DIR)
+    near = [c for c in standard_codecs() if c.family.startswith("JPEG-LS")]
+    results = run_evaluation(_slices(), codec, standard=near, qualities=[1], bounds=[0, 8])
+    report = {"codecs": [r.to_dict() for r in results]}
+    rows = bound_rows(report)
+    assert [r["delta"] for r in rows] == [0, 8]
+    assert rows[0]["jpegls"]["bpp"] == next(r.summary()["bpp"] for r in results if r.name == "JPEG-LS lossless")
+    table = bound_markdown(report).splitlines()
+    assert table[2].startswith("| 0 | ") and table[3].startswith("| 8 | ")

@@ -59,7 +59,7 @@ from .tables import Tables, scale_table
 
 #: y's stride relative to the slice (z's is DOWNSCALE).
 Y_STRIDE = 16
-#: ``gain_level`` of a version-4 blob coded by the residual model alone (no y, no z; x_hat = mid-range).
+#: ``gain_level`` of a version-4 blob coded by the residual model alone (no y, no z; x_hat = value_min).
 NO_LEARNED_LAYER = 0
 
 
@@ -260,7 +260,7 @@ class RDCodec:
 
     def _encode_with(self, item: NormalizedSlice, original: np.ndarray, plan: _Plan, gain_level: int) -> bytes:
         coder = new_coder()
-        if gain_level == NO_LEARNED_LAYER:  # the residual model alone, around the middle of the range
+        if gain_level == NO_LEARNED_LAYER:  # the residual model alone, from the slice's minimum
             x_hat = _flat_base(item)
             tie_positions = tie_values = np.zeros(0, np.int64)
             latent: tuple | None = None
@@ -436,8 +436,9 @@ def _shape3(shape: tuple[int, ...]) -> tuple[int, int, int]:
 
 
 def _flat_base(geometry: NormalizedSlice | RDBlobHeader) -> np.ndarray:
-    """x_hat of a blob without the learned layer: the middle of the slice's value range everywhere."""
-    return np.full((geometry.rows, geometry.columns), (geometry.value_min + geometry.value_max) // 2, np.int64)
+    """x_hat of a blob without the learned layer: the slice's minimum everywhere -- MR background, so the
+    pixels whose template reaches outside the slice (residual 0 there) are predicted as background."""
+    return np.full((geometry.rows, geometry.columns), geometry.value_min, np.int64)
 
 
 def _channel_rows(shape: tuple[int, ...]) -> np.ndarray:
