@@ -207,8 +207,9 @@ class Archive:
         """The served datasets for ``refs`` (decoded in batches); failures come back as ArchiveError."""
         return _retrieve.load(refs, database=self.database, decoder=self.codecs,
                               lossy_uid=self.settings.codec.lossy_uid,
-                              chunk_size=max(8, 4 * self.settings.codec.batch_size),
-                              first_chunk=self.settings.codec.batch_size)
+                              # one codec batch per chunk: the producer decodes batch k+1 while batch k is
+                              # sent (a longer chunk only makes the sender wait for more decodes)
+                              chunk_size=max(1, self.settings.codec.batch_size))
 
     def stats(self) -> dict[str, Any]:
         """Counts and original/stored bytes, overall and per codec model and modality."""

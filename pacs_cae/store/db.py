@@ -7,7 +7,8 @@ write transactions that start with ``BEGIN IMMEDIATE`` so concurrent writers que
 Durability (``database.sqlite_synchronous``): with WAL, ``NORMAL`` (the default) writes every commit to the WAL
 before the commit returns, so a committed instance survives any crash of the process (kill -9, OOM, a
 segfault) and the database is never corrupted; only the OS crashing or the power failing before the next WAL
-checkpoint can roll back the last commits. ``FULL`` also fsyncs the WAL on every commit (power-loss durable, one
+sync can roll back the last commits (SQLite syncs the WAL before each checkpoint, i.e. every half second with
+the checkpointer below). ``FULL`` also fsyncs the WAL on every commit (power-loss durable, one
 fsync per C-STORE: ~5 ms on this machine's disk).
 
 Checkpoints: SQLite's automatic checkpoint runs inside the commit that crosses 1,000 WAL pages, i.e. inside
