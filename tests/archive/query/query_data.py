@@ -1,4 +1,4 @@
-"""Fixture data for the query tests (see tests/query/conftest.py for the layout)."""
+"""Fixture data for the query tests (see tests/archive/query/conftest.py for the layout)."""
 
 from __future__ import annotations
 
