@@ -85,7 +85,7 @@ def rebuild(row: StoredInstance, decoded: np.ndarray | Exception | None, lossy_u
                          weights_sha256=header.weights_sha256, lossy_uid=lossy_uid,
                          received_syntax=str(stored.transfer_syntax),
                          received_pixel_bytes=row.original_pixel_bytes,
-                         max_abs_error=getattr(header, "max_abs_error", None),
+                         max_abs_error=header.max_abs_error,
                          derived_uid=row.derived_sop_instance_uid)
     return rebuild_lossy(stored, decoded, source)
 

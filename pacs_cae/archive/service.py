@@ -56,9 +56,7 @@ def check_rules(settings: Settings, codecs: ArchiveCodecs) -> None:
             continue
         encoder = codecs.encoder_for(rule.model)  # loads the rule's model: UnknownModelError if absent
         if encoder is not None and rule.quality is not None:
-            model: Any = getattr(encoder, "codec", encoder)
-            check_quality(model, rule.quality,
-                          key=f"compression.rules.{rule.name}.quality")
+            check_quality(encoder, rule.quality, key=f"compression.rules.{rule.name}.quality")
 
 
 class ArchiveCodecs:
