@@ -10,6 +10,7 @@ failure of one instance (a damaged blob, a model that is missing) is returned in
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol, TypeVar
@@ -151,20 +152,28 @@ def _load_chunk(chunk: list[RefT], database: Database, decoder: BlobDecoder | No
         return [(ref, error) for ref in chunk]
     by_id = {row.id: row for row in rows}
     decoded = _decode_all(decoder, [r for r in rows if r.storage == StorageKind.CAE])
-    out: list[tuple[RefT, Dataset | ArchiveError]] = []
-    for ref in chunk:
+    learned = decoder.decode if decoder else None
+
+    def one(ref: RefT) -> tuple[RefT, Dataset | ArchiveError]:
         row = by_id.get(ref.id)
         if row is None:
-            out.append((ref, ArchiveError("instance is no longer in the archive", status=STATUS_GONE)))
-            continue
+            return ref, ArchiveError("instance is no longer in the archive", status=STATUS_GONE)
         try:
-            out.append((ref, rebuild(row, decoded.get(row.id), lossy_uid, decoder.decode if decoder else None)))
+            return ref, rebuild(row, decoded.get(row.id), lossy_uid, learned)
         except ArchiveError as exc:
-            out.append((ref, exc))
+            return ref, exc
         except Exception as exc:  # noqa: BLE001 - damaged blob, missing model, ...
             LOG.error("retrieve: instance %s cannot be rebuilt: %s", row.sop_instance_uid, exc)
-            out.append((ref, ArchiveError(f"{type(exc).__name__}: {exc}", status=STATUS_UNABLE_TO_LOAD)))
-    return out
+            return ref, ArchiveError(f"{type(exc).__name__}: {exc}", status=STATUS_UNABLE_TO_LOAD)
+
+    # JPEG-LS / JPEG 2000 decoding releases the GIL: a chunk's lossless frames decode on every core. CAE rows
+    # are already decoded (one batch above); rebuilding them is pydicom work that more threads only slow.
+    lossless = sum(1 for row in rows if row.storage != StorageKind.CAE and row.pixel_blob is not None)
+    return list(_REBUILDERS.map(one, chunk)) if lossless > 1 else [one(ref) for ref in chunk]
+
+
+#: Threads that rebuild the instances of a chunk side by side (shared by every retrieve of the process).
+_REBUILDERS = ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2), thread_name_prefix="retrieve-rebuild")
 
 
 __all__ = ["StoredRef", "for_peer", "load", "rebuild"]
