@@ -49,7 +49,7 @@ class ServerSettings:
     association_request_timeout_s: float = 5.0  # a connection must send its A-ASSOCIATE-RQ within this
     idle_timeout_s: float = 60.0  # an association silent this long is aborted (network and DIMSE timeout)
     # Maximum Length we announce; a longer P-DATA PDU gets an A-ABORT. 128 KiB (DCMTK's largest): a 512x512
-    # slice in 5 PDUs instead of 32, each of which costs pynetdicom a trip through its Python state machine.
+    # slice in 5 PDUs instead of 33, each of which costs pynetdicom a trip through its Python state machine.
     max_pdu_size: int = 131072
     max_dataset_bytes: int = 512 * 1024 * 1024  # most one association may buffer for one DIMSE message
     allowed_calling_aets: list[str] = field(default_factory=list)  # empty = accept any calling AE

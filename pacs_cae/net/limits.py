@@ -114,7 +114,9 @@ class PduLimitedSocket(AssociationSocket):
         """``nr_bytes`` (fewer only when the peer closed), read into one buffer as the kernel delivers them.
 
         pynetdicom's own ``recv`` reads 4 KiB at a time: 128 calls per 512 KiB slice, each giving up and
-        re-taking the GIL, which with several associations queues every call behind the other threads.
+        re-taking the GIL, which with several associations queues every call behind the other threads. The
+        buffer is allocated before the bytes arrive, so ``nr_bytes`` must be bounded: every body length here
+        passed :meth:`_check_header` first (``max_pdu_size`` for P-DATA, ``MAX_CONTROL_PDU`` otherwise).
         """
         sock = self.socket
         if sock is None:
