@@ -1,12 +1,14 @@
 """Archive throughput over the network: a real `pacs-cae serve` driven by DCMTK, against Orthanc in the same run.
 
     python benchmarks/archive_throughput.py --slices 60 --configs lossless,cae+gate --associations 1,4 \
-        [--model cae-paper] [--min-psnr-db 20] [--database-url URL] [--device auto] [--volume NIfTI]
+        [--model cae-paper] [--min-psnr-db 20] [--database-url URL] [--device auto] [--volume NIfTI] \
+        [--processes N]
 
 For each configuration (``lossless`` = ``codec.model = "none"``; ``cae`` / ``cae+gate`` = the learned codec,
 without / with the quality floors) and each association count, a fresh server and database: the generated
 512x512 12-bit MR series (60 slices by default) is sent with storescu (split over N parallel associations),
-the backlog is drained by one in-process worker (learned-codec configurations), then N parallel IMAGE-level
+the backlog is drained by one in-process worker (for ``lossless``: the lossless jobs that re-code C-STORE's
+verbatim copies in their smallest exact coding), then N parallel IMAGE-level
 findscu, STUDY-level getscu and STUDY-level movescu (to a local storescp --fork) run on the stored series.
 When Debian's Orthanc 1.10 is installed (``/usr/sbin/Orthanc``) the same operations run against it, started
 here on loopback with TCP_NODELAY=1, its own configuration and storage in a temporary directory, stopped by
@@ -81,13 +83,13 @@ def memory_mb(pid: int) -> dict[str, float]:
 
 
 def run_one(work: Path, files: list[str], study: str, series_uid: str, codec: dict,
-            url: str | None, associations: int = 1) -> tuple[dict, dict, dict]:
+            url: str | None, associations: int = 1, processes: int = 1) -> tuple[dict, dict, dict]:
     """Seconds per operation, the stats figures and the server's memory (MB), for one fresh server."""
     work.mkdir(parents=True)
     port, move_port = free_port(), free_port()
     url = url or f"sqlite:///{work / 'archive.db'}"
     config = write_config(work / "bench.toml", data_dir=work / "data", port=port, database_url=url,
-                          codec=codec, remotes={"BENCHSCP": move_port},
+                          codec=codec, remotes={"BENCHSCP": move_port}, server={"processes": processes},
                           compression={"serve_workers": 0})  # the drain below is the only worker
     if not url.startswith("sqlite"):
         subprocess.run([*pacs_cae_command(), "db", "upgrade", "--config", str(config)], check=True, cwd=work)
@@ -99,15 +101,13 @@ def run_one(work: Path, files: list[str], study: str, series_uid: str, codec: di
         base, where = ["-aec", "PACSCAE", "-aet", "BENCHSCU"], ["127.0.0.1", str(port)]
         study_keys = dcmtk.keys({"QueryRetrieveLevel": "STUDY", "StudyInstanceUID": study})
         if associations > 1:
-            drain = (lambda: seconds.update(_drain(config, n))) if codec.get("model") != "none" else None
             seconds.update(_parallel_operations(work, files, (study, series_uid), associations, port, "PACSCAE",
-                                                move_port, after_store=drain))
+                                                move_port, after_store=lambda: seconds.update(_drain(config, n))))
             now = memory_mb(server.proc.pid)
             memory.update(peak=now["peak"], end=now["rss"])
             return seconds, _stats(config, work), memory
         seconds["C-STORE"] = _timed(lambda: dcmtk.run("storescu", [*base, *where, *files], timeout=3600))
-        if codec.get("model") != "none":
-            seconds.update(_drain(config, n))
+        seconds.update(_drain(config, n))
         found: list = []
         seconds["C-FIND"] = _timed(lambda: found.extend(dcmtk.find(
             port, "S", {"QueryRetrieveLevel": "IMAGE", "StudyInstanceUID": study, "SeriesInstanceUID": series_uid,
@@ -274,7 +274,7 @@ def print_table(n: int, source: str, args: argparse.Namespace, rows: dict[tuple[
     reference_name = "Orthanc" if orthanc else "lossless"
     db = (args.database_url or "sqlite").split(":")[0]
     print(f"\narchive throughput: {n} slices 512x512 12-bit ({source}), model {args.model}, device {args.device}, "
-          f"database {db}, DCMTK clients; x = images/s / {reference_name} images/s at the same association count, "
+          f"database {db}, {args.processes} serve process(es) (server.processes), DCMTK clients; x = images/s / {reference_name} images/s at the same association count, "
           "in this run (each retrieve association fetches the whole study)")
     header = " ".join(f"{op + ' img/s':>13} {'x':>5}" for op in OPERATIONS)
     print(f"{'system':<10} {'assoc':>5} {header} {'drain sl/s':>10} {'stored B/slice':>14}  stored as")
@@ -301,7 +301,7 @@ def print_table(n: int, source: str, args: argparse.Namespace, rows: dict[tuple[
     print(f"\ncodec {args.model} alone on these slices (batch 8, as benchmarks/codec_speed.py): "
           f"encode {encode_per_s:.1f} slices/s, decode {decode_per_s:.1f} slices/s")
     for (name, assoc), seconds in sorted(rows.items(), key=lambda kv: (kv[0][1], kv[0][0])):
-        if "drain" not in seconds:
+        if "drain" not in seconds or name == "lossless":  # its drain re-codes; no codec rate to compare
             continue
         drain = n / seconds["drain"]
         decode_s = n * assoc / decode_per_s  # every association decodes the whole study
@@ -325,6 +325,8 @@ def main() -> int:
                         help="a NIfTI brain volume: slices resampled to 512x512 12-bit instead of the phantom")
     parser.add_argument("--associations", default="1",
                         help="comma-separated association counts for the issue-12 table, e.g. 1,4")
+    parser.add_argument("--processes", type=int, default=1,
+                        help="server.processes of the benchmarked pacs-cae serve (0 = one per CPU core)")
     parser.add_argument("--orthanc", choices=("auto", "off"), default="auto",
                         help=f"run Orthanc ({ORTHANC}) side by side when installed")
     args = parser.parse_args()
@@ -352,7 +354,8 @@ def main() -> int:
         for name in names:
             codec = codec_config(name, args.model, args.device, args.min_psnr_db)
             results[name] = run_one(Path(tmp) / name.replace("+", "-"), files, str(series[0].StudyInstanceUID),
-                                    str(series[0].SeriesInstanceUID), codec, args.database_url)
+                                    str(series[0].SeriesInstanceUID), codec, args.database_url,
+                                    processes=args.processes)
         # issue 12: more associations, Orthanc side by side, the codec's batched encode rate
         rows = {(name, 1): seconds for name, (seconds, _, _) in results.items()}
         stats_by = {(name, 1): stats for name, (_, stats, _) in results.items()}
@@ -361,7 +364,8 @@ def main() -> int:
                 codec = codec_config(name, args.model, args.device, args.min_psnr_db)
                 rows[(name, assoc)], stats_by[(name, assoc)], _ = run_one(
                     Path(tmp) / f"{name.replace('+', '-')}-x{assoc}", files, str(series[0].StudyInstanceUID),
-                    str(series[0].SeriesInstanceUID), codec, args.database_url, associations=assoc)
+                    str(series[0].SeriesInstanceUID), codec, args.database_url, associations=assoc,
+                    processes=args.processes)
         orthanc: dict[int, tuple[dict, int]] = {}
         if args.orthanc == "auto" and shutil.which(ORTHANC):
             for assoc in counts:

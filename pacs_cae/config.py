@@ -42,6 +42,9 @@ class ServerSettings:
     ae_title: str = "PACSCAE"
     host: str = "0.0.0.0"
     port: int = 11112
+    # serve processes accepting on the port (pacs_cae/net/processes.py); 0 = one per CPU core. One Python
+    # process runs its associations on one core; the limits below are then shared out between the processes.
+    processes: int = 1
     max_associations: int = 16  # established associations; connections still negotiating do not count
     max_associations_per_address: int = 8  # established associations from one IP address
     max_pending_connections: int = 32  # TCP connections without an association yet; the oldest is dropped
@@ -392,6 +395,7 @@ def _validate(s: Settings) -> None:
     checks: list[tuple[bool, str]] = [
         (0 < s.server.port < 65536, f"server.port must be 1..65535, got {s.server.port}"),
         (1 <= len(s.server.ae_title.strip()) <= 16, "server.ae_title must be 1..16 characters"),
+        (s.server.processes >= 0, "server.processes must be >= 0 (0 = one per CPU core)"),
         (s.server.max_associations >= 1, "server.max_associations must be >= 1"),
         (s.server.max_associations_per_address >= 1, "server.max_associations_per_address must be >= 1"),
         (s.server.max_pending_connections >= 1, "server.max_pending_connections must be >= 1"),
@@ -449,6 +453,9 @@ def _validate(s: Settings) -> None:
         ]
     names = [rule.name for rule in c.rules]
     checks.append((len(names) == len(set(names)), "compression.rules: rule names must be unique"))
+    checks += [(not (rule.name.startswith("(") and rule.name.endswith(")")),
+                f"compression.rules: {rule.name!r} is reserved (a name in parentheses names a built-in job)")
+               for rule in c.rules]
     checks += [(rule.after_days >= 0, f"compression.rules.{rule.name}.after_days must be >= 0") for rule in c.rules]
     for ok, message in checks:
         if not ok:

@@ -23,6 +23,10 @@ slice is still measured against every floor before the swap; for other models δ
 but one more exact coding - each slice keeps whichever exact coding is smallest (below), and stays
 ``lossless``, served as the original.
 
+A series no rule compresses has a :data:`~pacs_cae.archive.compression_rules.LOSSLESS_JOB`: the worker's
+repack (:mod:`pacs_cae.archive.repack`, with ``codec.lossless_methods``) re-codes its verbatim copies in their
+smallest exact coding before this module runs; here it only finishes the job, deciding nothing.
+
 Lossless re-coding: every slice a run keeps lossless (a floor missed, δ = 0, not eligible) is re-coded with
 the exact codings of ``codec.lossless_methods`` (and the δ = 0 stream) by
 :func:`pacs_cae.codec.lossless.encode_lossless`, which keeps per frame the smallest stream that decodes to
@@ -48,7 +52,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
-from pacs_cae.archive.compression_rules import eligible, find_rule
+from pacs_cae.archive.compression_rules import LOSSLESS_JOB, eligible, find_rule
 from pacs_cae.archive.floors import Floors
 from pacs_cae.archive.received import lossless_layout
 from pacs_cae.codec.base import SliceCodec
@@ -114,6 +118,7 @@ class _Series:
     lossless_reason: str | None = None  # the series stays lossless (decided before encoding)
     error: str | None = None  # the run failed (retried later)
     exact: bool = False  # encoded at max_abs_error = 0: every slice stays lossless in its smallest coding
+    by_policy: bool = False  # a LOSSLESS_JOB: nothing to encode or decide (the worker's repack re-coded it)
 
 
 @dataclass(frozen=True)
@@ -155,16 +160,17 @@ class RunReport:
     jobs: int = 0
     compressed: int = 0
     kept_lossless: int = 0
+    recoded: int = 0  # verbatim copies of series no rule compresses, re-coded exactly (lossless jobs)
     saved_bytes: int = 0
     failed_jobs: int = 0
     lost_leases: int = 0
 
     @property
     def instances(self) -> int:
-        return self.compressed + self.kept_lossless
+        return self.compressed + self.kept_lossless + self.recoded
 
     def add(self, other: RunReport) -> None:
-        for name in ("jobs", "compressed", "kept_lossless", "saved_bytes", "failed_jobs", "lost_leases"):
+        for name in ("jobs", "compressed", "kept_lossless", "recoded", "saved_bytes", "failed_jobs", "lost_leases"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
 
 
@@ -217,6 +223,8 @@ def _recode_kept(settings: Settings, encoders: EncoderSource, series: _Series, k
 
 def _prepare(database: Database, settings: Settings, job: ClaimedJob) -> _Series:
     """Read the series' lossless candidates and rebuild their pixels exactly (step 1)."""
+    if job.rule == LOSSLESS_JOB:
+        return _Series(job, None, by_policy=True)
     rule = find_rule(settings.compression, settings, job.rule)
     series = _Series(job, rule)
     if rule is None or not rule.compress:
@@ -299,6 +307,8 @@ def _encode_and_judge(settings: Settings, encoder: SliceCodec | None, group: lis
 
 def _decide(series: _Series) -> tuple[str | None, list[_Slice], dict[int, str]]:
     """(decision to record, slices to swap, fallback reason per kept-lossless instance)."""
+    if series.by_policy:  # no decision: a rule that compresses the series later starts afresh
+        return None, [], {}
     if series.lossless_reason is not None:
         reasons = {s.instance_pk: series.lossless_reason for s in series.slices}
         return "lossless", [], reasons

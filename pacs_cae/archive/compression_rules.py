@@ -38,6 +38,11 @@ def matches(rule: CompressionRule, record: InstanceRecord) -> bool:
 #: ``codec.model`` (or a rule's ``model``) values that mean "no learned codec: archive everything losslessly".
 NO_MODEL = ("", "none", "lossless")
 
+#: The job of a series no rule compresses (``codec.model = "none"``, a ``compress = false`` rule, pixels the
+#: codec cannot take): its worker only re-codes the verbatim C-STORE copies in their smallest exact coding.
+#: Not a valid rule name (config validation), so it never names a configured rule.
+LOSSLESS_JOB = "(lossless)"
+
 
 def select_rule(settings: Settings, record: InstanceRecord) -> CompressionRule | None:
     """The rule that compresses ``record``, or None (no rule matches, the first match says lossless or names
@@ -49,6 +54,15 @@ def select_rule(settings: Settings, record: InstanceRecord) -> CompressionRule |
             model = (rule.model or settings.codec.model).strip().lower()
             return rule if rule.compress and model not in NO_MODEL else None
     return None
+
+
+def recodes_lossless(settings: Settings) -> bool:
+    """Whether an instance no rule compresses still gets a job, which re-codes its verbatim copy exactly.
+
+    Why: so C-STORE never waits for a codec, lossless archive or not (issue 12); off with compression
+    itself, or when ``codec.lossless_methods`` is empty (nothing to re-code with: C-STORE encodes at once).
+    """
+    return settings.compression.enabled and bool(settings.codec.lossless_methods)
 
 
 def eligible(ds: Dataset, codec: CodecSettings) -> tuple[bool, str]:
@@ -76,14 +90,16 @@ def _study_day(study_date: str | None) -> datetime | None:
         return None
 
 
-def due_at(rule: CompressionRule, compression: CompressionSettings, study_date: str | None,
+def due_at(rule: CompressionRule | None, compression: CompressionSettings, study_date: str | None,
            now: datetime) -> datetime:
-    """When the job may run: ``delay_s`` after now, and not before the study is ``after_days`` old."""
+    """When the job may run: ``delay_s`` after now, and not before the study is ``after_days`` old (``rule``
+    None: a :data:`LOSSLESS_JOB`, due after the delay)."""
     due = now + timedelta(seconds=compression.delay_s)
-    if rule.after_days > 0:
+    if rule is not None and rule.after_days > 0:
         start = _study_day(study_date) or now
         due = max(due, start + timedelta(days=rule.after_days))
     return due
 
 
-__all__ = ["NO_MODEL", "due_at", "eligible", "find_rule", "matches", "select_rule"]
+__all__ = ["LOSSLESS_JOB", "NO_MODEL", "due_at", "eligible", "find_rule", "matches", "recodes_lossless",
+           "select_rule"]

@@ -10,9 +10,10 @@ replace the lossless blobs of a whole series by learned-codec blobs when every s
 
 Pixel paths at ingest:
 
-* ``lossless`` - everything with Pixel Data, byte-exact (:mod:`pacs_cae.codec.lossless`): verbatim when the
-  instance gets a compression job (its worker re-encodes the bytes: learned codec, or JPEG-LS when the series
-  stays lossless, :mod:`pacs_cae.archive.repack`), else encoded at once.
+* ``lossless`` - everything with Pixel Data, byte-exact (:mod:`pacs_cae.codec.lossless`): verbatim, because
+  a job follows (its worker re-encodes the bytes: by the learned codec when a rule compresses the series, else
+  in their smallest exact coding, a :data:`~pacs_cae.archive.compression_rules.LOSSLESS_JOB`); encoded at once
+  only with compression off, no ``codec.lossless_methods``, or a rule that waits days.
 * ``none`` - objects without Pixel Data (SR, presentation states, ...): the metadata blob is the object.
 """
 
@@ -24,11 +25,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from pydicom.dataset import Dataset
-from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from pacs_cae.archive.compression_rules import due_at, eligible, select_rule
+from pacs_cae.archive.compression_rules import LOSSLESS_JOB, due_at, eligible, recodes_lossless, select_rule
 from pacs_cae.archive.errors import ArchiveError, CannotUnderstand, DataSetMismatch, OutOfResources
 from pacs_cae.archive.received import ReceivedInstance
 from pacs_cae.codec.lossless import encode_lossless, store_verbatim
@@ -40,8 +40,8 @@ from pacs_cae.store import jobs
 from pacs_cae.store.db import Database
 from pacs_cae.store.record import InstanceRecord, InvalidRecord
 from pacs_cae.store.rejections import count_rejection
-from pacs_cae.store.repository import HierarchyConflict, upsert_instance
-from pacs_cae.store.schema import Series, utcnow
+from pacs_cae.store.repository import HierarchyConflict, series_pk_of, upsert_instance
+from pacs_cae.store.schema import utcnow
 from pacs_cae.vocabulary import DuplicatePolicy, StorageKind
 
 LOG = logging.getLogger(__name__)
@@ -196,11 +196,14 @@ def _ingest(ds: Dataset, *, settings: Settings, database: Database, calling_aet:
     record = received.record(storage=storage, original_pixel_bytes=original_bytes, calling_aet=calling_aet)
     rule = select_rule(settings, record)
     if rule is not None and not eligible(ds, settings.codec)[0]:
-        rule = None  # the codec cannot take these pixels: no job (a worker would keep them lossless anyway)
+        rule = None  # the codec cannot take these pixels: the series stays lossless
+    # The series' job: its rule's (compress it), else one that only re-codes it exactly (LOSSLESS_JOB).
+    job = rule.name if rule is not None else (
+        LOSSLESS_JOB if received.has_pixel_data and recodes_lossless(settings) else None)
     try:
-        # A job follows (the worker encodes the series later): the bytes as received, nothing to wait for.
-        # (a rule that waits days keeps the encoded form meanwhile)
-        verbatim = rule is not None and rule.after_days <= 0
+        # A job follows (a worker encodes the series later): the bytes as received, nothing to wait for
+        # (a rule that waits days keeps the encoded form meanwhile).
+        verbatim = job is not None and (rule is None or rule.after_days <= 0)
         pixel_blob = _pixel_blob(received, settings, verbatim=verbatim) if received.has_pixel_data else None
     except Exception as exc:
         raise CannotUnderstand(f"Pixel Data cannot be read: {exc}", status=STATUS_UNENCODABLE) from exc
@@ -213,9 +216,8 @@ def _ingest(ds: Dataset, *, settings: Settings, database: Database, calling_aet:
                 content_sha256=content_digest(metadata_blob, ds),
                 identity_attributes=settings.server.patient_identity_attributes,
             )
-            if rule is not None and result in ("stored", "replaced"):  # nothing written: nothing to compress
-                _enqueue(session, record, rule.name, due_at(rule, settings.compression, record.study_date,
-                                                            utcnow()))
+            if job is not None and result in ("stored", "replaced"):  # nothing written: nothing to do
+                _enqueue(session, record, job, due_at(rule, settings.compression, record.study_date, utcnow()))
     except HierarchyConflict as exc:
         status = STATUS_PATIENT_CONFLICT if exc.reason == "patient-conflict" else STATUS_HIERARCHY_CONFLICT
         raise CannotUnderstand(f"{exc.reason}: {exc}", status=status) from exc
@@ -242,7 +244,7 @@ def _ingest(ds: Dataset, *, settings: Settings, database: Database, calling_aet:
 
 
 def _enqueue(session: Session, record: InstanceRecord, rule: str, due: Any) -> None:
-    series_pk = session.scalar(select(Series.id).where(Series.series_instance_uid == record.series_instance_uid))
+    series_pk = series_pk_of(session, record.series_instance_uid)
     assert series_pk is not None  # upsert_instance just wrote it, in this transaction
     jobs.enqueue(session, series_pk, rule, due)
 

@@ -5,7 +5,9 @@ compression job as received (:func:`pacs_cae.codec.lossless.store_verbatim`: a C
 never waits for JPEG-LS. A worker that claims the series' job first calls :func:`repack`: every verbatim blob
 becomes the archive's exact lossless encoding (JPEG-LS, verified bit-exact, else Brotli). Why first, not only
 for slices that end up lossless: the floors' ``require_gain`` compares a lossy blob with the *lossless* size,
-and that must be the size of the real lossless encoding, not of the raw bytes.
+and that must be the size of the real lossless encoding, not of the raw bytes. A series no rule compresses
+(a ``LOSSLESS_JOB``) is repacked in the smallest of ``codec.lossless_methods`` instead: that is its final form,
+and a blob that is no longer verbatim is never picked again (what makes a second run a no-op).
 
 One transaction per series; an instance is rewritten only when it is still the lossless copy that was read
 (same ``received_at`` and blob size, under its row lock), so a concurrent re-send or swap wins and a repack
@@ -23,7 +25,7 @@ from pydicom.uid import UID
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from pacs_cae.codec.lossless import PixelLayout, decode_lossless, encode_lossless, is_verbatim
+from pacs_cae.codec.lossless import FAST_METHODS, PixelLayout, decode_lossless, encode_lossless, is_verbatim
 from pacs_cae.store.db import Database
 from pacs_cae.store.schema import Instance, InstanceBlob
 
@@ -47,8 +49,10 @@ def layout_of(inst: Instance) -> PixelLayout | None:
         return None
 
 
-def repack(database: Database, series_pks: Sequence[int], *, brotli_quality: int = 5) -> int:
-    """Re-encode the verbatim blobs of these series; returns how many instances were rewritten."""
+def repack(database: Database, series_pks: Sequence[int], *, brotli_quality: int = 5,
+           methods: Sequence[str] = FAST_METHODS) -> int:
+    """Re-encode the verbatim blobs of these series in the smallest verified coding of ``methods``; returns how
+    many instances were rewritten."""
     if not series_pks:
         return 0
     with database.session(readonly=True) as session:
@@ -63,7 +67,8 @@ def repack(database: Database, series_pks: Sequence[int], *, brotli_quality: int
     for inst, blob in candidates:
         if blob is None or not is_verbatim(blob):
             continue
-        encoded = encode_lossless(decode_lossless(blob), layout_of(inst), brotli_quality=brotli_quality)
+        encoded = encode_lossless(decode_lossless(blob), layout_of(inst), brotli_quality=brotli_quality,
+                                  methods=methods)
         if len(encoded) < len(blob):
             by_series[inst.series_pk].append((inst.id, inst.received_at, len(blob), encoded))
     rewritten = 0

@@ -18,8 +18,10 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from pacs_cae.archive.compression import EncoderSource, RunReport, compress_claimed
+from pacs_cae.archive.compression_rules import LOSSLESS_JOB, recodes_lossless
 from pacs_cae.archive.repack import repack
 from pacs_cae.codec.base import SliceCodec
+from pacs_cae.codec.lossless import FAST_METHODS
 from pacs_cae.config import Settings
 from pacs_cae.store import jobs
 from pacs_cae.store.db import Database
@@ -103,9 +105,16 @@ class CompressionWorker:
                                  max_attempts=c.max_attempts, ignore_delay=ignore_delay)
         if not claimed:
             return None
-        # C-STORE wrote these series' pixels verbatim: the exact lossless encoding first (see repack)
-        repack(self.database, [job.series_pk for job in claimed], brotli_quality=self.settings.codec.brotli_quality)
-        return compress_claimed(self.database, self.settings, self.encoders, self.owner, claimed)
+        # C-STORE wrote these series' pixels verbatim: the exact lossless encoding first (see repack); JPEG-LS
+        # where a codec will judge the series, the smallest of codec.lossless_methods where none will
+        codec = self.settings.codec
+        repack(self.database, [job.series_pk for job in claimed if job.rule != LOSSLESS_JOB],
+               brotli_quality=codec.brotli_quality, methods=FAST_METHODS)
+        recoded = repack(self.database, [job.series_pk for job in claimed if job.rule == LOSSLESS_JOB],
+                         brotli_quality=codec.brotli_quality, methods=codec.lossless_methods)
+        report = compress_claimed(self.database, self.settings, self.encoders, self.owner, claimed)
+        report.recoded += recoded
+        return report
 
     def outstanding(self, *, ignore_delay: bool = False) -> int:
         """Jobs a drain still waits for: due pending ones (any pending with ``ignore_delay``) and running ones.
@@ -174,8 +183,8 @@ def _any_model(settings: Settings) -> bool:
 
 def serve_worker_count(settings: Settings, database: Database) -> int:
     """``compression.serve_workers``, defaulting to 1 on SQLite (embedded) and 0 on a server database; 0 when
-    compression is off or no rule has a model to compress with."""
-    if not settings.compression.enabled or not _any_model(settings):
+    compression is off, or no rule has a model to compress with and there is nothing to re-code exactly."""
+    if not settings.compression.enabled or not (_any_model(settings) or recodes_lossless(settings)):
         return 0
     configured = settings.compression.serve_workers
     return (1 if database.is_sqlite else 0) if configured is None else configured

@@ -32,7 +32,7 @@ MaxAbsErrorOption = Annotated[float | None, typer.Option(
 
 #: Command-line flag name -> settings key it overrides.
 FLAG_KEYS = {
-    "host": "server.host", "port": "server.port", "ae_title": "server.ae_title",
+    "host": "server.host", "port": "server.port", "ae_title": "server.ae_title", "processes": "server.processes",
     "database_url": "database.url", "device": "codec.device", "model": "codec.model", "quality": "codec.quality",
     "models_dir": "codec.models_dir", "max_abs_error": "codec.max_abs_error",
     "data_dir": "data_dir", "log_level": "log_level",

@@ -20,7 +20,10 @@ from pacs_cae.cli.options import (
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from pacs_cae.archive.service import Archive
+    from pacs_cae.net.processes import Listener
 
 LOG = logging.getLogger("pacs_cae.serve")
 
@@ -56,6 +59,9 @@ def serve(
     quality: Annotated[int | None, typer.Option(
         "--quality", min=1, help="Operating point of a variable-rate model (codec.quality).")] = None,
     max_abs_error: MaxAbsErrorOption = None,
+    processes: Annotated[int | None, typer.Option(
+        "--processes", min=0, help="serve processes sharing the port; 0 = one per CPU core (server.processes).")
+    ] = None,
     models_dir: ModelsDirOption = None,
     data_dir: Annotated[str | None, typer.Option("--data-dir", help="Data directory (data_dir).")] = None,
     log_level: LogLevelOption = None,
@@ -63,10 +69,25 @@ def serve(
     """Serve C-ECHO, C-STORE, C-FIND, C-GET and C-MOVE until SIGINT/SIGTERM."""
     settings = load_or_exit("serve", config, host=host, port=port, ae_title=ae_title, database_url=database_url,
                             device=device, model=model, quality=quality, max_abs_error=max_abs_error,
-                            models_dir=models_dir, data_dir=data_dir, log_level=log_level)
+                            processes=processes, models_dir=models_dir, data_dir=data_dir, log_level=log_level)
     configure_logging(settings.log_level)
     check_tls_or_exit(settings)
-    raise typer.Exit(run(settings))
+    raise typer.Exit(run_processes(settings))
+
+
+def run_processes(settings: Any) -> int:
+    """``server.processes`` serve processes on one port (a supervisor above them), or just :func:`run`."""
+    from pacs_cae.net.processes import Supervisor, bind, resolve_processes
+
+    count = resolve_processes(settings.server.processes)
+    if count == 1:
+        return run(settings)
+    try:
+        sock = bind(settings.server.host, settings.server.port)
+    except OSError as exc:
+        LOG.error("cannot listen on %s:%d: %s", settings.server.host, settings.server.port, exc)
+        return 1
+    return Supervisor(sock, count, lambda listener, ready: run(settings, listener, ready)).run()
 
 
 def check_tls_or_exit(settings: Any) -> None:
@@ -81,8 +102,12 @@ def check_tls_or_exit(settings: Any) -> None:
         raise typer.Exit(2) from None
 
 
-def run(settings: Any) -> int:
-    """Open the archive, serve until signalled, close the archive; the process exit code."""
+def run(settings: Any, listener: Listener | None = None, on_listening: Callable[[], None] | None = None) -> int:
+    """Open the archive, serve until signalled, close the archive; the process exit code.
+
+    ``listener``: this is one of several serve processes (:mod:`pacs_cae.net.processes`); the compression
+    worker threads run in the first one only.
+    """
     from pacs_cae.archive.service import Archive
     from pacs_cae.archive.workers import WorkerThreads, serve_worker_count
     from pacs_cae.net.server import serve_until_signalled
@@ -106,15 +131,17 @@ def run(settings: Any) -> int:
                         "0xA700 until it can; the server picks it up by itself once the storage is writable",
                         url, problem)
         LOG.info("codec model %s", describe_model(archive, settings.codec.model))
-        count = serve_worker_count(settings, archive.database)
+        count = serve_worker_count(settings, archive.database) if listener is None or listener.index == 0 else 0
         LOG.info("compression worker threads: %d%s", count,
                  "" if count else " (run `pacs-cae worker` processes to compress)")
         workers = WorkerThreads(archive.database, settings, archive.codecs, count)
 
         def ready(address: tuple[str, int]) -> None:
             LOG.info("%s listening on %s:%d", settings.server.ae_title, *address)
+            if on_listening is not None:
+                on_listening()
 
-        serve_until_signalled(settings, archive, on_ready=ready)
+        serve_until_signalled(settings, archive, on_ready=ready, listener=listener)
     except OSError as exc:
         LOG.error("cannot listen on %s:%d: %s", settings.server.host, settings.server.port, exc)
         return 1

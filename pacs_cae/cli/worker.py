@@ -56,7 +56,8 @@ def worker(
         if drain:
             total = _drain(archive, stop, ignore_delay=now)
             typer.echo(f"drained: {total.jobs} job run(s), {total.compressed} slice(s) stored lossy, "
-                       f"{total.kept_lossless} kept lossless, {total.saved_bytes} bytes saved, "
+                       f"{total.kept_lossless} kept lossless, {total.recoded} re-coded losslessly, "
+                       f"{total.saved_bytes} bytes saved, "
                        f"{total.failed_jobs} job(s) failed")
             left = archive.stats()["compression"]
             if left["pending"] or left["failed"]:

@@ -21,11 +21,12 @@ class is switched to :class:`PduLimitedSocket` right after (same object, same st
 from __future__ import annotations
 
 import logging
+import math
 import socket
 import struct
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from pynetdicom import evt
@@ -68,6 +69,18 @@ class Limits:
     def from_settings(cls, s: ServerSettings) -> Limits:
         return cls(s.max_associations, s.max_associations_per_address, s.max_pending_connections,
                    s.max_pending_per_address, s.max_pdu_size, s.max_dataset_bytes, s.idle_timeout_s)
+
+    def divided(self, processes: int) -> Limits:
+        """One of ``processes`` serve processes' share: ``ceil(limit / processes)`` of each count, so the
+        totals stay within the configured ones, rounded up to a multiple of ``processes``
+        (:mod:`pacs_cae.net.processes`). Per-PDU and per-association bounds are unchanged."""
+        def share(limit: int) -> int:
+            return max(1, math.ceil(limit / processes))
+
+        return replace(self, max_associations=share(self.max_associations),
+                       max_associations_per_address=share(self.max_associations_per_address),
+                       max_pending_connections=share(self.max_pending_connections),
+                       max_pending_per_address=share(self.max_pending_per_address))
 
 
 class PduTooLong(Exception):
@@ -259,6 +272,12 @@ class GuardedAssociationServer(ThreadedAssociationServer):
         """Associations holding a slot now."""
         with self._lock:
             return len(self._admitted)
+
+    @property
+    def connections(self) -> int:
+        """Connections this server holds now: still negotiating, or admitted."""
+        with self._lock:
+            return sum(1 for p in self._pending if not p.closed) + len(self._admitted)
 
 
 def _shutdown(sock: socket.socket | None) -> None:

@@ -25,6 +25,7 @@ from pacs_cae.net.limits import (
     Limits,
     close_connection,
 )
+from pacs_cae.net.processes import Listener, SharedSocketServer
 from pacs_cae.net.tls import TlsRequestHandler, server_context
 
 LOG = logging.getLogger(__name__)
@@ -36,9 +37,10 @@ DEFAULT_GRACE_S = 30.0
 class ArchiveServer:
     """The AE bound to an archive; :meth:`start` listens without blocking, :meth:`stop` drains."""
 
-    def __init__(self, settings: Settings, archive: ArchiveLike) -> None:
+    def __init__(self, settings: Settings, archive: ArchiveLike, listener: Listener | None = None) -> None:
         self.settings = settings
         self.archive = archive
+        self.listener = listener  # one of several serve processes: accept on the supervisor's socket
         self.ae = build_ae(settings.server)
         self.handlers = ArchiveHandlers(archive, settings)
         # DICOM TLS when server.tls_certificate is set (None = plain TCP); built here so a bad certificate
@@ -59,11 +61,15 @@ class ArchiveServer:
         address = (self.settings.server.host, self.settings.server.port)
         # TLS: the handshake runs per connection, in its own thread (see pacs_cae/net/tls.py)
         handler = TlsRequestHandler if self.ssl_context is not None else GuardedRequestHandler
+        shared = self.listener
         server = self.ae.make_server(address, ssl_context=self.ssl_context,
                                      evt_handlers=[*LIMIT_HANDLERS, *self.handlers.bindings()],
-                                     server_class=GuardedAssociationServer, request_handler=handler)
+                                     server_class=(GuardedAssociationServer if shared is None
+                                                   else SharedSocketServer.for_listener(shared)),
+                                     request_handler=handler)
         assert isinstance(server, GuardedAssociationServer)
-        server.limits = Limits.from_settings(self.settings.server)
+        limits = Limits.from_settings(self.settings.server)
+        server.limits = limits if shared is None else limits.divided(shared.processes)
         # What AE.start_server(block=False) does, which cannot take our classes: register, serve in a thread.
         self.ae._servers.append(server)
         threading.Thread(target=make_target(server.serve_forever), name="AcceptorServer", daemon=True).start()
@@ -122,6 +128,7 @@ def serve_until_signalled(
     stop: threading.Event | None = None,
     on_ready: Callable[[tuple[str, int]], None] | None = None,
     grace_s: float = DEFAULT_GRACE_S,
+    listener: Listener | None = None,
 ) -> None:
     """Serve until ``stop`` is set (by SIGINT/SIGTERM when called from the main thread).
 
@@ -130,7 +137,7 @@ def serve_until_signalled(
     stop = stop or threading.Event()
     restore = (install_stop_signals(stop) if threading.current_thread() is threading.main_thread()
                else (lambda: None))
-    server = ArchiveServer(settings, archive)
+    server = ArchiveServer(settings, archive, listener)
     try:
         address = server.start()
         if on_ready is not None:

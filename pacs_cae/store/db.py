@@ -2,8 +2,10 @@
 
 SQLite is tuned for pynetdicom's one-thread-per-association model: foreign keys on, WAL, a busy timeout, and
 write transactions that start with ``BEGIN IMMEDIATE`` so concurrent writers queue instead of failing with
-"database is locked" when a read lock cannot be upgraded. Writers of one process queue on a lock first, so
-SQLite's sleeping busy handler only arbitrates between processes (``serve`` beside a ``worker``).
+"database is locked" when a read lock cannot be upgraded. Writers queue on a :class:`WriteQueue` first: a lock
+for the threads of one process and, for a database file, an ``flock`` on ``<file>.write-lock`` for the
+processes (``serve`` processes, a ``worker`` beside them), so SQLite's sleeping busy handler is left with
+nothing to arbitrate.
 
 Durability (``database.sqlite_synchronous``): with WAL, ``NORMAL`` (the default) writes every commit to the WAL
 before the commit returns, so a committed instance survives any crash of the process (kill -9, OOM, a
@@ -21,11 +23,14 @@ closes).
 
 from __future__ import annotations
 
+import fcntl
 import logging
+import os
 import sqlite3
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext, suppress
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import create_engine, event
@@ -46,6 +51,59 @@ SQLITE_BUSY_TIMEOUT_MS = 60_000
 #: sqlite3 messages after which a pooled connection must not be reused: SQLite opened (or degraded) it
 #: read-only, and a fresh connection is the only way to write again once the storage is writable.
 _SQLITE_REOPEN_ERRORS = ("readonly database", "disk i/o error")
+
+
+class WriteQueue:
+    """Where the write transactions on one SQLite database take turns: threads, then processes.
+
+    SQLite has one writer; a writer that finds it busy sleeps in SQLite's busy handler 1, 2, 5, 10 ... ms
+    between retries (most of the C-STORE time with 4 associations before this queue), however soon the
+    lock is free. Here a waiting thread blocks on a lock and a waiting process in ``flock`` on
+    ``<database file>.write-lock``, and each wakes as soon as the previous writer is done. Readers never
+    queue. Re-entrant within a thread. The lock file is opened for each outermost write transaction (some
+    microseconds), so no descriptor outlives it or is shared by forked ``serve`` processes (``flock`` only
+    excludes other open files); where it cannot be opened (read-only storage) SQLite's own locking remains.
+    """
+
+    def __init__(self, lock_path: Path | None) -> None:
+        self._path = lock_path
+        self._threads = threading.RLock()
+        self._depth = 0  # only changed by the thread holding _threads
+        self._fd: int | None = None
+
+    def __enter__(self) -> None:
+        self._threads.acquire()
+        try:
+            if self._depth == 0 and self._path is not None:
+                self._fd = _locked(self._path)
+        except BaseException:
+            self._threads.release()
+            raise
+        self._depth += 1
+
+    def __exit__(self, *_: object) -> None:
+        self._depth -= 1
+        try:
+            if self._depth == 0 and self._fd is not None:
+                fd, self._fd = self._fd, None
+                os.close(fd)  # releases the flock
+        finally:
+            self._threads.release()
+
+
+def _locked(path: Path) -> int | None:
+    """An open descriptor of ``path`` holding its exclusive ``flock`` (None where the file cannot be opened)."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
+    except OSError as exc:
+        LOG.debug("no inter-process write queue (%s): %s", path, exc)
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # blocks in the kernel, without the GIL
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 class SchemaOutOfDate(RuntimeError):
@@ -72,11 +130,10 @@ class Database:
             kwargs["pool_pre_ping"] = True
         self.engine: Engine = create_engine(url, **kwargs)
         self._checkpointer: WalCheckpointer | None = None
-        # SQLite has one writer; threads of this process queue here instead of in SQLite's busy handler,
-        # which sleeps 1, 2, 5, 10 ... ms between retries (most of the C-STORE time with 4 associations).
-        self._write_lock: threading.RLock | None = threading.RLock() if self.is_sqlite else None
+        self._write_lock: WriteQueue | None = None
         if self.is_sqlite:
             path = sqlite_path(url)
+            self._write_lock = WriteQueue(path.with_name(path.name + ".write-lock") if path is not None else None)
             _tune_sqlite(self.engine, sqlite_synchronous, background_checkpoints=path is not None)
             if path is not None:
                 self._checkpointer = WalCheckpointer(self.engine)

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, cast
 
-from sqlalchemy import CursorResult, Table, insert, select
+from sqlalchemy import CursorResult, Table, bindparam, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -114,11 +114,9 @@ def _upsert(
     session: Session, record: InstanceRecord, metadata_blob: bytes, pixel_blob: bytes | None, policy: str,
     content_sha256: str | None, identity_fields: tuple[str, ...],
 ) -> UpsertResult:
-    existing = session.scalars(
-        select(Instance).where(Instance.sop_instance_uid == record.sop_instance_uid).with_for_update()
-    ).one_or_none()
-    if existing is not None:
-        if content_sha256 is not None and existing.content_sha256 == content_sha256:
+    found = session.execute(_STATEMENTS.existing, {"uid": record.sop_instance_uid}).one_or_none()
+    if found is not None:
+        if content_sha256 is not None and found.content_sha256 == content_sha256:
             return "identical"
         if policy == DuplicatePolicy.KEEP_FIRST:
             return "kept-first"
@@ -131,17 +129,20 @@ def _upsert(
         received_at=utcnow(),
         content_sha256=content_sha256,
     )
-    if existing is None:
+    if found is None:
         series_pk = _known_series(session, record, identity_fields)
         if series_pk is None:
             series_pk = _series_for(session, record, identity_fields).id
         # Core inserts: the common case (a new slice of a known series) is three statements, no ORM flush
         inserted = cast(CursorResult[Any], session.execute(
-            insert(_table(Instance)).values(sop_instance_uid=record.sop_instance_uid, series_pk=series_pk, **values)))
+            _STATEMENTS.insert_instance, {"sop_instance_uid": record.sop_instance_uid, "series_pk": series_pk,
+                                          **values}))
         instance_pk = inserted.inserted_primary_key[0]  # type: ignore[index]
-        session.execute(insert(_table(InstanceBlob)).values(instance_pk=instance_pk, metadata=metadata_blob,
-                                                            pixels=pixel_blob))
+        session.execute(_STATEMENTS.insert_blob, {"instance_pk": instance_pk, "metadata": metadata_blob,
+                                                  "pixels": pixel_blob})
         return "stored"
+    existing = session.get(Instance, found.id)
+    assert existing is not None  # locked above
     series = _series_for(session, record, identity_fields)
     if existing.series_pk != series.id:
         raise HierarchyConflict(
@@ -256,13 +257,7 @@ def _known_series(session: Session, record: InstanceRecord, identity_fields: tup
     to do or to refuse (no such series, another study, an identity conflict, an empty stored value to fill):
     that path then decides, with its own checks and messages.
     """
-    columns = [Series.id, Study.study_instance_uid, Patient.patient_id, Patient.issuer,
-               *(getattr(Patient, f) for f in _PATIENT_FIELDS), *(getattr(Study, f) for f in _STUDY_FIELDS),
-               *(getattr(Series, f) for f in _SERIES_FIELDS)]
-    row = session.execute(
-        select(*columns).join(Study, Study.id == Series.study_pk).join(Patient, Patient.id == Study.patient_pk)
-        .where(Series.series_instance_uid == record.series_instance_uid)
-    ).one_or_none()
+    row = session.execute(_STATEMENTS.known_series, {"uid": record.series_instance_uid}).one_or_none()
     if row is None or row[1] != record.study_instance_uid or (row[2], row[3]) != (record.patient_id, record.issuer):
         return None
     stored = dict(zip((*_PATIENT_FIELDS, *_STUDY_FIELDS, *_SERIES_FIELDS), row[4:]))
@@ -276,6 +271,32 @@ def _known_series(session: Session, record: InstanceRecord, identity_fields: tup
                 _normalised(name, stored[name]) != _normalised(name, getattr(record, name)):
             return None
     return int(row[0])
+
+
+class _Statements:
+    """The statements every C-STORE runs, built once: building a SQLAlchemy expression (coercing each column
+    and value) cost more than executing it. Values are bound at execution."""
+
+    def __init__(self) -> None:
+        self.existing = (select(Instance.id, Instance.content_sha256)
+                         .where(Instance.sop_instance_uid == bindparam("uid")).with_for_update())
+        self.insert_instance = insert(_table(Instance))
+        self.insert_blob = insert(_table(InstanceBlob))
+        self.known_series = (
+            select(Series.id, Study.study_instance_uid, Patient.patient_id, Patient.issuer,
+                   *(getattr(Patient, f) for f in _PATIENT_FIELDS), *(getattr(Study, f) for f in _STUDY_FIELDS),
+                   *(getattr(Series, f) for f in _SERIES_FIELDS))
+            .join(Study, Study.id == Series.study_pk).join(Patient, Patient.id == Study.patient_pk)
+            .where(Series.series_instance_uid == bindparam("uid")))
+        self.series_pk = select(Series.id).where(Series.series_instance_uid == bindparam("uid"))
+
+
+_STATEMENTS = _Statements()
+
+
+def series_pk_of(session: Session, series_instance_uid: str) -> int | None:
+    """The row id of a stored series (what a job names)."""
+    return session.scalar(_STATEMENTS.series_pk, {"uid": series_instance_uid})
 
 
 def _fill(row: object, record: InstanceRecord, fields: Sequence[str]) -> None:

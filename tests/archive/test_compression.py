@@ -302,5 +302,10 @@ def test_serve_worker_threads_compress_in_the_background(open_archive) -> None:
             time.sleep(0.05)
     finally:
         threads.stop()
+    archive.settings.codec.model = "none"  # a lossless archive still re-codes C-STORE's verbatim copies
+    archive.settings.compression.serve_workers = None
+    assert serve_worker_count(archive.settings, archive.database) == expected
+    archive.settings.codec.lossless_methods = []  # nothing to compress or re-code with: no thread
+    assert serve_worker_count(archive.settings, archive.database) == 0
     archive.settings.compression.enabled = False
     assert serve_worker_count(archive.settings, archive.database) == 0

@@ -11,14 +11,21 @@ import threading
 import pytest
 from sqlalchemy import select
 
+from pacs_cae.archive.compression_rules import LOSSLESS_JOB
 from pacs_cae.archive.repack import repack
 from pacs_cae.archive.service import Archive
 from pacs_cae.archive.workers import CompressionWorker, FloorAwareEncoders
 from pacs_cae.codec.errors import CorruptBlobError
-from pacs_cae.codec.lossless import decode_lossless, encode_lossless, is_verbatim, store_verbatim
+from pacs_cae.codec.lossless import (
+    decode_lossless,
+    encode_lossless,
+    frame_methods,
+    is_verbatim,
+    store_verbatim,
+)
 from pacs_cae.codec.weights import ModelCard
-from pacs_cae.config import CompressionRule
-from pacs_cae.store.schema import Instance, InstanceBlob
+from pacs_cae.config import CompressionRule, ConfigError, load_settings
+from pacs_cae.store.schema import CompressionJob, Instance, InstanceBlob
 from pacs_cae.testing.factories import make_mr_series
 from tests.archive.helpers import load_one, reread
 
@@ -71,13 +78,51 @@ def test_worker_repacks_before_judging_so_require_gain_sees_the_lossless_size(op
         assert inst.stored_pixel_bytes == len(blob)
 
 
-def test_no_job_means_encoded_at_once(open_archive) -> None:
+def _jobs(archive: Archive) -> list[tuple[str, str, str | None]]:
+    with archive.database.session(readonly=True) as session:
+        return [tuple(r) for r in session.execute(  # type: ignore[misc]
+            select(CompressionJob.rule, CompressionJob.state, CompressionJob.decision)).all()]
+
+
+def test_a_series_no_rule_compresses_is_stored_verbatim_and_recoded_by_a_lossless_job(open_archive) -> None:
+    """C-STORE never waits for a codec, lossless archive or not; the worker gives the final exact coding."""
     archive: Archive = open_archive()
     archive.settings.compression.rules = [CompressionRule(name="keep", compress=False)]
+    series = [reread(ds) for ds in make_mr_series(2, 64, 64)]
+    assert all(archive.store(ds).compression_rule is None for ds in series)  # nothing will compress it
+    assert all(is_verbatim(blob) for _, blob in _rows(archive))
+    assert _jobs(archive) == [(LOSSLESS_JOB, "pending", None)]
+
+    assert archive.compress_pending().recoded == 2
+    for (inst, blob), ds in zip(_rows(archive), series):
+        assert not is_verbatim(blob) and inst.stored_pixel_bytes == len(blob) < len(ds.PixelData)
+        assert set(frame_methods(blob)) <= set(archive.settings.codec.lossless_methods)
+        assert inst.storage == "lossless" and inst.fallback_reason is None  # what was asked for: no fallback
+        assert load_one(archive, ds.SOPInstanceUID) == ds
+    assert _jobs(archive) == [(LOSSLESS_JOB, "done", None)]  # decides nothing for the series
+    assert repack(archive.database, [_rows(archive)[0][0].series_pk]) == 0  # nothing verbatim is left
+
+
+@pytest.mark.parametrize("off", ["compression", "lossless_methods"])
+def test_without_a_job_the_pixels_are_encoded_at_once(open_archive, off: str) -> None:
+    archive: Archive = open_archive()
+    if off == "compression":
+        archive.settings.compression.enabled = False
+    else:  # nothing to re-code with, and no rule compresses: no job, JPEG-LS at C-STORE
+        archive.settings.codec.lossless_methods = []
+        archive.settings.compression.rules = [CompressionRule(name="keep", compress=False)]
     ds = reread(make_mr_series(1, 64, 64)[0])
     assert archive.store(ds).compression_rule is None
     [(_, blob)] = _rows(archive)
     assert not is_verbatim(blob) and decode_lossless(blob) == ds.PixelData
+    assert _jobs(archive) == []
+
+
+def test_a_rule_name_in_parentheses_is_refused(tmp_path) -> None:
+    config = tmp_path / "pacs-cae.toml"
+    config.write_text(f'[[compression.rules]]\nname = "{LOSSLESS_JOB}"\n')
+    with pytest.raises(ConfigError, match="reserved"):
+        load_settings(config)
 
 
 def test_worker_skips_a_model_whose_card_cannot_meet_the_psnr_floor(open_archive) -> None:

@@ -1,0 +1,94 @@
+"""`pacs-cae serve --processes 2`: two serve processes on one port, through DCMTK, on SQLite and PostgreSQL.
+
+Parallel storescu associations spread over both processes; every acknowledged instance is retrievable and
+byte-exact; a child that is killed is restarted while the other keeps serving; SIGTERM stops them all.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from pacs_cae.testing import dcmtk
+from pacs_cae.testing.factories import make_mr_series
+from pacs_cae.testing.server_process import (
+    clean_environment,
+    echo,
+    free_port,
+    pacs_cae_command,
+    start_server,
+    write_config,
+)
+from tests.e2e.compare import check_lossless
+from tests.e2e.scenario import write_datasets
+
+pytestmark = pytest.mark.e2e
+
+ASSOCIATIONS = 4
+
+
+def _child_pids(supervisor: int) -> list[int]:
+    out = subprocess.run(["pgrep", "-P", str(supervisor)], check=False, capture_output=True, text=True).stdout
+    return [int(pid) for pid in out.split()]
+
+
+def _accepted_by(log: str) -> dict[str, int]:
+    """How many storescu associations each serve process accepted, from its tagged log lines."""
+    found: dict[str, int] = {}
+    for index in re.findall(r"net\.handlers\[(\d+)\]: association accepted from E2ESCU", log):
+        found[index] = found.get(index, 0) + 1
+    return found
+
+
+def test_two_serve_processes_share_the_port(module_database_url: str, tmp_path: Path) -> None:
+    port = free_port()
+    config = write_config(tmp_path / "procs.toml", data_dir=tmp_path / "data", port=port,
+                          database_url=module_database_url, codec={"model": "none"}, remotes={},
+                          compression={"delay_s": 0, "poll_s": 0.2})
+    if not module_database_url.startswith("sqlite"):
+        subprocess.run([*pacs_cae_command(), "db", "upgrade", "--config", str(config)], check=True,
+                       capture_output=True, env=clean_environment())
+    series = make_mr_series(12, 128, 128)
+    files = [str(f) for f in write_datasets(series, tmp_path / "in")]
+    server = start_server(tmp_path, config, port, args=["--processes", "2"])
+    try:
+        assert len(_child_pids(server.proc.pid)) == 2, server.log()
+        before = len(server.log())  # the readiness C-ECHOs came from E2ESCU too
+        parts = [files[i::ASSOCIATIONS] for i in range(ASSOCIATIONS)]
+        with ThreadPoolExecutor(ASSOCIATIONS) as pool:
+            list(pool.map(lambda part: dcmtk.run("storescu", ["-aec", "PACSCAE", "-aet", "E2ESCU", "127.0.0.1",
+                                                              str(port), *part]), parts))
+        accepted = _accepted_by(server.log()[before:])
+        assert sum(accepted.values()) == ASSOCIATIONS and set(accepted) == {"0", "1"}, accepted
+
+        victim = _child_pids(server.proc.pid)[-1]
+        os.kill(victim, signal.SIGKILL)
+        deadline = time.monotonic() + 120
+        while "restarting it" not in server.log() or len(_child_pids(server.proc.pid)) < 2:
+            assert time.monotonic() < deadline, server.log()
+            assert echo(port).returncode == 0  # the other process answers meanwhile
+            time.sleep(0.2)
+        assert victim not in _child_pids(server.proc.pid)
+
+        out = tmp_path / "get"
+        out.mkdir()
+        dcmtk.run("getscu", ["-aec", "PACSCAE", "-aet", "E2ESCU", "-S", "-od", str(out), *dcmtk.keys(
+            {"QueryRetrieveLevel": "STUDY", "StudyInstanceUID": str(series[0].StudyInstanceUID)}),
+            "127.0.0.1", str(port)])
+        retrieved = {str(ds.SOPInstanceUID): ds for ds in dcmtk.read_dir(out)}
+        assert set(retrieved) == {str(ds.SOPInstanceUID) for ds in series}
+        for original in series:
+            check_lossless(original, retrieved[str(original.SOPInstanceUID)])
+        children = _child_pids(server.proc.pid)
+    finally:
+        code = server.stop(signal.SIGTERM)
+    assert code == 0, server.log()
+    assert all(not Path(f"/proc/{pid}").exists() for pid in children), "a serve process outlived SIGTERM"
+    assert server.log().count("serve[0]: stopped") >= 1 and "serve[1]: stopped" in server.log()
