@@ -4,8 +4,8 @@
         [--model cae-paper] [--min-psnr-db 20] [--database-url URL] [--device auto] [--volume NIfTI] \
         [--processes N]
 
-For each configuration (``lossless`` = ``codec.model = "none"``; ``cae`` / ``cae+gate`` = the learned codec,
-without / with the quality floors) and each association count, a fresh server and database: the generated
+For each configuration (``lossless`` = ``codec.model = "none"``; ``lossless-jpegls``: the same, kept in JPEG-LS
+only; ``cae`` / ``cae+gate`` = the learned codec, without / with the quality floors) and each association count, a fresh server and database: the generated
 512x512 12-bit MR series (60 slices by default) is sent with storescu (split over N parallel associations),
 the backlog is drained by one in-process worker (for ``lossless``: the lossless jobs that re-code C-STORE's
 verbatim copies in their smallest exact coding), then N parallel IMAGE-level
@@ -53,11 +53,13 @@ def codec_config(name: str, model: str, device: str, min_psnr_db: float) -> dict
     """The [codec] table of one benchmarked configuration."""
     if name == "lossless":
         return {"model": "none", "device": device}
+    if name == "lossless-jpegls":  # the lossless archive in the fastest exact coding, not the smallest
+        return {"model": "none", "device": device, "lossless_methods": ["jpeg-ls"]}
     if name == "cae":
         return {"model": model, "device": device, "gate": False}
     if name == "cae+gate":
         return {"model": model, "device": device, "gate": True, "min_psnr_db": min_psnr_db}
-    raise SystemExit(f"unknown configuration {name!r} (lossless, cae, cae+gate)")
+    raise SystemExit(f"unknown configuration {name!r} (lossless, lossless-jpegls, cae, cae+gate)")
 
 
 def wait_for_scp(port: int, aet: str = "BENCHSCP", timeout: float = 60) -> None:
@@ -301,7 +303,7 @@ def print_table(n: int, source: str, args: argparse.Namespace, rows: dict[tuple[
     print(f"\ncodec {args.model} alone on these slices (batch 8, as benchmarks/codec_speed.py): "
           f"encode {encode_per_s:.1f} slices/s, decode {decode_per_s:.1f} slices/s")
     for (name, assoc), seconds in sorted(rows.items(), key=lambda kv: (kv[0][1], kv[0][0])):
-        if "drain" not in seconds or name == "lossless":  # its drain re-codes; no codec rate to compare
+        if "drain" not in seconds or name.startswith("lossless"):  # its drain re-codes: no codec rate to compare
             continue
         drain = n / seconds["drain"]
         decode_s = n * assoc / decode_per_s  # every association decodes the whole study
@@ -317,7 +319,7 @@ def main() -> int:
     parser.add_argument("--model", default="cae-paper")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--configs", default="lossless,cae,cae+gate",
-                        help="comma-separated: lossless (reference, always run first), cae, cae+gate")
+                        help="comma-separated: lossless (reference, always run first), lossless-jpegls, cae, cae+gate")
     parser.add_argument("--min-psnr-db", type=float, default=20.0,
                         help="gate floor for cae+gate (the phantom's level, so slices stay on the CAE path)")
     parser.add_argument("--database-url", default=None, help="default: SQLite in a temporary directory")
@@ -371,7 +373,8 @@ def main() -> int:
             for assoc in counts:
                 orthanc[assoc] = run_orthanc(Path(tmp) / f"orthanc-x{assoc}", files, (
                     str(series[0].StudyInstanceUID), str(series[0].SeriesInstanceUID)), assoc)
-        rates = codec_rates(series, args.model, args.device, 8) if len(names) > 1 else None
+        learned = any(not name.startswith("lossless") for name in names)
+        rates = codec_rates(series, args.model, args.device, 8) if learned else None
 
     print_table(len(series), source, args, rows, stats_by, orthanc, rates)
     return 0

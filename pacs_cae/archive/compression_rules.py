@@ -14,6 +14,7 @@ from pydicom.dataset import Dataset
 
 from pacs_cae.config import CodecSettings, CompressionRule, CompressionSettings, Settings
 from pacs_cae.dicom.policy import check_eligibility
+from pacs_cae.store import jobs
 from pacs_cae.store.record import InstanceRecord
 
 
@@ -40,8 +41,8 @@ NO_MODEL = ("", "none", "lossless")
 
 #: The job of a series no rule compresses (``codec.model = "none"``, a ``compress = false`` rule, pixels the
 #: codec cannot take): its worker only re-codes the verbatim C-STORE copies in their smallest exact coding.
-#: Not a valid rule name (config validation), so it never names a configured rule.
-LOSSLESS_JOB = "(lossless)"
+#: Not a valid rule name (config validation), so it never names a configured rule. Defined with the queue.
+LOSSLESS_JOB = jobs.LOSSLESS_JOB
 
 
 def select_rule(settings: Settings, record: InstanceRecord) -> CompressionRule | None:

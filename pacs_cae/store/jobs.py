@@ -27,6 +27,11 @@ from sqlalchemy.orm import Session
 
 from pacs_cae.store.schema import CompressionJob, Instance, utcnow
 
+#: The ``rule`` of a series no rule compresses: its worker only re-codes it exactly
+#: (:data:`pacs_cae.archive.compression_rules.LOSSLESS_JOB`). It never replaces a compressing rule on the
+#: series' row: that rule's run judges the whole series, and keeps it lossless if a slice cannot be encoded.
+LOSSLESS_JOB = "(lossless)"
+
 
 @dataclass(frozen=True)
 class ClaimedJob:
@@ -76,7 +81,7 @@ def _enqueue_statement(dialect: str) -> Any:
             "state": case((running, "running"), else_="pending"),
             "attempts": case((running, table.c.attempts), else_=0),
             "last_error": case((running, table.c.last_error), else_=None),
-            "rule": stmt.excluded.rule,
+            "rule": case((stmt.excluded.rule == LOSSLESS_JOB, table.c.rule), else_=stmt.excluded.rule),
             "not_before": stmt.excluded.not_before,
             "updated": now,
         },
@@ -213,5 +218,5 @@ def backlog(session: Session) -> dict[str, Any]:
     }
 
 
-__all__ = ["ClaimedJob", "awaiting", "backlog", "claim", "enqueue", "finish", "lock_own", "record_failure",
+__all__ = ["LOSSLESS_JOB", "ClaimedJob", "awaiting", "backlog", "claim", "enqueue", "finish", "lock_own", "record_failure",
            "renew", "retry"]

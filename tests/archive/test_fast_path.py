@@ -103,6 +103,22 @@ def test_a_series_no_rule_compresses_is_stored_verbatim_and_recoded_by_a_lossles
     assert repack(archive.database, [_rows(archive)[0][0].series_pk]) == 0  # nothing verbatim is left
 
 
+def test_a_slice_the_codec_cannot_take_leaves_its_series_job_to_the_compressing_rule(open_archive) -> None:
+    """The rule's run judges the whole series (one slice the codec cannot take keeps it all lossless, with the
+    reason recorded); a lossless job must not take the series over and skip that judgement."""
+    archive: Archive = open_archive()
+    first, second = [reread(ds) for ds in make_mr_series(2, 64, 64)]
+    assert archive.store(first).compression_rule == "default"
+    archive.settings.codec.min_rows = 100  # the second slice is too small for the codec
+    assert archive.store(second).compression_rule is None
+    assert _jobs(archive) == [("default", "pending", None)]
+    archive.compress_pending()
+    assert _jobs(archive) == [("default", "done", "lossless")]
+    for inst, blob in _rows(archive):
+        assert inst.storage == "lossless" and str(inst.fallback_reason).startswith("series-lossless")
+        assert not is_verbatim(blob)
+
+
 @pytest.mark.parametrize("off", ["compression", "lossless_methods"])
 def test_without_a_job_the_pixels_are_encoded_at_once(open_archive, off: str) -> None:
     archive: Archive = open_archive()
