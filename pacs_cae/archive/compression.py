@@ -118,7 +118,11 @@ class _Series:
     lossless_reason: str | None = None  # the series stays lossless (decided before encoding)
     error: str | None = None  # the run failed (retried later)
     exact: bool = False  # encoded at max_abs_error = 0: every slice stays lossless in its smallest coding
-    by_policy: bool = False  # a LOSSLESS_JOB: nothing to encode or decide (the worker's repack re-coded it)
+
+    @property
+    def by_policy(self) -> bool:
+        """A LOSSLESS_JOB: nothing to encode or decide (the worker's repack re-coded the series)."""
+        return self.job.rule == LOSSLESS_JOB
 
 
 @dataclass(frozen=True)
@@ -224,7 +228,7 @@ def _recode_kept(settings: Settings, encoders: EncoderSource, series: _Series, k
 def _prepare(database: Database, settings: Settings, job: ClaimedJob) -> _Series:
     """Read the series' lossless candidates and rebuild their pixels exactly (step 1)."""
     if job.rule == LOSSLESS_JOB:
-        return _Series(job, None, by_policy=True)
+        return _Series(job, None)
     rule = find_rule(settings.compression, settings, job.rule)
     series = _Series(job, rule)
     if rule is None or not rule.compress:
