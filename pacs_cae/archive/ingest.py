@@ -208,12 +208,13 @@ def _ingest(ds: Dataset, *, settings: Settings, database: Database, calling_aet:
     except Exception as exc:
         raise CannotUnderstand(f"Pixel Data cannot be read: {exc}", status=STATUS_UNENCODABLE) from exc
 
+    digest = content_digest(metadata_blob, ds)  # before the write transaction: writers queue behind it
     try:
         with database.session() as session:
             result = upsert_instance(
                 session, record, metadata_blob, pixel_blob,
                 duplicate_policy(settings, calling_aet),
-                content_sha256=content_digest(metadata_blob, ds),
+                content_sha256=digest,
                 identity_attributes=settings.server.patient_identity_attributes,
             )
             if job is not None and result in ("stored", "replaced"):  # nothing written: nothing to do

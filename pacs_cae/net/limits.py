@@ -35,6 +35,7 @@ from pynetdicom.events import Event
 from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAssociationServer
 
 from pacs_cae.config import ServerSettings
+from pacs_cae.net.contexts import cheaply_copied
 from pacs_cae.net.interop import PeerFriendlyDimse
 
 LOG = logging.getLogger(__name__)
@@ -223,6 +224,7 @@ class GuardedAssociationServer(ThreadedAssociationServer):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self.contexts = cheaply_copied(self.contexts)  # copied once per association (net/contexts.py)
         self._lock = threading.Lock()
         self._pending: list[_Pending] = []  # in accept order, oldest first
         self._admitted: dict[int, str] = {}  # id(assoc) -> peer address
