@@ -10,7 +10,8 @@ four parallel ones ~20 %.
 :class:`WakingDUL` keeps pynetdicom's loop and changes only what the idle pause does. ``_run_loop_delay`` is
 a property: read by the DUL thread (only the loop reads it) it blocks in ``select`` on the socket and on a
 wake-up pipe, at most :data:`MAX_IDLE_WAIT_S`, and returns 0, so the loop's own sleep is a no-op. The pipe
-is written whenever a primitive or an event is queued for the DUL, or the DUL is told to stop. A TLS
+is written when a primitive or an event is queued for the DUL, or the DUL is told to stop, while the DUL
+waits (only then: see :class:`_WakePipe`). A TLS
 socket holding decrypted bytes never blocks (``select`` cannot see them). Timers (ARTIM) are checked at
 least every :data:`MAX_IDLE_WAIT_S`.
 
@@ -41,7 +42,13 @@ MAX_IDLE_WAIT_S = 0.01
 
 
 class _WakePipe:
-    """A pipe whose write end wakes a ``select`` on its read end; closed once, by whoever comes first."""
+    """A pipe whose write end wakes a ``select`` on its read end; closed once, by whoever comes first.
+
+    Only an *armed* pipe is written to: the waiting thread arms it just before it looks at its queues one
+    last time and blocks, and the first wake-up disarms it. A producer that queues many items while the
+    reactor is busy (a dataset's P-DATA PDUs) makes no system call and does not pull the reactor thread
+    off the CPU for each one.
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -49,6 +56,7 @@ class _WakePipe:
         os.set_blocking(read_fd, False)
         os.set_blocking(write_fd, False)
         self._fds: tuple[int, int] | None = (read_fd, write_fd)
+        self._armed = False
 
     @property
     def read_fd(self) -> int | None:
@@ -56,16 +64,25 @@ class _WakePipe:
         fds = self._fds
         return fds[0] if fds is not None else None
 
+    def arm(self) -> None:
+        """The next wake-up writes (call before the last look at what would end the wait)."""
+        self._armed = True
+
     def wake(self) -> None:
+        if not self._armed:  # the reactor is not waiting: it looks at its queues before it does
+            return
         with self._lock:
-            if self._fds is None:
+            if self._fds is None or not self._armed:
                 return
+            self._armed = False
             try:
                 os.write(self._fds[1], b"\0")
             except BlockingIOError:  # the pipe is full: a wake-up is pending anyway
                 pass
 
     def drain(self) -> None:
+        """Disarm and consume pending wake-ups (after the wait)."""
+        self._armed = False
         with self._lock:
             if self._fds is None:
                 return
@@ -129,9 +146,14 @@ class WakingDUL(DULServiceProvider):
                 return True  # decrypted bytes already buffered: read them now
             if raw.fileno() >= 0:
                 watched.append(raw)
+        self._pipe.arm()
+        if self.to_provider_queue.queue or self.event_queue.queue or self._kill_thread:
+            self._pipe.drain()  # queued before the pipe was armed: no wake-up came for it
+            return True
         try:
             select.select(watched, [], [], MAX_IDLE_WAIT_S)
         except (OSError, ValueError):  # closed under us: pynetdicom's next check reports it
+            self._pipe.drain()
             return False
         self._pipe.drain()
         return True

@@ -90,15 +90,18 @@ def test_the_wake_pipes_are_closed_when_associations_end(server: ArchiveServer) 
     assert _open_fds() <= before + 2  # 10 associations x 2 ends x 2 pipe ends would be +40
 
 
-def test_a_wake_cuts_a_wait_short_and_a_closed_pipe_ignores_it() -> None:
+def test_a_wake_cuts_an_armed_wait_short_and_a_closed_pipe_ignores_it() -> None:
     pipe = _WakePipe()
     assert pipe.read_fd is not None
+    pipe.wake()  # nobody waits: nothing written
     assert select.select([pipe.read_fd], [], [], 0)[0] == []
+    pipe.arm()
     threading.Timer(0.05, pipe.wake).start()
     assert select.select([pipe.read_fd], [], [], 10)[0] == [pipe.read_fd]
     pipe.drain()
     assert select.select([pipe.read_fd], [], [], 0)[0] == []
     for _ in range(100_000):  # more wake-ups than the pipe holds: never blocks
+        pipe.arm()
         pipe.wake()
     pipe.close()
     pipe.close()
