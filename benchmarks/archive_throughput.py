@@ -10,6 +10,9 @@ only; ``cae`` / ``cae+gate`` = the learned codec, without / with the quality flo
 the backlog is drained by one in-process worker (for ``lossless``: the lossless jobs that re-code C-STORE's
 verbatim copies in their smallest exact coding), then N parallel IMAGE-level
 findscu, STUDY-level getscu and STUDY-level movescu (to a local storescp --fork) run on the stored series.
+Before the timed study each server (Orthanc too) takes a 4-slice warm-up study through every operation,
+untimed, so the figures are a running archive's, not a cold start's (a fresh database file grows, lazy
+initialisation runs, the first statements are compiled); stored bytes count the timed study only.
 When Debian's Orthanc 1.10 is installed (``/usr/sbin/Orthanc``) the same operations run against it, started
 here on loopback with TCP_NODELAY=1, its own configuration and storage in a temporary directory, stopped by
 its pid. DCMTK runs with TCP_NODELAY=1 (Debian's build otherwise leaves Nagle on); the server sets it too.
@@ -34,6 +37,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 from pacs_cae.testing import dcmtk
@@ -47,6 +51,27 @@ from pacs_cae.testing.server_process import (
 )
 
 OPERATIONS = ("C-STORE", "C-FIND", "C-GET", "C-MOVE")
+#: Slices of the warm-up study each server gets, through every operation, before the timed run.
+WARM_UP_SLICES = 4
+
+
+@dataclass(frozen=True)
+class Study:
+    """A benchmarked study on disk: its files and UIDs."""
+
+    files: list[str]
+    study_uid: str
+    series_uid: str
+
+    @classmethod
+    def write(cls, series: list, directory: Path) -> Study:
+        directory.mkdir(parents=True)
+        files = []
+        for ds in series:
+            path = directory / f"{ds.SOPInstanceUID}.dcm"
+            ds.save_as(path, enforce_file_format=True)
+            files.append(str(path))
+        return cls(files, str(series[0].StudyInstanceUID), str(series[0].SeriesInstanceUID))
 
 
 def codec_config(name: str, model: str, device: str, min_psnr_db: float) -> dict:
@@ -84,9 +109,10 @@ def memory_mb(pid: int) -> dict[str, float]:
     return {"rss": int(fields["VmRSS"].split()[0]) / 1024, "peak": int(fields["VmHWM"].split()[0]) / 1024}
 
 
-def run_one(work: Path, files: list[str], study: str, series_uid: str, codec: dict,
-            url: str | None, associations: int = 1, processes: int = 1) -> tuple[dict, dict, dict]:
-    """Seconds per operation, the stats figures and the server's memory (MB), for one fresh server."""
+def run_one(work: Path, study: Study, warm_up: Study, codec: dict, url: str | None, associations: int = 1,
+            processes: int = 1) -> tuple[dict, dict, dict]:
+    """Seconds per operation, the stats figures of the timed study and the server's memory (MB), for one fresh
+    server that first took the warm-up study through every operation and its drain (untimed)."""
     work.mkdir(parents=True)
     port, move_port = free_port(), free_port()
     url = url or f"sqlite:///{work / 'archive.db'}"
@@ -95,15 +121,18 @@ def run_one(work: Path, files: list[str], study: str, series_uid: str, codec: di
                           compression={"serve_workers": 0})  # the drain below is the only worker
     if not url.startswith("sqlite"):
         subprocess.run([*pacs_cae_command(), "db", "upgrade", "--config", str(config)], check=True, cwd=work)
-    n = len(files)
+    n = len(study.files)
     seconds: dict[str, float] = {}
     server = start_server(work, config, port)
     memory = {"start": memory_mb(server.proc.pid)["rss"]}
     try:
+        _parallel_operations(work / "warm-up", warm_up, 1, port, "PACSCAE", move_port,
+                             after_store=lambda: _drain(config, len(warm_up.files)))
+        before = _stats(config, work)
         # the same DCMTK command lines as against Orthanc, whatever the association count
-        seconds.update(_parallel_operations(work, files, (study, series_uid), associations, port, "PACSCAE",
-                                            move_port, after_store=lambda: seconds.update(_drain(config, n))))
-        stats = _stats(config, work)
+        seconds.update(_parallel_operations(work, study, associations, port, "PACSCAE", move_port,
+                                            after_store=lambda: seconds.update(_drain(config, n))))
+        stats = _stats_since(before, _stats(config, work))
         now = memory_mb(server.proc.pid)
         memory.update(peak=now["peak"], end=now["rss"])
     finally:
@@ -121,6 +150,17 @@ def _stats(config: Path, work: Path) -> dict:
     proc = subprocess.run([*pacs_cae_command(), "stats", "--json", "--config", str(config)], cwd=work,
                           capture_output=True, text=True, check=True, env=clean_environment())
     return json.loads(proc.stdout)
+
+
+def _stats_since(before: dict, after: dict) -> dict:
+    """The stats figures the benchmark reads (stored bytes, instances per storage kind), less ``before``."""
+    def counts(s: dict) -> dict[str, int]:
+        return {g["storage"]: g["instances"] for g in s["by_storage"]}
+
+    was, now = counts(before), counts(after)
+    return {"stored_pixel_bytes": after["stored_pixel_bytes"] - before["stored_pixel_bytes"],
+            "by_storage": [{"storage": k, "instances": v - was.get(k, 0)} for k, v in now.items()
+                           if v - was.get(k, 0)]}
 
 
 def _drain(config: Path, n: int) -> dict[str, float]:
@@ -161,11 +201,11 @@ def _parallel(commands: list[list[str]], timeout: float = 3600) -> float:
     return time.perf_counter() - start
 
 
-def _parallel_operations(work: Path, files: list[str], uids: tuple[str, str], associations: int, port: int,
-                         aet: str, move_port: int, after_store: Callable[[], object] | None = None
-                         ) -> dict[str, float]:
+def _parallel_operations(work: Path, timed: Study, associations: int, port: int, aet: str, move_port: int,
+                         after_store: Callable[[], object] | None = None) -> dict[str, float]:
     """C-STORE split over N associations, then N concurrent C-FIND, C-GET and C-MOVE of the whole study."""
-    study, series_uid = uids
+    files, study, series_uid = timed.files, timed.study_uid, timed.series_uid
+    work.mkdir(parents=True, exist_ok=True)
     n, where = len(files), ["127.0.0.1", str(port)]
     base = ["-aec", aet, "-aet", "BENCHSCU"]
     study_keys = dcmtk.keys({"QueryRetrieveLevel": "STUDY", "StudyInstanceUID": study})
@@ -216,8 +256,9 @@ def _orthanc_config(work: Path, port: int, move_port: int) -> Path:
     return path
 
 
-def run_orthanc(work: Path, files: list[str], uids: tuple[str, str], associations: int) -> tuple[dict, int]:
-    """The same operations against a fresh Orthanc; (seconds, stored bytes on disk)."""
+def run_orthanc(work: Path, study: Study, warm_up: Study, associations: int) -> tuple[dict, int]:
+    """The same operations against a fresh Orthanc, warmed up the same way; (seconds, bytes the timed study
+    added on disk)."""
     work.mkdir(parents=True)
     port, move_port = free_port(), free_port()
     config = _orthanc_config(work, port, move_port)
@@ -230,14 +271,19 @@ def run_orthanc(work: Path, files: list[str], uids: tuple[str, str], association
                         timeout=30).returncode != 0:
             assert proc.poll() is None and time.monotonic() < deadline, (work / "orthanc.log").read_text()
             time.sleep(0.3)
-        seconds = _parallel_operations(work, files, uids, associations, port, "ORTHANC", move_port)
+        _parallel_operations(work / "warm-up", warm_up, 1, port, "ORTHANC", move_port)
+        before = _disk_bytes(work / "storage")
+        seconds = _parallel_operations(work, study, associations, port, "ORTHANC", move_port)
     finally:
         if proc.poll() is None:
             os.kill(proc.pid, signal.SIGTERM)  # stopped by its pid
         proc.wait(60)
         log.close()
-    stored = sum(p.stat().st_size for p in (work / "storage").rglob("*") if p.is_file())
-    return seconds, stored
+    return seconds, _disk_bytes(work / "storage") - before
+
+
+def _disk_bytes(directory: Path) -> int:
+    return sum(p.stat().st_size for p in directory.rglob("*") if p.is_file())
 
 
 def print_table(n: int, source: str, args: argparse.Namespace, rows: dict[tuple[str, int], dict],
@@ -319,16 +365,12 @@ def main() -> int:
         source = args.volume.name
     results: dict[str, tuple[dict, dict, dict]] = {}
     with tempfile.TemporaryDirectory(prefix="pacs-cae-bench-") as tmp:
-        files = []
-        (Path(tmp) / "in").mkdir()
-        for ds in series:
-            path = Path(tmp) / "in" / f"{ds.SOPInstanceUID}.dcm"
-            ds.save_as(path, enforce_file_format=True)
-            files.append(str(path))
+        study = Study.write(series, Path(tmp) / "in")
+        warm_up = Study.write(make_mr_series(WARM_UP_SLICES, 512, 512, 12, patient_id="WARMUP",
+                                             patient_name="Warm^Up"), Path(tmp) / "warm-up")
         for name in names:
             codec = codec_config(name, args.model, args.device, args.min_psnr_db)
-            results[name] = run_one(Path(tmp) / name.replace("+", "-"), files, str(series[0].StudyInstanceUID),
-                                    str(series[0].SeriesInstanceUID), codec, args.database_url,
+            results[name] = run_one(Path(tmp) / name.replace("+", "-"), study, warm_up, codec, args.database_url,
                                     processes=args.processes)
         # issue 12: more associations, Orthanc side by side, the codec's batched encode rate
         rows = {(name, 1): seconds for name, (seconds, _, _) in results.items()}
@@ -337,14 +379,12 @@ def main() -> int:
             for name in names:
                 codec = codec_config(name, args.model, args.device, args.min_psnr_db)
                 rows[(name, assoc)], stats_by[(name, assoc)], _ = run_one(
-                    Path(tmp) / f"{name.replace('+', '-')}-x{assoc}", files, str(series[0].StudyInstanceUID),
-                    str(series[0].SeriesInstanceUID), codec, args.database_url, associations=assoc,
-                    processes=args.processes)
+                    Path(tmp) / f"{name.replace('+', '-')}-x{assoc}", study, warm_up, codec, args.database_url,
+                    associations=assoc, processes=args.processes)
         orthanc: dict[int, tuple[dict, int]] = {}
         if args.orthanc == "auto" and shutil.which(ORTHANC):
             for assoc in counts:
-                orthanc[assoc] = run_orthanc(Path(tmp) / f"orthanc-x{assoc}", files, (
-                    str(series[0].StudyInstanceUID), str(series[0].SeriesInstanceUID)), assoc)
+                orthanc[assoc] = run_orthanc(Path(tmp) / f"orthanc-x{assoc}", study, warm_up, assoc)
         learned = any(not name.startswith("lossless") for name in names)
         rates = codec_rates(series, args.model, args.device, 8) if learned else None
 
