@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import signal
-import socket
 import statistics
 import sys
 import tempfile
@@ -28,16 +27,13 @@ from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE, evt
 from pynetdicom.sop_class import MRImageStorage, StudyRootQueryRetrieveInformationModelGet, Verification
 
+from pacs_cae.net.ae import set_tcp_nodelay  # the archive's own handler (not its reactor)
 from pacs_cae.testing import dcmtk
 from pacs_cae.testing.factories import make_mr_series
 from pacs_cae.testing.server_process import free_port, start_server, write_config
 
 sys.path.insert(0, str(Path(__file__).parent))
 from archive_throughput import Study, _drain  # the throughput benchmark's helpers
-
-
-def _nodelay(event: Any) -> None:
-    event.assoc.dul.socket.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 def bare_scp(series: list, port: int) -> Any:
@@ -52,7 +48,7 @@ def bare_scp(series: list, port: int) -> Any:
     ae.add_supported_context(MRImageStorage, [ExplicitVRLittleEndian, ImplicitVRLittleEndian], scp_role=True,
                              scu_role=True)
     return ae.start_server(("127.0.0.1", port), block=False,
-                           evt_handlers=[(evt.EVT_C_GET, on_get), (evt.EVT_CONN_OPEN, _nodelay)])
+                           evt_handlers=[(evt.EVT_C_GET, on_get), (evt.EVT_CONN_OPEN, set_tcp_nodelay)])
 
 
 def get_seconds(port: int, aet: str, study: str, out: Path, repeat: int) -> list[float]:

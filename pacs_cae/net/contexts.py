@@ -3,7 +3,7 @@
 ``RequestHandler._create_association`` gives each accepted association ``deepcopy(server.contexts)``, because
 negotiation writes its results (context id, result, roles) into the copies. For the archive's 177 contexts and
 2,247 transfer syntaxes that generic deepcopy rebuilds every UID through pydicom's validating constructor: about
-22 ms of one core per association, most of the time an echo or a short C-FIND association costs. A UID is an
+22 ms of one core per association (timed ad hoc), most of the time an echo or a short C-FIND association costs. A UID is an
 immutable ``str``, so a copy that shares the UIDs and copies only the mutable list is the same copy.
 """
 

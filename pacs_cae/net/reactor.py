@@ -100,7 +100,7 @@ class _WakePipe:
 
 
 class _WakingQueue(queue.Queue[Any]):
-    """A queue that wakes the DUL after every put."""
+    """A queue that wakes the DUL after a put, if it is waiting (see :class:`_WakePipe`)."""
 
     def __init__(self, wake: Callable[[], None]) -> None:
         super().__init__()

@@ -1,7 +1,8 @@
 """`pacs-cae serve --processes 2`: two serve processes on one port, through DCMTK, on SQLite and PostgreSQL.
 
 Associations held open at the same time (pynetdicom peers storing over them) spread over both processes;
-every acknowledged instance is retrievable (DCMTK getscu) and byte-exact; a child that is killed is restarted while the other keeps serving; SIGTERM stops them all.
+every acknowledged instance is retrievable (DCMTK getscu) and byte-exact; a child that is killed is
+restarted while the other keeps serving; SIGTERM stops them all.
 """
 
 from __future__ import annotations
