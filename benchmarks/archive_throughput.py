@@ -4,11 +4,11 @@
         [--model cae-paper] [--min-psnr-db 20] [--database-url URL] [--device auto] [--volume NIfTI] \
         [--processes N]
 
-For each configuration (``lossless`` = ``codec.model = "none"``; ``lossless-jpegls``: the same, kept in JPEG-LS
-only; ``cae`` / ``cae+gate`` = the learned codec, without / with the quality floors) and each association count, a fresh server and database: the generated
+For each configuration (``lossless`` = ``codec.model = "none"``, kept in JPEG-LS; ``lossless-smallest``: the same,
+re-coded in the smallest of JPEG-LS, JPEG 2000 and JPEG-XL; ``cae`` / ``cae+gate`` = the learned codec, without / with the quality floors) and each association count, a fresh server and database: the generated
 512x512 12-bit MR series (60 slices by default) is sent with storescu (split over N parallel associations),
 the backlog is drained by one in-process worker (for ``lossless``: the lossless jobs that re-code C-STORE's
-verbatim copies in their smallest exact coding), then N parallel IMAGE-level
+verbatim copies in their final exact coding), then N parallel IMAGE-level
 findscu, STUDY-level getscu and STUDY-level movescu (to a local storescp --fork) run on the stored series.
 Before the timed study each server (Orthanc too) takes a 4-slice warm-up study through every operation,
 untimed, so the figures are a running archive's, not a cold start's (a fresh database file grows, lazy
@@ -76,15 +76,15 @@ class Study:
 
 def codec_config(name: str, model: str, device: str, min_psnr_db: float) -> dict:
     """The [codec] table of one benchmarked configuration."""
-    if name == "lossless":
+    if name == "lossless":  # the default: JPEG-LS, the fastest exact coding to decode
         return {"model": "none", "device": device}
-    if name == "lossless-jpegls":  # the lossless archive in the fastest exact coding, not the smallest
-        return {"model": "none", "device": device, "lossless_methods": ["jpeg-ls"]}
+    if name == "lossless-smallest":  # every exact coding tried, the smallest kept per slice (JPEG-XL mostly)
+        return {"model": "none", "device": device, "lossless_methods": ["jpeg-ls", "jpeg-2000", "jpeg-xl"]}
     if name == "cae":
         return {"model": model, "device": device, "gate": False}
     if name == "cae+gate":
         return {"model": model, "device": device, "gate": True, "min_psnr_db": min_psnr_db}
-    raise SystemExit(f"unknown configuration {name!r} (lossless, lossless-jpegls, cae, cae+gate)")
+    raise SystemExit(f"unknown configuration {name!r} (lossless, lossless-smallest, cae, cae+gate)")
 
 
 def wait_for_scp(port: int, aet: str = "BENCHSCP", timeout: float = 60) -> None:
@@ -337,7 +337,7 @@ def main() -> int:
     parser.add_argument("--model", default="cae-paper")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--configs", default="lossless,cae,cae+gate",
-                        help="comma-separated: lossless (reference, always run first), lossless-jpegls, cae, cae+gate")
+                        help="comma-separated: lossless (reference, always run first), lossless-smallest, cae, cae+gate")
     parser.add_argument("--min-psnr-db", type=float, default=20.0,
                         help="gate floor for cae+gate (the phantom's level, so slices stay on the CAE path)")
     parser.add_argument("--database-url", default=None, help="default: SQLite in a temporary directory")

@@ -29,6 +29,9 @@ PATIENT_IDENTITY_ATTRIBUTES = ("PatientName", "PatientBirthDate", "PatientSex")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 #: Exact codings a site may name (= ``pacs_cae.codec.lossless.STANDARD_METHODS``; config stays torch-free).
 LOSSLESS_METHODS = ("jpeg-ls", "jpeg-2000", "jpeg-xl")
+#: What the worker re-codes lossless copies with unless told otherwise: JPEG-LS, which decodes several times
+#: faster than JPEG-XL on every retrieve for a few % more bytes (docs/configuration.md, "Lossless storage").
+DEFAULT_LOSSLESS_METHODS = ("jpeg-ls",)
 
 
 class ConfigError(ValueError):
@@ -114,8 +117,8 @@ class CodecSettings:
     require_gain: bool = True  # keep a CAE blob only when it is smaller than the slice's lossless encoding
     modalities: list[str] = field(default_factory=lambda: ["MR"])
     #: Exact codings the compression worker tries on the copies it keeps lossless (the smallest verified one
-    #: per slice is kept); empty = keep C-STORE's JPEG-LS. docs/configuration.md, "Lossless storage".
-    lossless_methods: list[str] = field(default_factory=lambda: list(LOSSLESS_METHODS))
+    #: per slice is kept); empty = C-STORE encodes JPEG-LS at once. docs/configuration.md, "Lossless storage".
+    lossless_methods: list[str] = field(default_factory=lambda: list(DEFAULT_LOSSLESS_METHODS))
     max_rows: int = 1024
     max_columns: int = 1024
     min_rows: int = 32

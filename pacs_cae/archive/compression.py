@@ -58,6 +58,7 @@ from pacs_cae.archive.received import lossless_layout
 from pacs_cae.codec.base import SliceCodec
 from pacs_cae.codec.errors import CodecError
 from pacs_cae.codec.lossless import (
+    FAST_METHODS,
     LearnedCandidate,
     PixelLayout,
     decode_lossless,
@@ -205,10 +206,12 @@ def compress_claimed(database: Database, settings: Settings, encoders: EncoderSo
 def _recode_kept(settings: Settings, encoders: EncoderSource, series: _Series, keep: dict[int, str]) -> None:
     """The smallest verified exact blob of each slice this run keeps lossless, where smaller than the stored
     one (CPU work, done before the transaction; the swap itself is in :func:`_keep_lossless`)."""
+    # the copy is already the fast coding (repack): only other methods, or the exact tier, can beat it
     methods = settings.codec.lossless_methods
+    better = bool(set(methods) - set(FAST_METHODS))
     decoder = encoders.encoder_for(series.rule.model) if series.exact and series.rule is not None else None
     for s in series.slices:
-        if s.instance_pk not in keep or not s.pixel_bytes or not (methods or s.exact):
+        if s.instance_pk not in keep or not s.pixel_bytes or not (better or s.exact):
             continue
         try:
             blob = encode_lossless(s.pixel_bytes, s.layout, brotli_quality=settings.codec.brotli_quality,

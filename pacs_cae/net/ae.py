@@ -29,7 +29,7 @@ from pacs_cae.dicom.transcode import (
     LOSSLESS_ENCODINGS,
     UNCOMPRESSED_TRANSFER_SYNTAXES,
 )
-from pacs_cae.net import reactor
+from pacs_cae.net import reactor, wire
 from pacs_cae.vocabulary import QueryModel
 
 LOG = logging.getLogger(__name__)
@@ -55,9 +55,11 @@ def build_ae(settings: ServerSettings) -> AE:
 
     Storage contexts accept both SCP/SCU roles so a C-GET SCU that proposes the storage SCP role gets it
     (the C-STORE sub-operations then run on the same association). Its associations, accepted or
-    requested, run the waking DUL reactor (:mod:`pacs_cae.net.reactor`).
+    requested, run the waking DUL reactor (:mod:`pacs_cae.net.reactor`) and send each DIMSE message as one
+    write (:mod:`pacs_cae.net.wire`).
     """
     reactor.install()
+    wire.install()
     ae = AE(ae_title=settings.ae_title)
     # pynetdicom counts connections still negotiating as associations; pacs_cae.net.limits admits
     # associations itself (established ones only), so pynetdicom's own cap only has to bound the threads.

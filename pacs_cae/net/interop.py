@@ -15,16 +15,17 @@ import io
 import logging
 from typing import Any
 
-from pynetdicom.dimse import DIMSEServiceProvider
 from pynetdicom.dimse_primitives import C_GET, C_MOVE
 from pynetdicom.dsutils import decode
+
+from pacs_cae.net.wire import BatchedDimse
 
 LOG = logging.getLogger(__name__)
 
 _NOT_FINAL = (0xFF00, 0xFF01)
 
 
-class PeerFriendlyDimse(DIMSEServiceProvider):
+class PeerFriendlyDimse(BatchedDimse):
     """pynetdicom's DIMSE provider, minus empty identifiers on final C-GET/C-MOVE failure responses."""
 
     def send_msg(self, primitive: Any, context_id: int) -> None:

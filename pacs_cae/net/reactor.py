@@ -35,6 +35,8 @@ from typing import Any
 import pynetdicom.association
 from pynetdicom.dul import DULServiceProvider
 
+from pacs_cae.net.wire import EncodedMessage
+
 LOG = logging.getLogger(__name__)
 
 #: Longest idle wait before the loop runs anyway (its timers, a stop request without a wake-up).
@@ -112,7 +114,11 @@ class _WakingQueue(queue.Queue[Any]):
 
 
 class WakingDUL(DULServiceProvider):
-    """A DUL service provider whose idle pause waits for its socket or its queues (see the module docstring)."""
+    """A DUL service provider whose idle pause waits for its socket or its queues (see the module docstring),
+    and that writes a queued :class:`~pacs_cae.net.wire.EncodedMessage` with one send."""
+
+    #: Read by :class:`pacs_cae.net.wire.BatchedDimse`: this DUL takes whole messages.
+    sends_encoded_messages = True
 
     def __init__(self, assoc: Any) -> None:
         self._pipe = _WakePipe()
@@ -156,6 +162,24 @@ class WakingDUL(DULServiceProvider):
             self._pipe.drain()
             return False
         self._pipe.drain()
+        return True
+
+    def _process_recv_primitive(self) -> bool:
+        """pynetdicom's step "send the next queued primitive", with whole encoded messages written at once."""
+        queued = self.to_provider_queue.queue
+        message = queued[0] if queued else None
+        if not isinstance(message, EncodedMessage):
+            return super()._process_recv_primitive()
+        if self.event_queue.queue:  # events queued ahead of it are handled first, as in pynetdicom
+            return False
+        if self.state_machine.current_state != "Sta6" or self.socket is None:
+            # not plain data transfer: the state machine judges each fragment, as it would have
+            with self.to_provider_queue.mutex:
+                queued.popleft()
+                queued.extendleft(reversed(message.parts))
+            return super()._process_recv_primitive()
+        self.to_provider_queue.get(False)
+        self.socket.send(memoryview(message.encode()))  # type: ignore[arg-type]  # slices of it do not copy
         return True
 
     def wake(self) -> None:

@@ -54,7 +54,8 @@ def _blobs(archive: Archive) -> dict[str, tuple[bytes, int, str | None, str | No
 
 
 def test_slices_kept_lossless_are_recoded_in_their_smallest_exact_coding(open_archive) -> None:
-    archive: Archive = open_archive(gate=True, min_psnr_db=200.0)  # no CAE slice passes: all stay lossless
+    # no CAE slice passes: all stay lossless; a site that asks for the smallest of every exact coding
+    archive: Archive = open_archive(gate=True, min_psnr_db=200.0, lossless_methods=list(lossless.SMALLEST_METHODS))
     series = _noisy_series()
     for ds in series:
         archive.store(ds)
@@ -78,6 +79,21 @@ def test_slices_kept_lossless_are_recoded_in_their_smallest_exact_coding(open_ar
         assert served.SOPInstanceUID == ds.SOPInstanceUID and served.PixelData == ds.PixelData
         assert "LossyImageCompression" not in served
     assert report.saved_bytes == saved > 0
+
+
+def test_by_default_slices_kept_lossless_stay_in_jpeg_ls(open_archive) -> None:
+    """The default favours retrieve speed: the worker's JPEG-LS copy is final, nothing else is tried."""
+    archive: Archive = open_archive(gate=True, min_psnr_db=200.0)
+    assert archive.settings.codec.lossless_methods == ["jpeg-ls"]
+    series = _noisy_series(2)
+    for ds in series:
+        archive.store(ds)
+    archive.compress_pending()
+    for ds in series:
+        blob, size, reason, _model = _blobs(archive)[ds.SOPInstanceUID]
+        assert reason and reason.startswith(("quality-gate", "series-lossless"))
+        assert blob == lossless.encode_lossless(ds.PixelData, lossless_layout(ds)) and size == len(blob)
+        assert lossless.frame_methods(blob) == ["jpeg-ls"]
 
 
 def test_no_lossless_methods_keeps_the_fast_exact_coding(open_archive) -> None:
