@@ -15,6 +15,7 @@ import pytest
 from pydicom.dataset import Dataset
 from sqlalchemy import select
 
+from pacs_cae.archive import compression
 from pacs_cae.archive.compression import EXACT_REASON, Plan, plan_for, supports_bound
 from pacs_cae.archive.received import lossless_layout
 from pacs_cae.archive.service import Archive, ArchiveCodecs
@@ -81,14 +82,18 @@ def test_slices_kept_lossless_are_recoded_in_their_smallest_exact_coding(open_ar
     assert report.saved_bytes == saved > 0
 
 
-def test_by_default_slices_kept_lossless_stay_in_jpeg_ls(open_archive) -> None:
+def test_by_default_slices_kept_lossless_stay_in_jpeg_ls(open_archive, monkeypatch: pytest.MonkeyPatch) -> None:
     """The default favours retrieve speed: the worker's JPEG-LS copy is final, nothing else is tried."""
     archive: Archive = open_archive(gate=True, min_psnr_db=200.0)
     assert archive.settings.codec.lossless_methods == ["jpeg-ls"]
     series = _noisy_series(2)
     for ds in series:
         archive.store(ds)
+    recoded: list[object] = []
+    real_encode = compression.encode_lossless
+    monkeypatch.setattr(compression, "encode_lossless", lambda *a, **k: recoded.append(a) or real_encode(*a, **k))
     archive.compress_pending()
+    assert recoded == []  # the repacked JPEG-LS copy is not encoded a second time
     for ds in series:
         blob, size, reason, _model = _blobs(archive)[ds.SOPInstanceUID]
         assert reason and reason.startswith(("quality-gate", "series-lossless"))
