@@ -2,7 +2,8 @@
 
 Instances are read from the store in chunks; the CAE blobs of a chunk go to the codec in one call (the
 batching worker merges them with other associations' work), then each instance is rebuilt by
-:mod:`pacs_cae.dicom.rebuild`. A producer thread prepares the next chunk while the current one is sent. A
+:mod:`pacs_cae.dicom.rebuild`. A producer thread prepares the next chunk while the current one is sent. All chunks are read from one
+snapshot of the database, so an answer never mixes a series' originals with its lossy copies. A
 failure of one instance (a damaged blob, a model that is missing) is returned in its place as an
 :class:`ArchiveError`, so a retrieve can count it as a failed sub-operation and go on with the rest.
 """
@@ -13,11 +14,13 @@ import logging
 import os
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from typing import Protocol, TypeVar
 
 import numpy as np
 from pydicom.dataset import Dataset
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
 
 from pacs_cae.archive.errors import ArchiveError, OutOfResources
 from pacs_cae.codec.base import BlobDecoder
@@ -120,35 +123,73 @@ def load(refs: Sequence[RefT], *, database: Database, decoder: BlobDecoder | Non
     Chunks are read, decoded in one codec call and rebuilt by a producer thread one chunk ahead of the
     consumer, so the next batch decodes while the caller (pynetdicom) sends the current one. The first chunk
     is ``first_chunk`` long (default: ``chunk_size``): a short one gets the first instance out sooner.
+    Every chunk is read from one snapshot (:class:`_Snapshot`): a series a worker compresses meanwhile comes
+    back all original or all lossy, never mixed.
     """
     refs = list(refs)
     size = max(1, chunk_size)
     first = max(1, min(first_chunk or size, size))
     chunks = [refs[:first]] + [refs[i:i + size] for i in range(first, len(refs), size)] if refs else []
+    snapshot = _Snapshot(database)
     if len(chunks) <= 1:  # nothing to overlap with: no thread
-        for chunk in chunks:
-            yield from _load_chunk(chunk, database, decoder, lossy_uid)
+        try:
+            for chunk in chunks:
+                yield from _load_chunk(chunk, snapshot, decoder, lossy_uid)
+        finally:
+            snapshot.close()
         return
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="retrieve-decode") as producer:
-        pending = producer.submit(_load_chunk, chunks[0], database, decoder, lossy_uid)
-        for following in [*chunks[1:], None]:
-            ready = pending.result()
-            if following is not None:
-                pending = producer.submit(_load_chunk, following, database, decoder, lossy_uid)
-            yield from ready
-        # a consumer that stops early (C-CANCEL, a closed association) leaves at most one chunk in flight,
-        # which the executor finishes before the generator closes
+        try:
+            pending = producer.submit(_load_chunk, chunks[0], snapshot, decoder, lossy_uid)
+            for following in [*chunks[1:], None]:
+                ready = pending.result()
+                if following is not None:
+                    pending = producer.submit(_load_chunk, following, snapshot, decoder, lossy_uid)
+                yield from ready
+        finally:
+            # closed on the thread that opened it, after the chunk in flight; a consumer that stops early
+            # (C-CANCEL, a closed association) leaves at most that one chunk, which the executor finishes
+            producer.submit(snapshot.close)
 
 
-def _load_chunk(chunk: list[RefT], database: Database, decoder: BlobDecoder | None,
+class _Snapshot:
+    """One read-only unit of work for every chunk of a retrieve, opened on first use.
+
+    Used by one thread at a time (the producer, or the caller when there is no producer). After a database
+    error every later chunk fails too: reading them from a fresh snapshot could mix states of a series.
+    """
+
+    def __init__(self, database: Database) -> None:
+        self._database = database
+        self._stack = ExitStack()
+        self._session: Session | None = None
+        self._failed: OutOfResources | None = None
+
+    def rows(self, ids: list[int]) -> list[StoredInstance]:
+        if self._failed is not None:
+            raise self._failed
+        try:
+            if self._session is None:
+                self._session = self._stack.enter_context(self._database.session(readonly=True))
+            return load_instance_rows(self._session, ids)
+        except SQLAlchemyError as exc:
+            LOG.error("retrieve: database error loading %d instances: %s", len(ids), exc)
+            self._failed = OutOfResources(f"database error: {type(exc).__name__}")
+            self.close()
+            raise self._failed from exc
+
+    def close(self) -> None:
+        self._session = None
+        self._stack.close()
+
+
+def _load_chunk(chunk: list[RefT], snapshot: _Snapshot, decoder: BlobDecoder | None,
                 lossy_uid: str) -> list[tuple[RefT, Dataset | ArchiveError]]:
-    """One chunk: a read-only read of its rows, one batched decode of its CAE blobs, the rebuilt datasets."""
+    """One chunk: its rows from the retrieve's snapshot, one batched decode of its CAE blobs, the rebuilt
+    datasets."""
     try:
-        with database.session(readonly=True) as session:
-            rows = load_instance_rows(session, [r.id for r in chunk])
-    except SQLAlchemyError as exc:
-        LOG.error("retrieve: database error loading %d instances: %s", len(chunk), exc)
-        error = OutOfResources(f"database error: {type(exc).__name__}")
+        rows = snapshot.rows([r.id for r in chunk])
+    except OutOfResources as error:
         return [(ref, error) for ref in chunk]
     by_id = {row.id: row for row in rows}
     decoded = _decode_all(decoder, [r for r in rows if r.storage == StorageKind.CAE])

@@ -19,7 +19,9 @@ worker`` processes.
 * **Compression worker threads** run in child 0 only, so ``compression.serve_workers`` keeps its meaning.
 * **Supervision**: SIGTERM/SIGINT to the supervisor stop every child (each drains its associations as a
   single ``serve`` does); a child that dies is restarted; one that cannot start (bad schema, no database)
-  stops the whole service with its exit code, as a single ``serve`` would exit.
+  stops the whole service with its exit code, as a single ``serve`` would exit. A supervisor that is killed
+  outright (SIGKILL, the OOM killer) leaves children with a new parent: each notices within one turn of its
+  accept loop and stops as on SIGTERM, so a restarted service can bind the port again.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from multiprocessing.process import BaseProcess
 from typing import Any
 
@@ -84,6 +86,7 @@ class Listener:
     socket: socket.socket
     index: int
     load: Load
+    supervisor_pid: int = field(default_factory=os.getpid)  # built in the supervisor: its pid
 
     @property
     def processes(self) -> int:
@@ -223,6 +226,7 @@ class SharedSocketServer(GuardedAssociationServer):
     """
 
     listener: Listener
+    _orphaned = False  # set once this child asked itself to stop because the supervisor is gone
 
     @classmethod
     def for_listener(cls, listener: Listener) -> type[SharedSocketServer]:
@@ -264,6 +268,15 @@ class SharedSocketServer(GuardedAssociationServer):
         """Each turn of the accept loop (a pending connection's socket may have closed meanwhile)."""
         super().service_actions()
         self._publish()
+        self._stop_if_orphaned()
+
+    def _stop_if_orphaned(self) -> None:
+        """A supervisor killed with SIGKILL cannot stop its children: each notices it has a new parent and
+        stops itself as SIGTERM would (open associations drain), so no orphan keeps serving the port."""
+        if os.getppid() != self.listener.supervisor_pid and not self._orphaned:
+            self._orphaned = True
+            LOG.error("the supervisor (pid %d) is gone; this serve process stops", self.listener.supervisor_pid)
+            os.kill(os.getpid(), signal.SIGTERM)
 
     def _publish(self) -> None:
         self.listener.load.publish(self.listener.index, self.connections)

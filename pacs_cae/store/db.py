@@ -138,8 +138,14 @@ class Database:
             if path is not None:
                 self._checkpointer = WalCheckpointer(self.engine)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        # A read-only unit of work sees one snapshot, however many statements it runs (a retrieve reads its
+        # instances in chunks while workers swap blobs): SQLite's read transaction is one by itself (WAL),
+        # PostgreSQL's default READ COMMITTED is not. Read-only REPEATABLE READ never fails to serialise.
+        readonly_options: dict[str, Any] = {"pacs_cae_readonly": True}
+        if not self.is_sqlite:
+            readonly_options["isolation_level"] = "REPEATABLE READ"
         self._readonly_sessions = sessionmaker(
-            self.engine.execution_options(pacs_cae_readonly=True), expire_on_commit=False
+            self.engine.execution_options(**readonly_options), expire_on_commit=False
         )
 
     @property
@@ -151,7 +157,8 @@ class Database:
     def session(self, *, readonly: bool = False) -> Iterator[Session]:
         """A unit of work: commits when the block succeeds, rolls back if it raises.
 
-        ``readonly=True`` (queries, retrieves) lets SQLite readers run beside a writer instead of queueing.
+        ``readonly=True`` (queries, retrieves) lets SQLite readers run beside a writer instead of queueing;
+        every statement of the block sees the same snapshot of the database, on both backends.
         Objects stay usable after the block (``expire_on_commit=False``).
         """
         factory = self._readonly_sessions if readonly else self._sessions

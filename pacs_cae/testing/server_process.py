@@ -1,4 +1,4 @@
-"""`pacs-cae serve` as a real child process: configuration file, start, readiness, stop."""
+"""`pacs-cae serve` and `pacs-cae worker` as real child processes: configuration file, start, readiness, stop."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -124,6 +124,23 @@ def drain(config: Path, workdir: Path, *, timeout: float = 600,
     """``pacs-cae worker --drain --now``: compress everything stored so far (the deferred codec path)."""
     return subprocess.run([*pacs_cae_command(), "worker", "--drain", "--now", "--config", str(config), *args],
                           cwd=workdir, check=False, capture_output=True, text=True, timeout=timeout, env=clean_environment())
+
+
+def start_worker(config: Path, workdir: Path, name: str) -> subprocess.Popen[bytes]:
+    """A `pacs-cae worker` process (not draining: it polls for jobs until stopped), logging to ``<name>.log``."""
+    with (workdir / f"{name}.log").open("ab") as log:
+        return subprocess.Popen([*pacs_cae_command(), "worker", "--config", str(config)], cwd=workdir, stdout=log,
+                                stderr=subprocess.STDOUT, env=clean_environment())
+
+
+def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    """Poll ``condition`` until it holds; AssertionError naming ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.3)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 def echo(port: int) -> subprocess.CompletedProcess[str]:

@@ -73,3 +73,20 @@ def test_a_damaged_blob_fails_alone_across_chunks(open_archive) -> None:
     out = list(retrieve.load(refs, database=archive.database, decoder=Failing(), chunk_size=2, first_chunk=2))
     assert [r for r, _ in out] == refs
     assert [isinstance(ds, Exception) for _, ds in out] == [False, False, True, False]
+
+
+def test_a_series_compressed_during_a_retrieve_comes_back_all_original(open_archive) -> None:
+    """One snapshot for the whole retrieve: a swap between two chunks must not mix originals and lossy copies
+    in one answer (a viewer would show a mixed series)."""
+    archive: Archive = open_archive()
+    series = [reread(ds) for ds in make_mr_series(6, 64, 64)]
+    for ds in series:
+        archive.store(ds)
+    refs = [ref for ds in series for ref in refs_for(archive, ds.SOPInstanceUID)]
+    results = retrieve.load(refs, database=archive.database, decoder=archive.codecs, chunk_size=2, first_chunk=1)
+    first = [next(results)]
+    assert archive.compress_pending().compressed == 6  # the series is swapped while the answer is under way
+    answer = [ds for _, ds in [*first, *results]]
+    assert all(not isinstance(ds, Exception) for ds in answer)
+    assert [str(ds.SOPInstanceUID) for ds in answer] == [str(ds.SOPInstanceUID) for ds in series]
+    assert all("LossyImageCompression" not in ds for ds in answer)

@@ -2,7 +2,8 @@
 
 Associations held open at the same time (pynetdicom peers storing over them) spread over both processes;
 every acknowledged instance is retrievable (DCMTK getscu) and byte-exact; a child that is killed is
-restarted while the other keeps serving; SIGTERM stops them all.
+restarted while the other keeps serving; SIGTERM stops them all; a supervisor killed outright leaves no
+process serving the port.
 """
 
 from __future__ import annotations
@@ -39,6 +40,14 @@ ASSOCIATIONS = 4
 def _child_pids(supervisor: int) -> list[int]:
     out = subprocess.run(["pgrep", "-P", str(supervisor)], check=False, capture_output=True, text=True).stdout
     return [int(pid) for pid in out.split()]
+
+
+def _running(pid: int) -> bool:
+    """The process exists and is not a zombie waiting for its (dead) parent's reaper."""
+    try:
+        return "zombie" not in Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
 
 
 def _accepted_by(log: str) -> dict[str, int]:
@@ -105,3 +114,26 @@ def test_two_serve_processes_share_the_port(module_database_url: str, tmp_path: 
     assert code == 0, server.log()
     assert all(not Path(f"/proc/{pid}").exists() for pid in children), "a serve process outlived SIGTERM"
     assert server.log().count("serve[0]: stopped") >= 1 and "serve[1]: stopped" in server.log()
+
+
+def test_children_stop_when_the_supervisor_is_killed(tmp_path: Path) -> None:
+    port = free_port()
+    config = write_config(tmp_path / "procs.toml", data_dir=tmp_path / "data", port=port,
+                          database_url=f"sqlite:///{tmp_path / 'archive.db'}", codec={"model": "none"}, remotes={})
+    server = start_server(tmp_path, config, port, args=["--processes", "2"])
+    deadline = time.monotonic() + 120
+    while "2 serve processes listening" not in server.log():
+        assert time.monotonic() < deadline, server.log()
+        time.sleep(0.1)
+    children = _child_pids(server.proc.pid)
+    assert len(children) == 2
+    server.stop(signal.SIGKILL)  # nobody left to forward a SIGTERM
+    deadline = time.monotonic() + 60
+    while any(_running(pid) for pid in children):
+        assert time.monotonic() < deadline, f"serve processes outlived their supervisor:\n{server.log()}"
+        time.sleep(0.2)
+    assert "the supervisor" in server.log() and "is gone" in server.log()
+    assert echo(port).returncode != 0  # nothing answers on the port any more
+    (tmp_path / "again").mkdir()
+    again = start_server(tmp_path / "again", config, port)
+    assert again.stop(signal.SIGTERM) == 0, again.log()

@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -31,6 +30,8 @@ from pacs_cae.testing.server_process import (
     free_port,
     pacs_cae_command,
     start_server,
+    start_worker,
+    wait_until,
     write_config,
 )
 from tests.e2e.scenario import UNTRAINED_FLOOR_DB, write_datasets
@@ -41,12 +42,6 @@ SERIES, SLICES = 4, 6
 MODEL = "cae-paper-init"  # deterministic and fast; the untrained floor keeps the lossy path on
 CODEC = {"model": MODEL, "device": "cpu", "min_psnr_db": UNTRAINED_FLOOR_DB, "max_compression_ratio": "none"}
 COMPRESSION = {"delay_s": 0, "poll_s": 0.2, "lease_s": 5, "series_per_claim": 1, "serve_workers": 0}
-
-
-def _worker(config: Path, work: Path, name: str) -> subprocess.Popen[bytes]:
-    log = (work / f"{name}.log").open("ab")
-    return subprocess.Popen([*pacs_cae_command(), "worker", "--config", str(config)], cwd=work, stdout=log,
-                            stderr=subprocess.STDOUT, env=clean_environment())
 
 
 def _node_dir(base: Path, i: int) -> Path:
@@ -61,15 +56,6 @@ def _blob_hashes(engine: Engine) -> dict[str, tuple[str, str]]:
         rows = conn.execute(select(Instance.sop_instance_uid, Instance.storage, InstanceBlob.pixel_blob)
                             .join(InstanceBlob, InstanceBlob.instance_pk == Instance.id)).all()
     return {uid: (storage, hashlib.sha256(blob).hexdigest()) for uid, storage, blob in rows}
-
-
-def _wait_until(condition, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.3)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 def _get(port: int, keys: dict[str, str], out: Path) -> list:
@@ -113,8 +99,8 @@ def test_two_servers_two_workers_on_one_postgresql(postgresql_url: str, tmp_path
         locker = engine.connect()
         locker.execute(select(Instance.id).with_for_update()).all()
         try:
-            workers = [_worker(configs[0], tmp_path, "worker0")]
-            _wait_until(lambda: bool(held_by_worker0()), 300, "worker 0 to hold a job")
+            workers = [start_worker(configs[0], tmp_path, "worker0")]
+            wait_until(lambda: bool(held_by_worker0()), 300, "worker 0 to hold a job")
             workers[0].send_signal(signal.SIGKILL)  # mid-run: its claimed job is reclaimed after the lease
             workers[0].wait(30)
             orphaned = held_by_worker0()
@@ -122,7 +108,8 @@ def test_two_servers_two_workers_on_one_postgresql(postgresql_url: str, tmp_path
         finally:
             locker.rollback()
             locker.close()
-        workers = [_worker(configs[0], tmp_path, "worker0-restarted"), _worker(configs[1], tmp_path, "worker1")]
+        workers = [start_worker(configs[0], tmp_path, "worker0-restarted"),
+                   start_worker(configs[1], tmp_path, "worker1")]
 
         # retrieve while the backlog drains: every study complete, from the server that did not store it
         for i, s in enumerate(series):
@@ -135,7 +122,7 @@ def test_two_servers_two_workers_on_one_postgresql(postgresql_url: str, tmp_path
                 states = conn.execute(select(CompressionJob.state)).scalars().all()
             return len(states) == SERIES and set(states) == {"done"}
 
-        _wait_until(drained, 600, "every compression job done")
+        wait_until(drained, 600, "every compression job done")
     finally:
         for w in workers:
             if w.poll() is None:
