@@ -4,9 +4,10 @@ One run takes the jobs a worker claimed (:func:`pacs_cae.store.jobs.claim`), and
 
 1. reads the instances still stored losslessly (and not already kept lossless by a decision), rebuilds their
    pixels exactly, and checks the codec can take every one (:func:`compression_rules.eligible`);
-2. encodes the slices of *all* claimed series of one model in one call (the codec batches them, up to
-   ``codec.batch_size`` per forward) and decodes the blobs again;
-3. judges every slice against the floors (:class:`pacs_cae.archive.floors.Floors`);
+2. encodes the slices of *all* claimed series of one model in chunks of ``codec.batch_size`` (one forward
+   each, across series) and decodes the blobs again;
+3. judges every slice against the floors (:class:`pacs_cae.archive.floors.Floors`); a series' first miss
+   settles it (it stays lossless), so its remaining slices are not encoded;
 4. per series, in **one transaction**: re-checks the lease and that each instance is unchanged since step 1,
    writes the lossy blobs and index fields, reads the blobs back and compares them with the bytes that were
    decoded and measured, then records the job done. The lossless copy disappears only with that commit.
@@ -41,7 +42,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections import defaultdict
+from collections import defaultdict, deque
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol, cast
@@ -272,44 +273,89 @@ def _prepare(database: Database, settings: Settings, job: ClaimedJob) -> _Series
 
 def _encode_and_judge(settings: Settings, encoder: SliceCodec | None, group: list[_Series], plan: Plan,
                       missing_reason: str | None = None) -> None:
-    """Encode every slice of ``group`` in one call, decode, and set each slice's floor reason (steps 2-3)."""
+    """Encode and decode the slices of ``group`` and set each slice's floor reason (steps 2-3)."""
     if encoder is None:
         for series in group:
             series.lossless_reason = f"{SERIES_LOSSLESS_REASON}: {missing_reason or 'no codec model loaded'}"
         return
+    if plan.bound == 0:
+        _encode_exact(encoder, group, plan)
+    else:
+        _encode_until_missed(settings, encoder, group, plan)
+
+
+def _code(encoder: SliceCodec, slices: list[_Slice], plan: Plan) -> tuple[list[bytes], list[np.ndarray]]:
+    """One encode call for ``slices`` at the plan's operating point, and the decode of its blobs."""
+    bits = [s.bits_stored for s in slices]
+    frames = [s.frame for s in slices]
+    if plan.bound is not None:
+        blobs = encoder.encode(frames, bits_stored=bits, max_abs_error=plan.bound)
+    elif plan.quality is not None:
+        blobs = encoder.encode(frames, bits_stored=bits, quality=plan.quality)
+    else:
+        blobs = encoder.encode(frames, bits_stored=bits)
+    return blobs, encoder.decode(blobs)
+
+
+def _encode_exact(encoder: SliceCodec, group: list[_Series], plan: Plan) -> None:
+    """δ = 0: every slice's exact stream, a candidate coding (no floor applies; encode_lossless checks them
+    bit for bit). One call for the group; a failure is retried per series, then fails that series' job."""
     slices = [s for series in group for s in series.slices]
     try:
-        bits = [s.bits_stored for s in slices]
-        if plan.bound is not None:
-            blobs = encoder.encode([s.frame for s in slices], bits_stored=bits, max_abs_error=plan.bound)
-        elif plan.quality is not None:
-            blobs = encoder.encode([s.frame for s in slices], bits_stored=bits, quality=plan.quality)
-        else:
-            blobs = encoder.encode([s.frame for s in slices], bits_stored=bits)
-        decoded = encoder.decode(blobs)
+        blobs, decoded = _code(encoder, slices, plan)
     except Exception:
         if len(group) > 1:
             for series in group:
-                _encode_and_judge(settings, encoder, [series], plan)
+                _encode_exact(encoder, [series], plan)
             return
         LOG.exception("compression job %d: codec failed", group[0].job.id)
         group[0].error = "codec failed (see the worker log)"
         return
     for s, blob, pixels in zip(slices, blobs, decoded):
-        s.blob = blob
-        s.reason = None
-        if plan.bound == 0:
-            s.exact = LearnedCandidate([blob], [pixels])
-    if plan.bound == 0:  # exact streams: no floor applies, encode_lossless checks them bit for bit
-        for series in group:
-            series.exact = True
-        return
-    start = 0
+        s.blob, s.reason, s.exact = blob, None, LearnedCandidate([blob], [pixels])
     for series in group:
-        floors = Floors.for_rule(settings.codec, series.rule)
-        for s, pixels in zip(series.slices, decoded[start:start + len(series.slices)]):
-            s.reason = floors.check(s.frame, pixels, len(s.blob), s.original_bytes, s.lossless_bytes).reason
-        start += len(series.slices)
+        series.exact = True
+
+
+def _encode_until_missed(settings: Settings, encoder: SliceCodec, group: list[_Series], plan: Plan) -> None:
+    """Encode, decode and judge in chunks of ``codec.batch_size`` slices (across series), in order.
+
+    A series is stored lossy only if every slice passes, so its first miss settles it: its remaining slices
+    are not encoded (with floors a model rarely meets, most of a backlog is decided by its first chunk). The
+    exception is a series already stored lossy: each late slice is judged alone, so all are encoded.
+    A chunk the codec fails on is retried series by series; a series that still fails gets ``error``.
+    """
+    floors = {id(series): Floors.for_rule(settings.codec, series.rule) for series in group}
+    settled: set[int] = set()  # series with a miss or an error: nothing more to encode
+    queue = deque((series, s) for series in group for s in series.slices)
+    step = max(1, settings.codec.batch_size)
+    while queue:
+        chunk: list[tuple[_Series, _Slice]] = []
+        while queue and len(chunk) < step:
+            item = queue.popleft()
+            if id(item[0]) not in settled:
+                chunk.append(item)
+        try:
+            parts = [(chunk, _code(encoder, [s for _, s in chunk], plan))] if chunk else []
+        except Exception:
+            LOG.warning("codec failed on a chunk of %d slices; retrying series by series", len(chunk),
+                        exc_info=True)
+            parts = []
+            for series in {id(series): series for series, _ in chunk}.values():  # each series' part alone
+                mine = [item for item in chunk if item[0] is series]
+                try:
+                    parts.append((mine, _code(encoder, [s for _, s in mine], plan)))
+                except Exception:
+                    LOG.exception("compression job %d: codec failed", series.job.id)
+                    series.error = "codec failed (see the worker log)"
+                    settled.add(id(series))
+        for items, (blobs, decoded) in parts:
+            for (series, s), blob, pixels in zip(items, blobs, decoded):
+                s.blob = blob
+                s.reason = floors[id(series)].check(s.frame, pixels, len(blob), s.original_bytes,
+                                                    s.lossless_bytes).reason
+                if s.reason and series.job.decision != "lossy":
+                    settled.add(id(series))
 
 
 def _decide(series: _Series) -> tuple[str | None, list[_Slice], dict[int, str]]:

@@ -247,6 +247,50 @@ def test_compression_rules_from_toml(tmp_path: Path) -> None:
         load_settings(path)
 
 
+class CountingCodec:
+    """The archive's codec, counting the slices it is asked to encode."""
+
+    def __init__(self, inner: object) -> None:
+        self.inner, self.encoded = inner, 0
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.inner, name)
+
+    def encode(self, slices, **kwargs):  # type: ignore[no-untyped-def]
+        self.encoded += len(slices)
+        return self.inner.encode(slices, **kwargs)  # type: ignore[attr-defined]
+
+
+def test_a_series_is_settled_by_its_first_miss_and_its_other_slices_are_not_encoded(open_archive) -> None:
+    archive: Archive = open_archive(require_gain=True, batch_size=2)
+    missing = [reread(ds) for ds in make_mr_series(6, 64, 64, bits_stored=12)]
+    missing[0] = _nearly_empty(missing[0])  # "no-gain": the series stays lossless, decided by chunk one
+    passing = [reread(ds) for ds in make_mr_series(3, 64, 64, bits_stored=12, seed=5)]
+    for ds in missing + passing:
+        archive.store(ds)
+    codec = CountingCodec(archive.codecs.encoder_for(""))
+
+    class Source:
+        def encoder_for(self, model: str) -> CountingCodec:
+            return codec
+
+    worker = CompressionWorker(archive.database, archive.settings, Source(), name="counting")
+    runs = []
+    while (run := worker.run_once(ignore_delay=True)) is not None:
+        runs.append(run)
+    assert (sum(r.compressed for r in runs), sum(r.kept_lossless for r in runs)) == (3, 6)
+    assert codec.encoded == 2 + 3  # the first chunk of the missing series, and every slice of the other
+    stored = {uid: load_one(archive, uid) for uid in (str(ds.SOPInstanceUID) for ds in missing)}
+    assert all(ds.PixelData == stored[str(ds.SOPInstanceUID)].PixelData for ds in missing)
+    with archive.database.session(readonly=True) as session:
+        reasons = dict(session.execute(select(Instance.sop_instance_uid, Instance.fallback_reason)
+                                       .where(Instance.storage == "lossless")).tuples().all())
+    assert set(reasons) == set(stored)
+    assert reasons[str(missing[0].SOPInstanceUID)].startswith("no-gain")
+    assert all(reasons[str(ds.SOPInstanceUID)].startswith(f"series-lossless: slice {missing[0].SOPInstanceUID}")
+               for ds in missing[1:])
+
+
 def test_a_codec_failure_keeps_the_lossless_copy_and_fails_the_job_with_its_reason(open_archive) -> None:
     archive: Archive = open_archive()
     archive.settings.compression.max_attempts = 2
