@@ -81,6 +81,8 @@ LOG = logging.getLogger(__name__)
 
 #: ``fallback_reason`` prefix of slices kept lossless because another slice of their series missed a floor.
 SERIES_LOSSLESS_REASON = "series-lossless"
+#: What a slice holds instead of its frame once judged (or when it has none): frames are the bulk of a run's memory.
+_NO_FRAME = np.empty(0, dtype=np.uint16)
 #: ``fallback_reason`` prefix of slices stored exactly because their rule asks for ``max_abs_error = 0``.
 EXACT_REASON = "exact"
 
@@ -104,7 +106,7 @@ class _Slice:
     bits_stored: int
     original_bytes: int  # the slice at BitsAllocated, what the compression ratio is measured against
     lossless_bytes: int  # the stored lossless blob
-    pixel_bytes: bytes = b""  # Pixel Data exactly as received (what a lossless blob must give back)
+    pixel_bytes: bytes = b""  # Pixel Data as received, kept only when a kept slice may be re-coded (_may_recode)
     layout: PixelLayout | None = None
     blob: bytes = b""
     reason: str | None = None
@@ -237,38 +239,56 @@ def _prepare(database: Database, settings: Settings, job: ClaimedJob) -> _Series
     series = _Series(job, rule)
     if rule is None or not rule.compress:
         return series  # the rule was removed or now says lossless: nothing to do
+    keep_raw = _may_recode(settings, rule)
     try:
         with database.session(readonly=True) as session:
+            # rows streamed, not listed: a large series' stored blobs are not all in memory at once
             rows = session.execute(
                 select(Instance, InstanceBlob.metadata_blob, InstanceBlob.pixel_blob)
                 .join(InstanceBlob, InstanceBlob.instance_pk == Instance.id)
                 .where(Instance.series_pk == job.series_pk, Instance.storage == StorageKind.LOSSLESS,
                        Instance.fallback_reason.is_(None))
                 .order_by(Instance.instance_number, Instance.id)
-            ).all()
-        for inst, metadata_blob, pixel_blob in rows:
-            ds = rebuild_lossless(decode_metadata(metadata_blob),
-                                  decode_lossless(pixel_blob) if pixel_blob is not None else None)
-            raw, layout = bytes(ds.PixelData), lossless_layout(ds)
-            ok, why = eligible(ds, settings.codec)
-            pixels = extract_frames(ds) if ok else None
-            if pixels is not None and len(pixels.frames) != 1:
-                ok, why = False, f"{len(pixels.frames)} frames (the codec takes single-frame slices)"
-            if not ok or pixels is None:
-                series.lossless_reason = f"{SERIES_LOSSLESS_REASON}: instance {inst.sop_instance_uid} not eligible: {why}"
-                series.slices.append(_Slice(inst.id, inst.sop_instance_uid, inst.received_at, np.empty(0), 0, 0,
-                                            inst.stored_pixel_bytes, raw, layout, reason=why))
-                continue
-            frame = pixels.frames[0]
-            series.slices.append(_Slice(
-                inst.id, inst.sop_instance_uid, inst.received_at, frame, pixels.bits_stored,
-                frame.size * max(1, (pixels.bits_allocated + 7) // 8), inst.stored_pixel_bytes, raw, layout))
+                .execution_options(yield_per=16)
+            )
+            for inst, metadata_blob, pixel_blob in rows:
+                _add_slice(series, settings, inst, metadata_blob, pixel_blob, keep_raw)
     except Exception as exc:
         LOG.exception("compression job %d: cannot read series %d", job.id, job.series_pk)
         series.error = f"cannot read stored instances: {type(exc).__name__}: {exc}"
     if series.lossless_reason is None and job.decision == "lossless" and series.slices:
         series.lossless_reason = f"{SERIES_LOSSLESS_REASON}: an earlier slice of this series missed a floor"
     return series
+
+
+def _may_recode(settings: Settings, rule: CompressionRule) -> bool:
+    """Whether a kept-lossless slice of this rule's series may be re-coded (:func:`_recode_kept`): then its
+    received bytes are kept in memory; else only its frame, until it is judged."""
+    if set(settings.codec.lossless_methods) - set(FAST_METHODS):
+        return True
+    limit = Floors.for_rule(settings.codec, rule).max_abs_error
+    return limit is not None and math.floor(limit) == 0  # the δ = 0 learned tier may apply
+
+
+def _add_slice(series: _Series, settings: Settings, inst: Instance, metadata_blob: bytes,
+               pixel_blob: bytes | None, keep_raw: bool) -> None:
+    """One stored instance of the series as a :class:`_Slice` (or the reason the series stays lossless)."""
+    ds = rebuild_lossless(decode_metadata(metadata_blob),
+                          decode_lossless(pixel_blob) if pixel_blob is not None else None)
+    raw, layout = bytes(ds.PixelData) if keep_raw else b"", lossless_layout(ds)
+    ok, why = eligible(ds, settings.codec)
+    pixels = extract_frames(ds) if ok else None
+    if pixels is not None and len(pixels.frames) != 1:
+        ok, why = False, f"{len(pixels.frames)} frames (the codec takes single-frame slices)"
+    if not ok or pixels is None:
+        series.lossless_reason = f"{SERIES_LOSSLESS_REASON}: instance {inst.sop_instance_uid} not eligible: {why}"
+        series.slices.append(_Slice(inst.id, inst.sop_instance_uid, inst.received_at, _NO_FRAME, 0, 0,
+                                    inst.stored_pixel_bytes, raw, layout, reason=why))
+        return
+    frame = pixels.frames[0]
+    series.slices.append(_Slice(
+        inst.id, inst.sop_instance_uid, inst.received_at, frame, pixels.bits_stored,
+        frame.size * max(1, (pixels.bits_allocated + 7) // 8), inst.stored_pixel_bytes, raw, layout))
 
 
 def _encode_and_judge(settings: Settings, encoder: SliceCodec | None, group: list[_Series], plan: Plan,
@@ -313,6 +333,7 @@ def _encode_exact(encoder: SliceCodec, group: list[_Series], plan: Plan) -> None
         return
     for s, blob, pixels in zip(slices, blobs, decoded):
         s.blob, s.reason, s.exact = blob, None, LearnedCandidate([blob], [pixels])
+        s.frame = _NO_FRAME
     for series in group:
         series.exact = True
 
@@ -354,6 +375,7 @@ def _encode_until_missed(settings: Settings, encoder: SliceCodec, group: list[_S
                 s.blob = blob
                 s.reason = floors[id(series)].check(s.frame, pixels, len(blob), s.original_bytes,
                                                     s.lossless_bytes).reason
+                s.frame = _NO_FRAME  # judged: only its blob is needed now (memory of a large series)
                 if s.reason and series.job.decision != "lossy":
                     settled.add(id(series))
 
