@@ -81,7 +81,7 @@ LOG = logging.getLogger(__name__)
 
 #: ``fallback_reason`` prefix of slices kept lossless because another slice of their series missed a floor.
 SERIES_LOSSLESS_REASON = "series-lossless"
-#: What a slice holds instead of its frame once judged (or when it has none): frames are the bulk of a run's memory.
+#: What a slice holds instead of its frame once judged (or when it has none): frames are most of a run's memory.
 _NO_FRAME = np.empty(0, dtype=np.uint16)
 #: ``fallback_reason`` prefix of slices stored exactly because their rule asks for ``max_abs_error = 0``.
 EXACT_REASON = "exact"

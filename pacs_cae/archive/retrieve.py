@@ -2,10 +2,10 @@
 
 Instances are read from the store in chunks; the CAE blobs of a chunk go to the codec in one call (the
 batching worker merges them with other associations' work), then each instance is rebuilt by
-:mod:`pacs_cae.dicom.rebuild`. A producer thread prepares the next chunk while the current one is sent. All chunks are read from one
-snapshot of the database, so an answer never mixes a series' originals with its lossy copies. A
-failure of one instance (a damaged blob, a model that is missing) is returned in its place as an
-:class:`ArchiveError`, so a retrieve can count it as a failed sub-operation and go on with the rest.
+:mod:`pacs_cae.dicom.rebuild`. A producer thread prepares the next chunk while the current one is sent. All
+chunks are read from one snapshot of the database, so an answer never mixes a series' originals with its
+lossy copies. A failure of one instance (a damaged blob, a model that is missing) is returned in its place
+as an :class:`ArchiveError`, so a retrieve can count it as a failed sub-operation and go on with the rest.
 """
 
 from __future__ import annotations
