@@ -137,8 +137,7 @@ def main() -> int:
                               compression={"serve_workers": 0})
         archive = start_server(work, config, port)
         try:
-            dcmtk.run("storescu", ["-aec", "PACSCAE", "-aet", "FLOORSCU", "127.0.0.1", str(port), *study.files],
-                      timeout=600)
+            store_seconds(port, "PACSCAE", [study])  # the study the C-GETs below retrieve
             stored = store_seconds(port, "PACSCAE", copies[args.repeat:])
             _drain(config, len(study.files) * (args.repeat + 1))
             served = get_seconds(port, "PACSCAE", study.study_uid, work / "archive", args.repeat)

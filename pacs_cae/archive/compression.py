@@ -211,7 +211,7 @@ def _recode_kept(settings: Settings, encoders: EncoderSource, series: _Series, k
     one (CPU work, done before the transaction; the swap itself is in :func:`_keep_lossless`)."""
     # the copy is already the fast coding (repack): only other methods, or the exact tier, can beat it
     methods = settings.codec.lossless_methods
-    better = bool(set(methods) - set(FAST_METHODS))
+    better = _beyond_fast(settings)
     decoder = encoders.encoder_for(series.rule.model) if series.exact and series.rule is not None else None
     for s in series.slices:
         if s.instance_pk not in keep or not s.pixel_bytes or not (better or s.exact):
@@ -261,10 +261,15 @@ def _prepare(database: Database, settings: Settings, job: ClaimedJob) -> _Series
     return series
 
 
+def _beyond_fast(settings: Settings) -> bool:
+    """``codec.lossless_methods`` names codings beyond the fast one the stored copy already has."""
+    return bool(set(settings.codec.lossless_methods) - set(FAST_METHODS))
+
+
 def _may_recode(settings: Settings, rule: CompressionRule) -> bool:
     """Whether a kept-lossless slice of this rule's series may be re-coded (:func:`_recode_kept`): then its
     received bytes are kept in memory; else only its frame, until it is judged."""
-    if set(settings.codec.lossless_methods) - set(FAST_METHODS):
+    if _beyond_fast(settings):
         return True
     limit = Floors.for_rule(settings.codec, rule).max_abs_error
     return limit is not None and math.floor(limit) == 0  # the δ = 0 learned tier may apply

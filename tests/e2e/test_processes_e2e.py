@@ -23,6 +23,7 @@ from pynetdicom.sop_class import MRImageStorage
 from pacs_cae.testing import dcmtk
 from pacs_cae.testing.factories import make_mr_series
 from pacs_cae.testing.server_process import (
+    ServerProcess,
     clean_environment,
     echo,
     free_port,
@@ -40,6 +41,14 @@ ASSOCIATIONS = 4
 def _child_pids(supervisor: int) -> list[int]:
     out = subprocess.run(["pgrep", "-P", str(supervisor)], check=False, capture_output=True, text=True).stdout
     return [int(pid) for pid in out.split()]
+
+
+def _wait_until_both_listen(server: ServerProcess) -> None:
+    """serve[0] answered the readiness echo; serve[1] may still be starting."""
+    deadline = time.monotonic() + 120
+    while "2 serve processes listening" not in server.log():
+        assert time.monotonic() < deadline, server.log()
+        time.sleep(0.1)
 
 
 def _running(pid: int) -> bool:
@@ -70,10 +79,7 @@ def test_two_serve_processes_share_the_port(module_database_url: str, tmp_path: 
     server = start_server(tmp_path, config, port, args=["--processes", "2"])
     try:
         assert len(_child_pids(server.proc.pid)) == 2, server.log()
-        deadline = time.monotonic() + 120  # serve[0] answered the readiness echo; serve[1] may still be starting
-        while "2 serve processes listening" not in server.log():
-            assert time.monotonic() < deadline, server.log()
-            time.sleep(0.1)
+        _wait_until_both_listen(server)
         before = len(server.log())  # the readiness C-ECHOs came from E2ESCU too
         # all open at once, so the busier process leaves the next connection to its sibling (net/processes.py);
         # one after another they may all land on one process, each done before the next arrives
@@ -121,10 +127,7 @@ def test_children_stop_when_the_supervisor_is_killed(tmp_path: Path) -> None:
     config = write_config(tmp_path / "procs.toml", data_dir=tmp_path / "data", port=port,
                           database_url=f"sqlite:///{tmp_path / 'archive.db'}", codec={"model": "none"}, remotes={})
     server = start_server(tmp_path, config, port, args=["--processes", "2"])
-    deadline = time.monotonic() + 120
-    while "2 serve processes listening" not in server.log():
-        assert time.monotonic() < deadline, server.log()
-        time.sleep(0.1)
+    _wait_until_both_listen(server)
     children = _child_pids(server.proc.pid)
     assert len(children) == 2
     server.stop(signal.SIGKILL)  # nobody left to forward a SIGTERM

@@ -67,6 +67,13 @@ CODEC = {"model": MODEL, "device": "cpu", "min_psnr_db": UNTRAINED_FLOOR_DB, "ma
 COMPRESSION = {"delay_s": 0, "poll_s": 0.2, "lease_s": 3, "series_per_claim": 2, "serve_workers": 0}
 
 
+def _verify(config: Path, workdir: Path) -> tuple[subprocess.CompletedProcess[str], dict]:
+    """`pacs-cae verify --json` on the soaked archive: (the process, its report)."""
+    verify = subprocess.run([*pacs_cae_command(), "verify", "--json", "--config", str(config)], cwd=workdir,
+                            capture_output=True, text=True, timeout=600, env=clean_environment(), check=False)
+    return verify, json.loads(verify.stdout)
+
+
 class Load:
     """Worker threads storing fresh series (one per association); each remembers what was acknowledged."""
 
@@ -153,9 +160,7 @@ def test_acknowledged_instances_survive_random_kills(database_url: str, tmp_path
         engine.dispose()
     finally:
         server.stop()
-    verify = subprocess.run([*pacs_cae_command(), "verify", "--json", "--config", str(config)], cwd=tmp_path,
-                            capture_output=True, text=True, timeout=600, env=env, check=False)
-    report = json.loads(verify.stdout)
+    verify, report = _verify(config, tmp_path)
     lost = set(load.acknowledged) - stored
     print(f"\nsoak {seconds:.0f} s, {kills} kills: {len(load.acknowledged)} acknowledged, {len(stored)} stored, "
           f"{len(lost)} lost, refused {load.refused}, verify failed {report['failed']}")
@@ -327,9 +332,7 @@ def test_compressed_archive_survives_random_kills_of_server_and_workers(database
             assert not missing, f"{len(missing)} acknowledged instances of SOAK{index} were not retrieved"
     finally:
         server.stop()
-    verify = subprocess.run([*pacs_cae_command(), "verify", "--json", "--config", str(config)], cwd=tmp_path,
-                            capture_output=True, text=True, timeout=600, env=env, check=False)
-    report = json.loads(verify.stdout)
+    verify, report = _verify(config, tmp_path)
     print(f"\nsoak {seconds:.0f} s, kills {kills}: {len(load.acknowledged)} acknowledged, {len(load.complete)} "
           f"complete series, C-GETs during the load {retriever.complete} complete / {retriever.cut} cut off, "
           f"jobs {states}, {lossy} lossy, refused {load.refused}, verify failed {report['failed']}")
