@@ -176,18 +176,21 @@ def _drain(config: Path, n: int) -> dict[str, float]:
     return {"drain": elapsed}
 
 
-def codec_rates(series: list, model: str, device: str, batch_size: int) -> tuple[float, float]:
+def codec_rates(series: list, model: str, device: str, batch_size: int = 0) -> tuple[float, float, int]:
     """The codec's own batched encode and decode rates on the benchmark's slices (slices/s), as
-    benchmarks/codec_speed.py measures them: the references of the drain and of the learned-codec retrieves."""
+    benchmarks/codec_speed.py measures them: the references of the drain and of the learned-codec retrieves.
+    ``batch_size`` slices per forward, 0 = the device's (what the archive uses by default); also returned."""
     from pacs_cae.codec import CodecRegistry
+    from pacs_cae.codec.device import forward_batch, resolve_device
 
+    batch_size = forward_batch(batch_size, resolve_device(device))
     codec = CodecRegistry(None, device, max_batch=batch_size).get(model)
     slices = [ds.pixel_array for ds in series]
-    codec.decode(codec.encode(slices[:batch_size], bits_stored=12))  # warm-up
+    codec.decode(codec.encode(slices[:8], bits_stored=12))  # warm-up
     blobs: list[bytes] = []
     encode_s = _timed(lambda: blobs.extend(codec.encode(slices, bits_stored=12)))
     decode_s = _timed(lambda: codec.decode(blobs))
-    return len(slices) / encode_s, len(slices) / decode_s
+    return len(slices) / encode_s, len(slices) / decode_s, batch_size
 
 
 def _parallel(commands: list[list[str]], timeout: float = 3600) -> float:
@@ -288,7 +291,7 @@ def _disk_bytes(directory: Path) -> int:
 
 def print_table(n: int, source: str, args: argparse.Namespace, rows: dict[tuple[str, int], dict],
                 stats: dict[tuple[str, int], dict], orthanc: dict[int, tuple[dict, int]],
-                rates: tuple[float, float] | None) -> None:
+                rates: tuple[float, float, int] | None) -> None:
     """One table from one run: images/s per operation and association count, x = pacs-cae / Orthanc images/s
     at the same association count (else / the lossless configuration), drain rate and stored bytes."""
     reference_name = "Orthanc" if orthanc else "lossless"
@@ -317,8 +320,9 @@ def print_table(n: int, source: str, args: argparse.Namespace, rows: dict[tuple[
         print(f"{name:<10} {assoc:>5} {' '.join(cells)} {drain:>10} {stored:>14.0f}  {storage}")
     if rates is None:
         return
-    encode_per_s, decode_per_s = rates
-    print(f"\ncodec {args.model} alone on these slices (batch 8, as benchmarks/codec_speed.py): "
+    encode_per_s, decode_per_s, batch = rates
+    print(f"\ncodec {args.model} alone on these slices ({batch} per forward, as the archive's codec.batch_size = 0 "
+          f"on this device; benchmarks/codec_speed.py): "
           f"encode {encode_per_s:.1f} slices/s, decode {decode_per_s:.1f} slices/s")
     for (name, assoc), seconds in sorted(rows.items(), key=lambda kv: (kv[0][1], kv[0][0])):
         if "drain" not in seconds or name.startswith("lossless"):  # its drain re-codes: no codec rate to compare
@@ -386,7 +390,7 @@ def main() -> int:
             for assoc in counts:
                 orthanc[assoc] = run_orthanc(Path(tmp) / f"orthanc-x{assoc}", study, warm_up, assoc)
         learned = any(not name.startswith("lossless") for name in names)
-        rates = codec_rates(series, args.model, args.device, 8) if learned else None
+        rates = codec_rates(series, args.model, args.device) if learned else None
 
     print_table(len(series), source, args, rows, stats_by, orthanc, rates)
     return 0

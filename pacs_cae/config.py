@@ -32,6 +32,8 @@ LOSSLESS_METHODS = ("jpeg-ls", "jpeg-2000", "jpeg-xl")
 #: What the worker re-codes lossless copies with unless told otherwise: JPEG-LS, which decodes several times
 #: faster than JPEG-XL on every retrieve for a few % more bytes (docs/configuration.md, "Lossless storage").
 DEFAULT_LOSSLESS_METHODS = ("jpeg-ls",)
+#: Slices per worker / retrieve chunk when ``codec.batch_size`` is 0 (CodecSettings.chunk_slices).
+DEFAULT_CHUNK_SLICES = 8
 
 
 class ConfigError(ValueError):
@@ -101,7 +103,9 @@ class CodecSettings:
     #: Operating point of a variable-rate model (mshp family: 1 = smallest .. its card's count = best);
     #: None = the model's default. Must stay None for single-point models such as cae-paper.
     quality: int | None = None
-    batch_size: int = 8
+    #: Slices per encoder/decoder forward; 0 = per device (1 on the CPU, 8 on CUDA: codec.device's
+    #: AUTO_FORWARD_BATCH, where the reason is).
+    batch_size: int = 0
     batch_wait_ms: float = 2.0
     gate: bool = True
     # Floors a radiologist can sign (docs/configuration.md, "Quality floors"): a slice that misses one is
@@ -123,6 +127,15 @@ class CodecSettings:
     max_columns: int = 1024
     min_rows: int = 32
     min_columns: int = 32
+
+    @property
+    def chunk_slices(self) -> int:
+        """Slices a compression worker encodes and judges, and a retrieve reads and decodes, at a time.
+
+        ``batch_size`` when set; with the per-device forward (0) a chunk of 8, several forwards on the CPU:
+        a retrieve's producer then hands over a chunk per thread switch instead of a slice.
+        """
+        return self.batch_size or DEFAULT_CHUNK_SLICES
 
 
 @dataclass
@@ -415,7 +428,7 @@ def _validate(s: Settings) -> None:
          f"codec.device must be auto, cpu, cuda or cuda:N, got {s.codec.device!r}"),
         (0 <= s.codec.brotli_quality <= 11, "codec.brotli_quality must be 0..11"),
         (s.codec.quality is None or s.codec.quality >= 1, "codec.quality must be >= 1 (or unset)"),
-        (s.codec.batch_size >= 1, "codec.batch_size must be >= 1"),
+        (s.codec.batch_size >= 0, "codec.batch_size must be >= 0 (0 = per device)"),
         (s.codec.batch_wait_ms >= 0, "codec.batch_wait_ms must be >= 0"),
         (0 < s.codec.min_rows <= s.codec.max_rows, "codec.min_rows must be in 1..max_rows"),
         (0 < s.codec.min_columns <= s.codec.max_columns, "codec.min_columns must be in 1..max_columns"),

@@ -4,8 +4,8 @@ One run takes the jobs a worker claimed (:func:`pacs_cae.store.jobs.claim`), and
 
 1. reads the instances still stored losslessly (and not already kept lossless by a decision), rebuilds their
    pixels exactly, and checks the codec can take every one (:func:`compression_rules.eligible`);
-2. encodes the slices of *all* claimed series of one model in chunks of ``codec.batch_size`` (one forward
-   each, across series) and decodes the blobs again;
+2. encodes the slices of *all* claimed series of one model in chunks of ``codec.chunk_slices`` (across
+   series; ``codec.batch_size`` slices per forward) and decodes the blobs again;
 3. judges every slice against the floors (:class:`pacs_cae.archive.floors.Floors`); a series' first miss
    settles it (it stays lossless), so its remaining slices are not encoded;
 4. per series, in **one transaction**: re-checks the lease and that each instance is unchanged since step 1,
@@ -344,7 +344,7 @@ def _encode_exact(encoder: SliceCodec, group: list[_Series], plan: Plan) -> None
 
 
 def _encode_until_missed(settings: Settings, encoder: SliceCodec, group: list[_Series], plan: Plan) -> None:
-    """Encode, decode and judge in chunks of ``codec.batch_size`` slices (across series), in order.
+    """Encode, decode and judge in chunks of ``codec.chunk_slices`` slices (across series), in order.
 
     A series is stored lossy only if every slice passes, so its first miss settles it: its remaining slices
     are not encoded (with floors a model rarely meets, most of a backlog is decided by its first chunk). The
@@ -354,7 +354,7 @@ def _encode_until_missed(settings: Settings, encoder: SliceCodec, group: list[_S
     floors = {id(series): Floors.for_rule(settings.codec, series.rule) for series in group}
     settled: set[int] = set()  # series with a miss or an error: nothing more to encode
     queue = deque((series, s) for series in group for s in series.slices)
-    step = max(1, settings.codec.batch_size)
+    step = settings.codec.chunk_slices
     while queue:
         chunk: list[tuple[_Series, _Slice]] = []
         while queue and len(chunk) < step:

@@ -25,6 +25,7 @@ from pacs_cae.archive.query import InstanceRef
 from pacs_cae.archive.retrieve import RefT
 from pacs_cae.codec import BatchingCodec, CodecError, CodecRegistry
 from pacs_cae.codec.base import SliceCodec
+from pacs_cae.codec.device import forward_batch
 from pacs_cae.config import CodecSettings, Settings
 from pacs_cae.store.db import Database, ensure_schema
 from pacs_cae.vocabulary import QueryModel
@@ -78,8 +79,7 @@ class ArchiveCodecs:
 
         ``decode_only``: no encoder at all (``verify``): blobs name their model, loaded when first decoded.
         """
-        registry = CodecRegistry(codec.models_dir, codec.device, codec.brotli_quality,
-                                 max_batch=codec.batch_size)
+        registry = CodecRegistry(codec.models_dir, codec.device, codec.brotli_quality, max_batch=codec.batch_size)
         if decode_only:
             return cls(registry, None)
         if codec.model.strip().lower() in NO_MODEL:
@@ -88,7 +88,7 @@ class ArchiveCodecs:
         model = registry.get(codec.model)
         check_quality(model, codec.quality)
         LOG.info("codec %s (sha256 %s) on %s", model.model_id, model.weights_sha256[:12], model.device)
-        return cls(registry, BatchingCodec(model, max_batch=codec.batch_size, max_wait_ms=codec.batch_wait_ms))
+        return cls(registry, BatchingCodec(model, max_batch=forward_batch(codec.batch_size, model.device), max_wait_ms=codec.batch_wait_ms))
 
     @property
     def model_id(self) -> str | None:
@@ -207,7 +207,7 @@ class Archive:
                               lossy_uid=self.settings.codec.lossy_uid,
                               # one codec batch per chunk: the producer decodes batch k+1 while batch k is
                               # sent (a longer chunk only makes the sender wait for more decodes)
-                              chunk_size=max(1, self.settings.codec.batch_size))
+                              chunk_size=self.settings.codec.chunk_slices)
 
     def stats(self) -> dict[str, Any]:
         """Counts and original/stored bytes, overall and per codec model and modality."""

@@ -16,11 +16,15 @@ import torch
 
 from .base import SliceCodec
 from .container import read_header
+from .device import forward_batch, resolve_device
 from .engine import DEFAULT_BROTLI_QUALITY, DEFAULT_MAX_BATCH, DEFAULT_MODE, Mode, load_codec
 
 
 class CodecRegistry:
-    """Thread-safe cache of ``Codec`` objects by model id, all on one device and mode."""
+    """Thread-safe cache of ``Codec`` objects by model id, all on one device and mode.
+
+    ``max_batch``: slices per forward; 0 = the device's (:func:`~pacs_cae.codec.device.forward_batch`).
+    """
 
     def __init__(
         self,
@@ -44,9 +48,10 @@ class CodecRegistry:
         with self._lock:
             codec = self._codecs.get(model_id)
             if codec is None:
+                device = resolve_device(self.device)
                 codec = load_codec(
-                    model_id, self.device, self.models_dir, mode=self.mode,
-                    brotli_quality=self.brotli_quality, max_batch=self.max_batch,
+                    model_id, device, self.models_dir, mode=self.mode,
+                    brotli_quality=self.brotli_quality, max_batch=forward_batch(self.max_batch, device),
                 )
                 self._codecs[model_id] = codec
             return codec

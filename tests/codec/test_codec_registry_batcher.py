@@ -110,3 +110,21 @@ def test_batcher_refuses_work_after_close(codec: Codec, make_phantom: Phantom) -
     batcher.close()  # idempotent
     with pytest.raises(CodecError, match="closed"):
         batcher.encode([make_phantom(32, 32)])
+
+
+def test_registry_runs_one_slice_per_forward_on_the_cpu_unless_told_otherwise(other_models_dir: Path) -> None:
+    # batch 1 measured fastest on the CPU (pacs_cae.codec.device.AUTO_FORWARD_BATCH); a set size is kept
+    assert CodecRegistry(models_dir=other_models_dir, device="cpu", max_batch=0).get(TEST_MODEL).max_batch == 1
+    assert CodecRegistry(models_dir=other_models_dir, device="cpu", max_batch=4).get(TEST_MODEL).max_batch == 4
+
+
+def test_forward_batch_per_device() -> None:
+    import torch
+
+    from pacs_cae.codec.device import forward_batch
+
+    assert forward_batch(0, torch.device("cpu")) == 1
+    assert forward_batch(0, torch.device("cuda")) == 8
+    assert forward_batch(3, torch.device("cuda")) == 3
+    with pytest.raises(ValueError, match="batch_size"):
+        forward_batch(-1, torch.device("cpu"))

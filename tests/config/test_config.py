@@ -35,6 +35,7 @@ def test_defaults_run_with_nothing_configured():
     assert s.server.duplicate_policy == "keep-first" and s.server.tcp_nodelay is True
     assert s.codec.modalities == ["MR"] and s.codec.min_psnr_db == 50.0 and s.codec.max_abs_error is None
     assert s.codec.max_compression_ratio == 24.0
+    assert (s.codec.batch_size, s.codec.chunk_slices) == (0, 8)  # forward per device, chunks of 8
     assert s.remotes == {} and s.data_dir == "pacs-cae-data" and s.log_level == "INFO"
 
 
@@ -79,6 +80,10 @@ def test_environment_beats_file_and_overrides_beat_environment(tmp_path, monkeyp
     assert (s.server.port, s.server.ae_title, s.codec.device) == (6000, "FLAG", "cuda:1")
 
 
+def test_a_set_batch_size_is_also_the_chunk():
+    assert load_settings(None, {"codec.batch_size": 3}).codec.chunk_slices == 3
+
+
 def test_config_file_from_environment(tmp_path, monkeypatch):
     monkeypatch.setenv("PACS_CAE_CONFIG", str(write(tmp_path, '[server]\nae_title = "FROMENV"\n')))
     assert load_settings().server.ae_title == "FROMENV"
@@ -104,6 +109,7 @@ def test_database_url_follows_data_dir_unless_set(tmp_path, monkeypatch):
         ("[codec]\nlossy_uid = \"random\"\n", "lossy_uid"),
         ("[codec]\ndevice = \"tpu\"\n", "codec.device"),
         ("[codec]\ngate = \"maybe\"\n", "codec.gate"),
+        ("[codec]\nbatch_size = -1\n", "codec.batch_size"),
         ("[remotes]\nX = { host = \"h\" }\n", "remotes.X"),
         ("[remotes]\nX = \"nohostport\"\n", "remotes.X"),
         ("[server\n", "invalid TOML"),
