@@ -205,8 +205,9 @@ class Archive:
         """The served datasets for ``refs`` (decoded in batches); failures come back as ArchiveError."""
         return _retrieve.load(refs, database=self.database, decoder=self.codecs,
                               lossy_uid=self.settings.codec.lossy_uid,
-                              # one codec batch per chunk: the producer decodes batch k+1 while batch k is
-                              # sent (a longer chunk only makes the sender wait for more decodes)
+                              # the producer decodes chunk k+1 while chunk k is sent (a longer chunk only
+                              # makes the sender wait for more decodes; a chunk of one slice hands over per
+                              # slice, slower on the CPU where a forward takes one slice)
                               chunk_size=self.settings.codec.chunk_slices)
 
     def stats(self) -> dict[str, Any]:
