@@ -3,7 +3,9 @@
 One run takes the jobs a worker claimed (:func:`pacs_cae.store.jobs.claim`), and for each series:
 
 1. reads the instances still stored losslessly (and not already kept lossless by a decision), rebuilds their
-   pixels exactly, and checks the codec can take every one (:func:`compression_rules.eligible`);
+   pixels exactly, and checks the codec can take every one (:func:`compression_rules.eligible`); for a copy
+   C-STORE wrote verbatim, measures the size of its fast lossless coding (what ``require_gain`` compares with)
+   without storing it - a slice that goes lossy never needs it;
 2. encodes the slices of *all* claimed series of one model in chunks of ``codec.chunk_slices`` (across
    series; ``codec.batch_size`` slices per forward) and decodes the blobs again;
 3. judges every slice against the floors (:class:`pacs_cae.archive.floors.Floors`); a series' first miss
@@ -26,13 +28,15 @@ but one more exact coding - each slice keeps whichever exact coding is smallest 
 
 A series no rule compresses has a :data:`~pacs_cae.archive.compression_rules.LOSSLESS_JOB`: the worker's
 repack (:mod:`pacs_cae.archive.repack`, with ``codec.lossless_methods``) re-codes its verbatim copies in their
-smallest exact coding before this module runs; here it only finishes the job, deciding nothing.
+smallest exact coding before this module runs; here it only finishes the job, deciding nothing. A job whose
+rule was removed or no longer compresses is repacked the same way.
 
-Lossless re-coding: every slice a run keeps lossless (a floor missed, δ = 0, not eligible) is re-coded with
-the exact codings of ``codec.lossless_methods`` (and the δ = 0 stream) by
-:func:`pacs_cae.codec.lossless.encode_lossless`, which keeps per frame the smallest stream that decodes to
-exactly the received bytes; the new blob is decoded once more and compared with the received bytes before
-it replaces the C-STORE copy (JPEG-LS) in the same transaction, and only when it is smaller.
+Lossless re-coding: every slice a run keeps lossless (a floor missed, δ = 0, not eligible) that is still
+C-STORE's verbatim copy gets its fast exact coding (JPEG-LS), and, where ``codec.lossless_methods`` names more
+(or δ = 0 gives a learned stream), the smallest of those, by :func:`pacs_cae.codec.lossless.encode_lossless`,
+which keeps per frame the smallest stream that decodes to exactly the received bytes; the new blob is decoded
+once more and compared with the received bytes before it replaces the stored copy in the same transaction as
+the decision, and only when it is smaller.
 
 Idempotent: an instance is swapped only when it is still ``lossless`` with the same ``received_at``, so a
 job run twice (a lease that expired under a slow worker) changes nothing the second time.
@@ -56,6 +60,7 @@ from sqlalchemy.orm import Session
 from pacs_cae.archive.compression_rules import LOSSLESS_JOB, eligible, find_rule
 from pacs_cae.archive.floors import Floors
 from pacs_cae.archive.received import lossless_layout
+from pacs_cae.archive.repack import repack
 from pacs_cae.codec.base import SliceCodec
 from pacs_cae.codec.errors import CodecError
 from pacs_cae.codec.lossless import (
@@ -65,6 +70,8 @@ from pacs_cae.codec.lossless import (
     decode_lossless,
     encode_lossless,
     frame_methods,
+    is_verbatim,
+    lossless_size,
 )
 from pacs_cae.config import CompressionRule, Settings
 from pacs_cae.dicom.metadata import decode_metadata
@@ -105,7 +112,9 @@ class _Slice:
     frame: np.ndarray
     bits_stored: int
     original_bytes: int  # the slice at BitsAllocated, what the compression ratio is measured against
-    lossless_bytes: int  # the stored lossless blob
+    lossless_bytes: int  # what a lossy blob must beat: the stored blob, or a verbatim copy's fast coding (_baseline)
+    stored_bytes: int  # the stored lossless blob
+    verbatim: bool  # the stored blob is C-STORE's verbatim copy: a kept slice is re-coded (_recode_kept)
     pixel_bytes: bytes = b""  # Pixel Data as received, kept only when a kept slice may be re-coded (_may_recode)
     layout: PixelLayout | None = None
     blob: bytes = b""
@@ -118,10 +127,16 @@ class _Slice:
 class _Series:
     job: ClaimedJob
     rule: CompressionRule | None
+    plan: Plan | None = None  # how the rule's model encodes the series (None: no rule compresses it)
     slices: list[_Slice] = field(default_factory=list)
     lossless_reason: str | None = None  # the series stays lossless (decided before encoding)
     error: str | None = None  # the run failed (retried later)
     exact: bool = False  # encoded at max_abs_error = 0: every slice stays lossless in its smallest coding
+
+    @property
+    def stale(self) -> bool:
+        """The job's rule was removed, or no longer compresses: nothing to encode (re-coded as a LOSSLESS_JOB)."""
+        return not self.by_policy and (self.rule is None or not self.rule.compress)
 
     @property
     def by_policy(self) -> bool:
@@ -185,11 +200,11 @@ class RunReport:
 def compress_claimed(database: Database, settings: Settings, encoders: EncoderSource, owner: str,
                      claimed: list[ClaimedJob]) -> RunReport:
     """Process the jobs ``owner`` claimed; every job ends done, pending again, or failed with its reason."""
-    work = [_prepare(database, settings, job) for job in claimed]
+    work = [_prepare(database, settings, encoders, job) for job in claimed]
     by_plan: dict[Plan, list[_Series]] = defaultdict(list)
     for series in work:
-        if series.error is None and series.lossless_reason is None and series.rule is not None and series.slices:
-            by_plan[plan_for(settings, series.rule, encoders.encoder_for(series.rule.model))].append(series)
+        if series.error is None and series.lossless_reason is None and series.plan is not None and series.slices:
+            by_plan[series.plan].append(series)
     for plan, group in by_plan.items():
         encoder = encoders.encoder_for(plan.model)
         _encode_and_judge(settings, encoder, group, plan,
@@ -197,41 +212,90 @@ def compress_claimed(database: Database, settings: Settings, encoders: EncoderSo
     decided = [_decide(series) for series in work]
     for series, (_, _, keep) in zip(work, decided):
         if series.error is None:
-            _recode_kept(settings, encoders, series, keep)
+            _recode_kept(database, settings, encoders, series, keep)
     with database.session() as session:
         jobs.renew(session, claimed, owner, settings.compression.lease_s)
     report = RunReport()
+    # a rule removed, or now lossless, since the job was made: its verbatim copies get their final exact coding
+    report.recoded = repack(database, [s.job.series_pk for s in work if s.stale],
+                            brotli_quality=settings.codec.brotli_quality, methods=settings.codec.lossless_methods)
     for series, decision in zip(work, decided):
         report.add(_commit(database, settings, encoders, owner, series, decision))
     return report
 
 
-def _recode_kept(settings: Settings, encoders: EncoderSource, series: _Series, keep: dict[int, str]) -> None:
+def _recode_kept(database: Database, settings: Settings, encoders: EncoderSource, series: _Series,
+                 keep: dict[int, str]) -> None:
     """The smallest verified exact blob of each slice this run keeps lossless, where smaller than the stored
-    one (CPU work, done before the transaction; the swap itself is in :func:`_keep_lossless`)."""
-    # the copy is already the fast coding (repack): only other methods, or the exact tier, can beat it
-    methods = settings.codec.lossless_methods
+    one (CPU work, done before the transaction; the swap itself is in :func:`_keep_lossless`).
+
+    A verbatim copy (C-STORE's) always gets one: at least its fast coding, what the worker's repack gives a
+    series no rule compresses. A copy already in the fast coding only when other methods, or the exact tier,
+    can beat it.
+    """
     better = _beyond_fast(settings)
     decoder = encoders.encoder_for(series.rule.model) if series.exact and series.rule is not None else None
-    for s in series.slices:
-        if s.instance_pk not in keep or not s.pixel_bytes or not (better or s.exact):
-            continue
+    todo = [s for s in series.slices if s.instance_pk in keep
+            and (s.verbatim or (s.pixel_bytes and (better or s.exact)))]
+    unread = {s.instance_pk for s in todo if not s.pixel_bytes}
+    received = _read_received(database, unread) if unread else {}
+    for s in todo:
+        raw = s.pixel_bytes or received.get(s.instance_pk)
+        if raw is None:
+            continue  # re-sent or swapped meanwhile: _keep_lossless skips it too
+        methods = _recode_methods(settings, s)
         try:
-            blob = encode_lossless(s.pixel_bytes, s.layout, brotli_quality=settings.codec.brotli_quality,
+            blob = encode_lossless(raw, s.layout, brotli_quality=settings.codec.brotli_quality,
                                    methods=methods, learned=s.exact)
-            if len(blob) >= s.lossless_bytes:
+            if len(blob) >= s.stored_bytes:
                 continue
-            if decode_lossless(blob, learned=decoder.decode if decoder else None) != s.pixel_bytes:
+            if decode_lossless(blob, learned=decoder.decode if decoder else None) != raw:
                 LOG.error("instance %s: re-coded lossless blob does not decode to the received bytes; the "
                           "stored copy stays", s.sop_instance_uid)
                 continue
+            if s.verbatim and not s.lossless_bytes:
+                s.lossless_bytes = _baseline(settings, s, raw, blob, methods)
         except Exception:
             LOG.exception("instance %s: lossless re-coding failed; the stored copy stays", s.sop_instance_uid)
             continue
         s.recoded = blob
+    for s in series.slices:
+        s.pixel_bytes = b""  # decided: only blobs are needed now
 
 
-def _prepare(database: Database, settings: Settings, job: ClaimedJob) -> _Series:
+def _recode_methods(settings: Settings, s: _Slice) -> tuple[str, ...]:
+    """The exact codings tried for a kept slice: ``codec.lossless_methods`` (re-coding), and for a verbatim copy
+    the fast one as well (so it ends no larger than a repack would make it)."""
+    methods = tuple(settings.codec.lossless_methods) if (_beyond_fast(settings) or s.exact) else ()
+    return tuple(dict.fromkeys(methods + (FAST_METHODS if s.verbatim else ())))
+
+
+def _baseline(settings: Settings, s: _Slice, raw: bytes, blob: bytes, methods: tuple[str, ...]) -> int:
+    """A verbatim copy's fast-coding size: what "saved" bytes and ``require_gain`` count from, as if C-STORE
+    had stored the fast coding (``blob`` is it when only the fast methods, and no learned stream, were tried)."""
+    if methods == FAST_METHODS and s.exact is None:
+        return len(blob)
+    return lossless_size(raw, s.layout, brotli_quality=settings.codec.brotli_quality)
+
+
+def _read_received(database: Database, instance_pks: set[int]) -> dict[int, bytes]:
+    """The received Pixel Data of these lossless instances, from their stored (verbatim) blobs."""
+    out: dict[int, bytes] = {}
+    with database.session(readonly=True) as session:
+        rows = session.execute(
+            select(InstanceBlob.instance_pk, InstanceBlob.pixel_blob)
+            .join(Instance, Instance.id == InstanceBlob.instance_pk)
+            .where(InstanceBlob.instance_pk.in_(sorted(instance_pks)), Instance.storage == StorageKind.LOSSLESS)
+            .execution_options(yield_per=16))
+        for pk, blob in rows:
+            try:
+                out[pk] = decode_lossless(bytes(blob or b""))
+            except Exception:  # changed meanwhile (e.g. learned frames): it keeps its stored blob
+                LOG.exception("instance row %d: cannot read the received pixels again; the stored copy stays", pk)
+    return out
+
+
+def _prepare(database: Database, settings: Settings, encoders: EncoderSource, job: ClaimedJob) -> _Series:
     """Read the series' lossless candidates and rebuild their pixels exactly (step 1)."""
     if job.rule == LOSSLESS_JOB:
         return _Series(job, None)
@@ -239,7 +303,11 @@ def _prepare(database: Database, settings: Settings, job: ClaimedJob) -> _Series
     series = _Series(job, rule)
     if rule is None or not rule.compress:
         return series  # the rule was removed or now says lossless: nothing to do
+    encoder = encoders.encoder_for(rule.model)
+    series.plan = plan_for(settings, rule, encoder)
     keep_raw = _may_recode(settings, rule)
+    # slices a floor will judge need their lossless size now (require_gain); the others get it if kept
+    judged = encoder is not None and series.plan.bound != 0 and job.decision != "lossless"
     try:
         with database.session(readonly=True) as session:
             # rows streamed, not listed: a large series' stored blobs are not all in memory at once
@@ -252,7 +320,7 @@ def _prepare(database: Database, settings: Settings, job: ClaimedJob) -> _Series
                 .execution_options(yield_per=16)
             )
             for inst, metadata_blob, pixel_blob in rows:
-                _add_slice(series, settings, inst, metadata_blob, pixel_blob, keep_raw)
+                _add_slice(series, settings, inst, metadata_blob, pixel_blob, keep_raw, judged)
     except Exception as exc:
         LOG.exception("compression job %d: cannot read series %d", job.id, job.series_pk)
         series.error = f"cannot read stored instances: {type(exc).__name__}: {exc}"
@@ -276,24 +344,34 @@ def _may_recode(settings: Settings, rule: CompressionRule) -> bool:
 
 
 def _add_slice(series: _Series, settings: Settings, inst: Instance, metadata_blob: bytes,
-               pixel_blob: bytes | None, keep_raw: bool) -> None:
-    """One stored instance of the series as a :class:`_Slice` (or the reason the series stays lossless)."""
+               pixel_blob: bytes | None, keep_raw: bool, judged: bool) -> None:
+    """One stored instance of the series as a :class:`_Slice` (or the reason the series stays lossless).
+
+    A verbatim copy (C-STORE's fast path) is not repacked first: if its series goes lossy its lossless coding
+    is never stored, so only its size is measured here, unverified (:func:`lossless_size`), for slices a floor
+    will judge; a slice kept lossless gets its verified coding in :func:`_recode_kept`.
+    """
+    verbatim = pixel_blob is not None and is_verbatim(pixel_blob)
     ds = rebuild_lossless(decode_metadata(metadata_blob),
                           decode_lossless(pixel_blob) if pixel_blob is not None else None)
     raw, layout = bytes(ds.PixelData) if keep_raw else b"", lossless_layout(ds)
+    baseline = inst.stored_pixel_bytes
+    if verbatim:
+        baseline = lossless_size(ds.PixelData, layout, brotli_quality=settings.codec.brotli_quality) if judged else 0
     ok, why = eligible(ds, settings.codec)
     pixels = extract_frames(ds) if ok else None
     if pixels is not None and len(pixels.frames) != 1:
         ok, why = False, f"{len(pixels.frames)} frames (the codec takes single-frame slices)"
     if not ok or pixels is None:
         series.lossless_reason = f"{SERIES_LOSSLESS_REASON}: instance {inst.sop_instance_uid} not eligible: {why}"
-        series.slices.append(_Slice(inst.id, inst.sop_instance_uid, inst.received_at, _NO_FRAME, 0, 0,
-                                    inst.stored_pixel_bytes, raw, layout, reason=why))
+        series.slices.append(_Slice(inst.id, inst.sop_instance_uid, inst.received_at, _NO_FRAME, 0, 0, baseline,
+                                    inst.stored_pixel_bytes, verbatim, raw, layout, reason=why))
         return
     frame = pixels.frames[0]
     series.slices.append(_Slice(
         inst.id, inst.sop_instance_uid, inst.received_at, frame, pixels.bits_stored,
-        frame.size * max(1, (pixels.bits_allocated + 7) // 8), inst.stored_pixel_bytes, raw, layout))
+        frame.size * max(1, (pixels.bits_allocated + 7) // 8), baseline, inst.stored_pixel_bytes, verbatim, raw,
+        layout))
 
 
 def _encode_and_judge(settings: Settings, encoder: SliceCodec | None, group: list[_Series], plan: Plan,

@@ -1,13 +1,13 @@
-"""Re-encode the pixel blobs C-STORE wrote verbatim, before a worker compresses their series.
+"""Re-encode the pixel blobs C-STORE wrote verbatim, for series no compression rule will judge.
 
 The C-STORE fast path (:mod:`pacs_cae.archive.ingest`) stores the Pixel Data of an instance that gets a
 compression job as received (:func:`pacs_cae.codec.lossless.store_verbatim`: a CRC, no codec), so the modality
-never waits for JPEG-LS. A worker that claims the series' job first calls :func:`repack`: every verbatim blob
-becomes the archive's exact lossless encoding (JPEG-LS, verified bit-exact, else Brotli). Why first, not only
-for slices that end up lossless: the floors' ``require_gain`` compares a lossy blob with the *lossless* size,
-and that must be the size of the real lossless encoding, not of the raw bytes. A series no rule compresses
-(a ``LOSSLESS_JOB``) is repacked in the smallest of ``codec.lossless_methods`` instead: that is its final form,
-and a blob that is no longer verbatim is never picked again (what makes a second run a no-op).
+never waits for JPEG-LS. A worker that claims a series no rule compresses (a ``LOSSLESS_JOB``, or a job whose
+rule has gone) calls :func:`repack`: every verbatim blob becomes the smallest verified coding of
+``codec.lossless_methods`` (else Brotli). That is its final form, and a blob that is no longer verbatim is never
+picked again (what makes a second run a no-op). Series a codec judges are not repacked first: a slice that goes
+lossy never needs its lossless coding, and one that stays lossless gets it with the decision
+(:mod:`pacs_cae.archive.compression`).
 
 One transaction per series; an instance is rewritten only when it is still the lossless copy that was read
 (same ``received_at`` and blob size, under its row lock), so a concurrent re-send or swap wins and a repack

@@ -21,7 +21,6 @@ from pacs_cae.archive.compression import EncoderSource, RunReport, compress_clai
 from pacs_cae.archive.compression_rules import LOSSLESS_JOB, recodes_lossless
 from pacs_cae.archive.repack import repack
 from pacs_cae.codec.base import SliceCodec
-from pacs_cae.codec.lossless import FAST_METHODS
 from pacs_cae.config import Settings
 from pacs_cae.store import jobs
 from pacs_cae.store.db import Database
@@ -105,11 +104,9 @@ class CompressionWorker:
                                  max_attempts=c.max_attempts, ignore_delay=ignore_delay)
         if not claimed:
             return None
-        # C-STORE wrote these series' pixels verbatim: the exact lossless encoding first (see repack); JPEG-LS
-        # where a codec will judge the series, the smallest of codec.lossless_methods where none will
+        # C-STORE wrote these series' pixels verbatim. A series no rule compresses gets its final exact coding
+        # (repack); the others are re-coded by compress_claimed only where a slice stays lossless
         codec = self.settings.codec
-        repack(self.database, [job.series_pk for job in claimed if job.rule != LOSSLESS_JOB],
-               brotli_quality=codec.brotli_quality, methods=FAST_METHODS)
         recoded = repack(self.database, [job.series_pk for job in claimed if job.rule == LOSSLESS_JOB],
                          brotli_quality=codec.brotli_quality, methods=codec.lossless_methods)
         report = compress_claimed(self.database, self.settings, self.encoders, self.owner, claimed)

@@ -83,7 +83,7 @@ def test_slices_kept_lossless_are_recoded_in_their_smallest_exact_coding(open_ar
 
 
 def test_by_default_slices_kept_lossless_stay_in_jpeg_ls(open_archive, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The default favours retrieve speed: the worker's JPEG-LS copy is final, nothing else is tried."""
+    """The default favours retrieve speed: each kept slice is coded once, as JPEG-LS, nothing else is tried."""
     archive: Archive = open_archive(gate=True, min_psnr_db=200.0)
     assert archive.settings.codec.lossless_methods == ["jpeg-ls"]
     series = _noisy_series(2)
@@ -91,9 +91,10 @@ def test_by_default_slices_kept_lossless_stay_in_jpeg_ls(open_archive, monkeypat
         archive.store(ds)
     recoded: list[object] = []
     real_encode = compression.encode_lossless
-    monkeypatch.setattr(compression, "encode_lossless", lambda *a, **k: recoded.append(a) or real_encode(*a, **k))
+    monkeypatch.setattr(compression, "encode_lossless",
+                        lambda *a, **k: recoded.append(k["methods"]) or real_encode(*a, **k))
     archive.compress_pending()
-    assert recoded == []  # the repacked JPEG-LS copy is not encoded a second time
+    assert recoded == [("jpeg-ls",)] * len(series)  # C-STORE's verbatim copy, coded once
     for ds in series:
         blob, size, reason, _model = _blobs(archive)[ds.SOPInstanceUID]
         assert reason and reason.startswith(("quality-gate", "series-lossless"))
@@ -210,7 +211,7 @@ def test_the_worker_keeps_a_smaller_learned_exact_stream_served_as_the_original(
     series = _gradient_series()
     for ds in series:
         archive.store(ds)
-    # the fast exact coding the worker's repack writes before it judges (C-STORE kept the bytes as received)
+    # the fast exact coding (JPEG-LS) the saving is counted from (C-STORE kept the bytes as received)
     fast = {ds.SOPInstanceUID: lossless.encode_lossless(ds.PixelData, lossless_layout(ds)) for ds in series}
     codec = archive.codecs.registry.get("mshp-v1")
     expected = {}

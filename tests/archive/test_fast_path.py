@@ -1,7 +1,7 @@
 """The C-STORE fast path (issue 12): pixels kept verbatim when a job follows, re-encoded exactly by the worker.
 
 Real SQLite/PostgreSQL and the real lossless codec: what a modality gets back before, during and after the
-repack is byte-for-byte what it sent, and the floors' ``require_gain`` sees the real lossless size.
+worker is byte-for-byte what it sent, and the floors' ``require_gain`` sees the real lossless size.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from pacs_cae.archive.service import Archive
 from pacs_cae.archive.workers import CompressionWorker, FloorAwareEncoders
 from pacs_cae.codec.errors import CorruptBlobError
 from pacs_cae.codec.lossless import (
+    PixelLayout,
     decode_lossless,
     encode_lossless,
     frame_methods,
@@ -66,16 +67,48 @@ def test_store_keeps_pixels_verbatim_when_a_job_follows_and_repack_encodes_them_
     assert repack(archive.database, [rows[0][0].series_pk]) == 0  # idempotent
 
 
-def test_worker_repacks_before_judging_so_require_gain_sees_the_lossless_size(open_archive) -> None:
-    archive: Archive = open_archive(gate=True, min_psnr_db=None)
-    series = [reread(ds) for ds in make_mr_series(2, 64, 64)]
+def _fast_size(ds) -> int:
+    """What the repack would have stored: the slice's JPEG-LS blob."""
+    return len(encode_lossless(ds.PixelData, PixelLayout(ds.Rows, ds.Columns, ds.BitsAllocated)))
+
+
+def test_a_series_that_goes_lossy_is_never_repacked_and_saves_from_its_lossless_size(open_archive) -> None:
+    """Its lossless coding is only measured (require_gain), never stored; "saved" counts from that size."""
+    archive: Archive = open_archive()
+    series = [reread(ds) for ds in make_mr_series(3, 64, 64)]
     for ds in series:
         archive.store(ds)
     report = archive.compress_pending()
-    assert report.instances == 2
-    for inst, blob in _rows(archive):
-        assert not is_verbatim(blob)  # lossy, or the exact lossless encoding: never left raw by a worker
-        assert inst.stored_pixel_bytes == len(blob)
+    assert (report.compressed, report.kept_lossless) == (3, 0)
+    rows = _rows(archive)
+    assert all(inst.storage == "cae" and inst.stored_pixel_bytes == len(blob) for inst, blob in rows)
+    with archive.database.session(readonly=True) as session:
+        saved = session.scalar(select(CompressionJob.saved_bytes))
+    assert saved == sum(_fast_size(ds) - len(blob) for ds, (_, blob) in zip(series, rows)) > 0
+
+
+def test_a_series_kept_lossless_gets_its_verified_lossless_coding_with_the_decision(open_archive) -> None:
+    archive: Archive = open_archive(gate=True, min_psnr_db=200.0)  # no slice can pass
+    series = [reread(ds) for ds in make_mr_series(3, 64, 64)]
+    for ds in series:
+        archive.store(ds)
+    report = archive.compress_pending()
+    assert (report.compressed, report.kept_lossless, report.saved_bytes) == (0, 3, 0)
+    for (inst, blob), ds in zip(_rows(archive), series):
+        assert inst.storage == "lossless" and str(inst.fallback_reason).startswith(("quality-gate", "series-lossless"))
+        assert frame_methods(blob) == ["jpeg-ls"] and len(blob) == _fast_size(ds) == inst.stored_pixel_bytes
+        assert decode_lossless(blob) == ds.PixelData and load_one(archive, ds.SOPInstanceUID) == ds
+
+
+def test_a_job_whose_rule_was_removed_gets_its_final_lossless_coding(open_archive) -> None:
+    archive: Archive = open_archive()
+    series = [reread(ds) for ds in make_mr_series(2, 64, 64)]
+    assert all(archive.store(ds).compression_rule == "default" for ds in series)
+    archive.settings.compression.rules = [CompressionRule(name="keep", compress=False)]  # "default" is gone
+    report = archive.compress_pending()
+    assert (report.compressed, report.recoded) == (0, 2)
+    for (inst, blob), ds in zip(_rows(archive), series):
+        assert inst.storage == "lossless" and not is_verbatim(blob) and decode_lossless(blob) == ds.PixelData
 
 
 def _jobs(archive: Archive) -> list[tuple[str, str, str | None]]:

@@ -55,6 +55,16 @@ def test_anything_else_goes_through_brotli(layout: PixelLayout | None) -> None:
     assert decode_lossless(encode_lossless(b"")) == b""
 
 
+@pytest.mark.parametrize("layout", [PixelLayout(64, 48, 16, 1), PixelLayout(64, 48, 16, 0, frames=2), None])
+def test_lossless_size_is_the_length_encode_lossless_gives(layout: PixelLayout | None,
+                                                          make_phantom: Phantom) -> None:
+    frames = [make_phantom(64, 48, "int16", 12, seed=s) for s in range(2)]
+    data = b"".join(f.astype("<i2").tobytes() for f in frames)
+    for methods in (("jpeg-ls",), ("jpeg-ls", "jpeg-2000")):
+        assert lossless.lossless_size(data, layout, methods=methods) == len(encode_lossless(data, layout,
+                                                                                            methods=methods))
+
+
 def test_damage_and_truncation_are_detected(make_phantom: Phantom) -> None:
     data = make_phantom(32, 32, "uint16", 12).tobytes()
     for blob in (encode_lossless(data, PixelLayout(32, 32, 16)), encode_lossless(data)):
