@@ -2,12 +2,13 @@
 
 One run takes the jobs a worker claimed (:func:`pacs_cae.store.jobs.claim`), and for each series:
 
-1. reads the instances still stored losslessly (and not already kept lossless by a decision), rebuilds their
-   pixels exactly, and checks the codec can take every one (:func:`compression_rules.eligible`); for a copy
-   C-STORE wrote verbatim, measures the size of its fast lossless coding (what ``require_gain`` compares with)
-   without storing it - a slice that goes lossy never needs it;
-2. encodes the slices of *all* claimed series of one model in chunks of ``codec.chunk_slices`` (across
-   series; ``codec.batch_size`` slices per forward) and decodes the blobs again;
+1. reads the index values and metadata of the instances still stored losslessly (and not already kept
+   lossless by a decision) and checks the codec can take every one (:func:`compression_rules.eligible`);
+2. reads, rebuilds exactly, encodes and decodes again the slices of *all* claimed series of one model in
+   chunks of ``codec.chunk_slices`` (across series; ``codec.batch_size`` slices per forward), so only a chunk
+   of frames is in memory at a time; for a copy C-STORE wrote verbatim, it measures the size of its fast
+   lossless coding (what ``require_gain`` compares with) without storing it - a slice that goes lossy never
+   needs it;
 3. judges every slice against the floors (:class:`pacs_cae.archive.floors.Floors`); a series' first miss
    settles it (it stays lossless), so its remaining slices are not encoded;
 4. per series, in **one transaction**: re-checks the lease and that each instance is unchanged since step 1,
@@ -109,14 +110,14 @@ class _Slice:
     instance_pk: int
     sop_instance_uid: str
     received_at: datetime
-    frame: np.ndarray
     bits_stored: int
     original_bytes: int  # the slice at BitsAllocated, what the compression ratio is measured against
     lossless_bytes: int  # what a lossy blob must beat: the stored blob, or a verbatim copy's fast coding (_baseline)
     stored_bytes: int  # the stored lossless blob
     verbatim: bool  # the stored blob is C-STORE's verbatim copy: a kept slice is re-coded (_recode_kept)
-    pixel_bytes: bytes = b""  # Pixel Data as received, kept only when a kept slice may be re-coded (_may_recode)
     layout: PixelLayout | None = None
+    frame: np.ndarray = field(default_factory=lambda: _NO_FRAME)  # only while its chunk is coded (_load_frames)
+    changed: bool = False  # re-sent or changed since the series was read: left to the job's next run
     blob: bytes = b""
     reason: str | None = None
     exact: LearnedCandidate | None = None  # a verified δ = 0 learned stream, a candidate exact coding
@@ -207,7 +208,7 @@ def compress_claimed(database: Database, settings: Settings, encoders: EncoderSo
             by_plan[series.plan].append(series)
     for plan, group in by_plan.items():
         encoder = encoders.encoder_for(plan.model)
-        _encode_and_judge(settings, encoder, group, plan,
+        _encode_and_judge(database, settings, encoder, group, plan,
                           encoders.missing_reason(plan.model) if encoder is None else None)
     decided = [_decide(series) for series in work]
     for series, (_, _, keep) in zip(work, decided):
@@ -231,19 +232,22 @@ def _recode_kept(database: Database, settings: Settings, encoders: EncoderSource
 
     A verbatim copy (C-STORE's) always gets one: at least its fast coding, what the worker's repack gives a
     series no rule compresses. A copy already in the fast coding only when other methods, or the exact tier,
-    can beat it.
+    can beat it. The received bytes are read again here, a series at a time, not kept from the judging.
     """
     better = _beyond_fast(settings)
     decoder = encoders.encoder_for(series.rule.model) if series.exact and series.rule is not None else None
-    todo = [s for s in series.slices if s.instance_pk in keep
-            and (s.verbatim or (s.pixel_bytes and (better or s.exact)))]
-    unread = {s.instance_pk for s in todo if not s.pixel_bytes}
-    received = _read_received(database, unread) if unread else {}
+    todo = [s for s in series.slices if s.instance_pk in keep and not s.changed
+            and (s.verbatim or better or s.exact is not None)]
+    received = _read_received(database, {s.instance_pk for s in todo}) if todo else {}
     for s in todo:
-        raw = s.pixel_bytes or received.get(s.instance_pk)
-        if raw is None:
+        if s.instance_pk not in received:
             continue  # re-sent or swapped meanwhile: _keep_lossless skips it too
+        raw, s.verbatim = received[s.instance_pk]
+        if not s.verbatim:
+            s.lossless_bytes = s.stored_bytes
         methods = _recode_methods(settings, s)
+        if not methods:
+            continue  # already in its final coding
         try:
             blob = encode_lossless(raw, s.layout, brotli_quality=settings.codec.brotli_quality,
                                    methods=methods, learned=s.exact)
@@ -259,8 +263,6 @@ def _recode_kept(database: Database, settings: Settings, encoders: EncoderSource
             LOG.exception("instance %s: lossless re-coding failed; the stored copy stays", s.sop_instance_uid)
             continue
         s.recoded = blob
-    for s in series.slices:
-        s.pixel_bytes = b""  # decided: only blobs are needed now
 
 
 def _recode_methods(settings: Settings, s: _Slice) -> tuple[str, ...]:
@@ -278,9 +280,9 @@ def _baseline(settings: Settings, s: _Slice, raw: bytes, blob: bytes, methods: t
     return lossless_size(raw, s.layout, brotli_quality=settings.codec.brotli_quality)
 
 
-def _read_received(database: Database, instance_pks: set[int]) -> dict[int, bytes]:
-    """The received Pixel Data of these lossless instances, from their stored (verbatim) blobs."""
-    out: dict[int, bytes] = {}
+def _read_received(database: Database, instance_pks: set[int]) -> dict[int, tuple[bytes, bool]]:
+    """(received Pixel Data, whether stored verbatim) of these lossless instances, from their stored blobs."""
+    out: dict[int, tuple[bytes, bool]] = {}
     with database.session(readonly=True) as session:
         rows = session.execute(
             select(InstanceBlob.instance_pk, InstanceBlob.pixel_blob)
@@ -289,38 +291,34 @@ def _read_received(database: Database, instance_pks: set[int]) -> dict[int, byte
             .execution_options(yield_per=16))
         for pk, blob in rows:
             try:
-                out[pk] = decode_lossless(bytes(blob or b""))
+                out[pk] = decode_lossless(bytes(blob or b"")), is_verbatim(bytes(blob or b""))
             except Exception:  # changed meanwhile (e.g. learned frames): it keeps its stored blob
                 LOG.exception("instance row %d: cannot read the received pixels again; the stored copy stays", pk)
     return out
 
 
 def _prepare(database: Database, settings: Settings, encoders: EncoderSource, job: ClaimedJob) -> _Series:
-    """Read the series' lossless candidates and rebuild their pixels exactly (step 1)."""
+    """Read the index values and metadata of the series' lossless candidates (step 1); their pixels are read
+    a chunk at a time, when coded (:func:`_load_frames`), so a series' frames are never all in memory."""
     if job.rule == LOSSLESS_JOB:
         return _Series(job, None)
     rule = find_rule(settings.compression, settings, job.rule)
     series = _Series(job, rule)
     if rule is None or not rule.compress:
         return series  # the rule was removed or now says lossless: nothing to do
-    encoder = encoders.encoder_for(rule.model)
-    series.plan = plan_for(settings, rule, encoder)
-    keep_raw = _may_recode(settings, rule)
-    # slices a floor will judge need their lossless size now (require_gain); the others get it if kept
-    judged = encoder is not None and series.plan.bound != 0 and job.decision != "lossless"
+    series.plan = plan_for(settings, rule, encoders.encoder_for(rule.model))
     try:
         with database.session(readonly=True) as session:
-            # rows streamed, not listed: a large series' stored blobs are not all in memory at once
             rows = session.execute(
-                select(Instance, InstanceBlob.metadata_blob, InstanceBlob.pixel_blob)
+                select(Instance, InstanceBlob.metadata_blob)
                 .join(InstanceBlob, InstanceBlob.instance_pk == Instance.id)
                 .where(Instance.series_pk == job.series_pk, Instance.storage == StorageKind.LOSSLESS,
                        Instance.fallback_reason.is_(None))
                 .order_by(Instance.instance_number, Instance.id)
-                .execution_options(yield_per=16)
+                .execution_options(yield_per=64)
             )
-            for inst, metadata_blob, pixel_blob in rows:
-                _add_slice(series, settings, inst, metadata_blob, pixel_blob, keep_raw, judged)
+            for inst, metadata_blob in rows:
+                _add_slice(series, settings, inst, metadata_blob)
     except Exception as exc:
         LOG.exception("compression job %d: cannot read series %d", job.id, job.series_pk)
         series.error = f"cannot read stored instances: {type(exc).__name__}: {exc}"
@@ -334,57 +332,89 @@ def _beyond_fast(settings: Settings) -> bool:
     return bool(set(settings.codec.lossless_methods) - set(FAST_METHODS))
 
 
-def _may_recode(settings: Settings, rule: CompressionRule) -> bool:
-    """Whether a kept-lossless slice of this rule's series may be re-coded (:func:`_recode_kept`): then its
-    received bytes are kept in memory; else only its frame, until it is judged."""
-    if _beyond_fast(settings):
-        return True
-    limit = Floors.for_rule(settings.codec, rule).max_abs_error
-    return limit is not None and math.floor(limit) == 0  # the δ = 0 learned tier may apply
+def _add_slice(series: _Series, settings: Settings, inst: Instance, metadata_blob: bytes) -> None:
+    """One stored instance of the series as a :class:`_Slice` (or the reason the series stays lossless), from
+    its metadata: whether the codec can take it depends on its attributes only."""
+    ds = rebuild_lossless(decode_metadata(metadata_blob), b"")  # the attributes; pixels come later
+    layout = lossless_layout(ds)
+    # a hint (verbatim blobs are the only lossless ones larger than their pixels); the blob itself decides
+    verbatim = inst.stored_pixel_bytes > inst.original_pixel_bytes
+    baseline = 0 if verbatim else inst.stored_pixel_bytes  # 0: not measured yet (_load_frames, _recode_kept)
+    ok, why = eligible(ds, settings.codec)
+    if not ok:
+        series.lossless_reason = f"{SERIES_LOSSLESS_REASON}: instance {inst.sop_instance_uid} not eligible: {why}"
+        series.slices.append(_Slice(inst.id, inst.sop_instance_uid, inst.received_at, 0, 0, baseline,
+                                    inst.stored_pixel_bytes, verbatim, layout, reason=why))
+        return
+    bits_allocated = int(ds.BitsAllocated)
+    series.slices.append(_Slice(
+        inst.id, inst.sop_instance_uid, inst.received_at, int(ds.get("BitsStored", bits_allocated) or bits_allocated),
+        int(ds.Rows) * int(ds.Columns) * max(1, (bits_allocated + 7) // 8), baseline, inst.stored_pixel_bytes,
+        verbatim, layout))
 
 
-def _add_slice(series: _Series, settings: Settings, inst: Instance, metadata_blob: bytes,
-               pixel_blob: bytes | None, keep_raw: bool, judged: bool) -> None:
-    """One stored instance of the series as a :class:`_Slice` (or the reason the series stays lossless).
+def _load_frames(database: Database, settings: Settings, items: list[tuple[_Series, _Slice]], *,
+                 judged: bool) -> list[tuple[_Series, _Slice]]:
+    """Read and rebuild the pixels of these slices exactly (one read per chunk); returns those still stored as
+    the series was read. A changed slice is left to the job's next run; a slice that cannot be read fails its
+    series' run (retried later).
 
     A verbatim copy (C-STORE's fast path) is not repacked first: if its series goes lossy its lossless coding
-    is never stored, so only its size is measured here, unverified (:func:`lossless_size`), for slices a floor
-    will judge; a slice kept lossless gets its verified coding in :func:`_recode_kept`.
+    is never stored, so for a slice a floor will judge (``judged``) only its size is measured, unverified
+    (:func:`lossless_size`, what ``require_gain`` compares with); one kept lossless gets its verified coding in
+    :func:`_recode_kept`.
     """
-    verbatim = pixel_blob is not None and is_verbatim(pixel_blob)
-    ds = rebuild_lossless(decode_metadata(metadata_blob),
-                          decode_lossless(pixel_blob) if pixel_blob is not None else None)
-    raw, layout = bytes(ds.PixelData) if keep_raw else b"", lossless_layout(ds)
-    baseline = inst.stored_pixel_bytes
-    if verbatim:
-        baseline = lossless_size(ds.PixelData, layout, brotli_quality=settings.codec.brotli_quality) if judged else 0
-    ok, why = eligible(ds, settings.codec)
-    pixels = extract_frames(ds) if ok else None
-    if pixels is not None and len(pixels.frames) != 1:
-        ok, why = False, f"{len(pixels.frames)} frames (the codec takes single-frame slices)"
-    if not ok or pixels is None:
-        series.lossless_reason = f"{SERIES_LOSSLESS_REASON}: instance {inst.sop_instance_uid} not eligible: {why}"
-        series.slices.append(_Slice(inst.id, inst.sop_instance_uid, inst.received_at, _NO_FRAME, 0, 0, baseline,
-                                    inst.stored_pixel_bytes, verbatim, raw, layout, reason=why))
-        return
-    frame = pixels.frames[0]
-    series.slices.append(_Slice(
-        inst.id, inst.sop_instance_uid, inst.received_at, frame, pixels.bits_stored,
-        frame.size * max(1, (pixels.bits_allocated + 7) // 8), baseline, inst.stored_pixel_bytes, verbatim, raw,
-        layout))
+    by_pk = {s.instance_pk: (series, s) for series, s in items}
+    with database.session(readonly=True) as session:
+        rows = session.execute(
+            select(Instance.id, Instance.received_at, InstanceBlob.metadata_blob, InstanceBlob.pixel_blob)
+            .join(InstanceBlob, InstanceBlob.instance_pk == Instance.id)
+            .where(Instance.id.in_(sorted(by_pk)), Instance.storage == StorageKind.LOSSLESS,
+                   Instance.fallback_reason.is_(None))
+            .execution_options(yield_per=16))
+        for pk, received_at, metadata_blob, pixel_blob in rows:
+            series, s = by_pk[pk]
+            if received_at != s.received_at or pixel_blob is None or series.error is not None:
+                continue
+            try:
+                ds = rebuild_lossless(decode_metadata(metadata_blob), decode_lossless(pixel_blob))
+                pixels = extract_frames(ds)
+                if len(pixels.frames) != 1:
+                    raise ValueError(f"{len(pixels.frames)} frames (the codec takes single-frame slices)")
+                s.frame, s.verbatim = pixels.frames[0], is_verbatim(pixel_blob)
+                if not s.verbatim:
+                    s.lossless_bytes = s.stored_bytes
+                elif judged:
+                    s.lossless_bytes = lossless_size(ds.PixelData, s.layout,
+                                                     brotli_quality=settings.codec.brotli_quality)
+            except Exception as exc:
+                LOG.exception("compression job %d: cannot read instance %s", series.job.id, s.sop_instance_uid)
+                series.error = f"cannot read stored instance {s.sop_instance_uid}: {type(exc).__name__}: {exc}"
+    loaded = []
+    for series, s in items:
+        if series.error is None and s.frame.size:
+            loaded.append((series, s))
+        elif series.error is None:
+            s.changed = True
+            LOG.info("compression job %d: instance %s changed since its series was read; left to the next run",
+                     series.job.id, s.sop_instance_uid)
+    return loaded
 
 
-def _encode_and_judge(settings: Settings, encoder: SliceCodec | None, group: list[_Series], plan: Plan,
-                      missing_reason: str | None = None) -> None:
+def _encode_and_judge(database: Database, settings: Settings, encoder: SliceCodec | None, group: list[_Series],
+                      plan: Plan, missing_reason: str | None = None) -> None:
     """Encode and decode the slices of ``group`` and set each slice's floor reason (steps 2-3)."""
     if encoder is None:
         for series in group:
             series.lossless_reason = f"{SERIES_LOSSLESS_REASON}: {missing_reason or 'no codec model loaded'}"
         return
     if plan.bound == 0:
-        _encode_exact(encoder, group, plan)
+        loaded = _load_frames(database, settings, [(series, s) for series in group for s in series.slices],
+                              judged=False)
+        _encode_exact(encoder, [series for series in group if series.error is None], plan,
+                      {id(s) for _, s in loaded})
     else:
-        _encode_until_missed(settings, encoder, group, plan)
+        _encode_until_missed(database, settings, encoder, group, plan)
 
 
 def _code(encoder: SliceCodec, slices: list[_Slice], plan: Plan) -> tuple[list[bytes], list[np.ndarray]]:
@@ -400,16 +430,17 @@ def _code(encoder: SliceCodec, slices: list[_Slice], plan: Plan) -> tuple[list[b
     return blobs, encoder.decode(blobs)
 
 
-def _encode_exact(encoder: SliceCodec, group: list[_Series], plan: Plan) -> None:
+def _encode_exact(encoder: SliceCodec, group: list[_Series], plan: Plan, loaded: set[int]) -> None:
     """δ = 0: every slice's exact stream, a candidate coding (no floor applies; encode_lossless checks them
-    bit for bit). One call for the group; a failure is retried per series, then fails that series' job."""
-    slices = [s for series in group for s in series.slices]
+    bit for bit). One call for the group's ``loaded`` slices (their ids); a failure is retried per series,
+    then fails that series' job."""
+    slices = [s for series in group for s in series.slices if id(s) in loaded]
     try:
-        blobs, decoded = _code(encoder, slices, plan)
+        blobs, decoded = _code(encoder, slices, plan) if slices else ([], [])
     except Exception:
         if len(group) > 1:
             for series in group:
-                _encode_exact(encoder, [series], plan)
+                _encode_exact(encoder, [series], plan, loaded)
             return
         LOG.exception("compression job %d: codec failed", group[0].job.id)
         group[0].error = "codec failed (see the worker log)"
@@ -421,8 +452,9 @@ def _encode_exact(encoder: SliceCodec, group: list[_Series], plan: Plan) -> None
         series.exact = True
 
 
-def _encode_until_missed(settings: Settings, encoder: SliceCodec, group: list[_Series], plan: Plan) -> None:
-    """Encode, decode and judge in chunks of ``codec.chunk_slices`` slices (across series), in order.
+def _encode_until_missed(database: Database, settings: Settings, encoder: SliceCodec, group: list[_Series],
+                         plan: Plan) -> None:
+    """Read, encode, decode and judge in chunks of ``codec.chunk_slices`` slices (across series), in order.
 
     A series is stored lossy only if every slice passes, so its first miss settles it: its remaining slices
     are not encoded (with floors a model rarely meets, most of a backlog is decided by its first chunk). The
@@ -439,6 +471,8 @@ def _encode_until_missed(settings: Settings, encoder: SliceCodec, group: list[_S
             item = queue.popleft()
             if id(item[0]) not in settled:
                 chunk.append(item)
+        chunk = _load_frames(database, settings, chunk, judged=True) if chunk else []
+        settled.update(id(series) for series in group if series.error is not None)
         try:
             parts = [(chunk, _code(encoder, [s for _, s in chunk], plan))] if chunk else []
         except Exception:
@@ -470,19 +504,19 @@ def _decide(series: _Series) -> tuple[str | None, list[_Slice], dict[int, str]]:
     if series.lossless_reason is not None:
         reasons = {s.instance_pk: series.lossless_reason for s in series.slices}
         return "lossless", [], reasons
+    current = [s for s in series.slices if not s.changed]  # a changed slice is the next run's
     if series.exact:  # no decision recorded: later slices get the learned lossless tier too
-        return None, [], {s.instance_pk: f"{EXACT_REASON}: max_abs_error = 0, stored losslessly"
-                          for s in series.slices}
-    failing = [s for s in series.slices if s.reason]
+        return None, [], {s.instance_pk: f"{EXACT_REASON}: max_abs_error = 0, stored losslessly" for s in current}
+    failing = [s for s in current if s.reason]
     if not failing:
-        return "lossy", list(series.slices), {}
+        return "lossy", current, {}
     if series.job.decision == "lossy":  # a late slice of a lossy series: it alone stays lossless
         LOG.warning("series of job %d is now mixed: %d late slice(s) missed a floor and stay lossless",
                     series.job.id, len(failing))
-        return None, [s for s in series.slices if not s.reason], {s.instance_pk: str(s.reason) for s in failing}
+        return None, [s for s in current if not s.reason], {s.instance_pk: str(s.reason) for s in failing}
     first = failing[0]
     others = f"{SERIES_LOSSLESS_REASON}: slice {first.sop_instance_uid} missed a floor ({first.reason})"
-    return "lossless", [], {s.instance_pk: s.reason or others for s in series.slices}
+    return "lossless", [], {s.instance_pk: s.reason or others for s in current}
 
 
 def _commit(database: Database, settings: Settings, encoders: EncoderSource, owner: str,

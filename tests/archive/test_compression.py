@@ -375,3 +375,64 @@ def test_serve_worker_threads_compress_in_the_background(open_archive) -> None:
     assert serve_worker_count(archive.settings, archive.database) == 0
     archive.settings.compression.enabled = False
     assert serve_worker_count(archive.settings, archive.database) == 0
+
+
+def _frames_in_memory() -> int:
+    """Frames the worker holds right now (its _Slice objects with pixels)."""
+    import gc
+
+    from pacs_cae.archive.compression import _Slice
+
+    return sum(1 for o in gc.get_objects() if isinstance(o, _Slice) and o.frame.size)
+
+
+def test_a_series_is_read_a_chunk_at_a_time(open_archive, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A large series never has all its frames in memory: only the chunk being coded."""
+    from pacs_cae.archive import compression
+
+    archive: Archive = open_archive(batch_size=2)
+    series = [reread(ds) for ds in make_mr_series(6, 64, 64)]
+    for ds in series:
+        archive.store(ds)
+    held: list[int] = []
+    real_code = compression._code
+    monkeypatch.setattr(compression, "_code", lambda *a: held.append(_frames_in_memory()) or real_code(*a))
+    report = archive.compress_pending()
+    assert (report.compressed, report.kept_lossless) == (6, 0)
+    assert held == [2, 2, 2]  # three chunks of codec.chunk_slices = 2, never the whole series
+
+
+def test_a_slice_re_sent_while_its_series_is_coded_is_left_to_the_next_run(
+        open_archive, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The run decides on the slices it read; the re-sent version is judged by the job's next run, never
+    swapped for a blob made from the old pixels."""
+    from pacs_cae.archive import compression
+
+    archive: Archive = open_archive(duplicate_policy="replace", batch_size=2)
+    series = [reread(ds) for ds in make_mr_series(4, 64, 64)]
+    for ds in series:
+        archive.store(ds)
+    changed = reread(series[3])
+    changed.InstanceNumber = 3  # same SOP Instance UID, other content
+    real_load = compression._load_frames
+    calls: list[int] = []
+
+    def load(database, settings, items, *, judged):  # the re-send lands between the read and the last chunk
+        calls.append(len(items))
+        if len(calls) == 2:
+            assert archive.store(changed).result == "replaced"
+        return real_load(database, settings, items, judged=judged)
+
+    monkeypatch.setattr(compression, "_load_frames", load)
+    first = CompressionWorker(archive.database, archive.settings, archive.codecs).run_once(ignore_delay=True)
+    assert first is not None and (first.compressed, first.kept_lossless) == (3, 0)
+    job = _job(archive)
+    assert (job.state, job.decision) == ("pending", "lossy")  # the re-send made it due again
+    storage = _storage(archive)
+    assert storage[series[3].SOPInstanceUID] == ("lossless", None)
+    archive.compress_pending()
+    assert {s for s, _ in _storage(archive).values()} == {"cae"}
+    with archive.database.session(readonly=True) as session:
+        number = session.scalar(select(Instance.instance_number)
+                                .where(Instance.sop_instance_uid == series[3].SOPInstanceUID))
+    assert number == 3  # the re-sent version is the one stored lossy
