@@ -22,11 +22,9 @@ from __future__ import annotations
 import hashlib
 import logging
 from dataclasses import dataclass
-from typing import Any
 
 from pydicom.dataset import Dataset
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.orm import Session
 
 from pacs_cae.archive.compression_rules import LOSSLESS_JOB, due_at, eligible, recodes_lossless, select_rule
 from pacs_cae.archive.errors import ArchiveError, CannotUnderstand, DataSetMismatch, OutOfResources
@@ -38,9 +36,9 @@ from pacs_cae.dicom.metadata import encode_metadata
 from pacs_cae.dicom.transcode import TranscodeError, to_little_endian
 from pacs_cae.store import jobs
 from pacs_cae.store.db import Database
-from pacs_cae.store.record import InstanceRecord, InvalidRecord
+from pacs_cae.store.record import InvalidRecord
 from pacs_cae.store.rejections import count_rejection
-from pacs_cae.store.repository import HierarchyConflict, series_pk_of, upsert_instance
+from pacs_cae.store.repository import HierarchyConflict, store_instance
 from pacs_cae.store.schema import utcnow
 from pacs_cae.vocabulary import DuplicatePolicy, StorageKind
 
@@ -211,14 +209,14 @@ def _ingest(ds: Dataset, *, settings: Settings, database: Database, calling_aet:
     digest = content_digest(metadata_blob, ds)  # before the write transaction: writers queue behind it
     try:
         with database.session() as session:
-            result = upsert_instance(
+            result, series_pk = store_instance(
                 session, record, metadata_blob, pixel_blob,
                 duplicate_policy(settings, calling_aet),
                 content_sha256=digest,
                 identity_attributes=settings.server.patient_identity_attributes,
             )
-            if job is not None and result in ("stored", "replaced"):  # nothing written: nothing to do
-                _enqueue(session, record, job, due_at(rule, settings.compression, record.study_date, utcnow()))
+            if job is not None and series_pk is not None:  # nothing written: nothing to do
+                jobs.enqueue(session, series_pk, job, due_at(rule, settings.compression, record.study_date, utcnow()))
     except HierarchyConflict as exc:
         status = STATUS_PATIENT_CONFLICT if exc.reason == "patient-conflict" else STATUS_HIERARCHY_CONFLICT
         raise CannotUnderstand(f"{exc.reason}: {exc}", status=status) from exc
@@ -242,12 +240,6 @@ def _ingest(ds: Dataset, *, settings: Settings, database: Database, calling_aet:
         stored_pixel_bytes=len(pixel_blob) if pixel_blob is not None else 0,
         metadata_bytes=len(metadata_blob),
     )
-
-
-def _enqueue(session: Session, record: InstanceRecord, rule: str, due: Any) -> None:
-    series_pk = series_pk_of(session, record.series_instance_uid)
-    assert series_pk is not None  # upsert_instance just wrote it, in this transaction
-    jobs.enqueue(session, series_pk, rule, due)
 
 
 __all__ = ["EncodedDataSet", "StoreOutcome", "ingest", "validate"]

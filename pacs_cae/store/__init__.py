@@ -7,6 +7,7 @@ from pacs_cae.store.repository import (
     HierarchyConflict,
     StoredInstance,
     load_instance_rows,
+    store_instance,
     upsert_instance,
 )
 from pacs_cae.store.schema import CodecModel, Instance, InstanceBlob, Patient, Series, Study
@@ -27,5 +28,6 @@ __all__ = [
     "Study",
     "ensure_schema",
     "load_instance_rows",
+    "store_instance",
     "upsert_instance",
 ]

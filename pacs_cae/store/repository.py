@@ -79,7 +79,23 @@ def upsert_instance(
     content_sha256: str | None = None,
     identity_attributes: Sequence[str] = (),
 ) -> UpsertResult:
+    """:func:`store_instance`'s result alone."""
+    return store_instance(session, record, metadata_blob, pixel_blob, policy, content_sha256=content_sha256,
+                          identity_attributes=identity_attributes)[0]
+
+
+def store_instance(
+    session: Session,
+    record: InstanceRecord,
+    metadata_blob: bytes,
+    pixel_blob: bytes | None,
+    policy: DuplicatePolicy | str = DuplicatePolicy.KEEP_FIRST,
+    *,
+    content_sha256: str | None = None,
+    identity_attributes: Sequence[str] = (),
+) -> tuple[UpsertResult, int | None]:
     """Store one instance and its patient/study/series rows; flushes, the caller's unit of work commits.
+    Returns the result and, when something was written, the series row id (what a compression job names).
 
     Ingest never moves or relabels stored data: an instance whose patient identity (Patient ID + issuer, plus
     ``identity_attributes`` such as ``"PatientName"``) differs from the patient its study is stored under, or
@@ -113,13 +129,13 @@ def upsert_instance(
 def _upsert(
     session: Session, record: InstanceRecord, metadata_blob: bytes, pixel_blob: bytes | None, policy: str,
     content_sha256: str | None, identity_fields: tuple[str, ...],
-) -> UpsertResult:
+) -> tuple[UpsertResult, int | None]:
     found = session.execute(_STATEMENTS.existing, {"uid": record.sop_instance_uid}).one_or_none()
     if found is not None:
         if content_sha256 is not None and found.content_sha256 == content_sha256:
-            return "identical"
+            return "identical", None
         if policy == DuplicatePolicy.KEEP_FIRST:
-            return "kept-first"
+            return "kept-first", None
     if record.codec_model_id:
         _ensure_codec_model(session, record)
     values = {name: getattr(record, name) for name in _INSTANCE_FIELDS}
@@ -140,7 +156,7 @@ def _upsert(
         instance_pk = inserted.inserted_primary_key[0]  # type: ignore[index]
         session.execute(_STATEMENTS.insert_blob, {"instance_pk": instance_pk, "metadata": metadata_blob,
                                                   "pixels": pixel_blob})
-        return "stored"
+        return "stored", series_pk
     existing = session.get(Instance, found.id)
     assert existing is not None  # locked above
     series = _series_for(session, record, identity_fields)
@@ -157,7 +173,7 @@ def _upsert(
     else:
         blob.metadata_blob, blob.pixel_blob = metadata_blob, pixel_blob
     session.flush()
-    return "replaced"
+    return "replaced", series.id
 
 
 def _ensure_codec_model(session: Session, record: InstanceRecord) -> None:
@@ -288,15 +304,9 @@ class _Statements:
                    *(getattr(Series, f) for f in _SERIES_FIELDS))
             .join(Study, Study.id == Series.study_pk).join(Patient, Patient.id == Study.patient_pk)
             .where(Series.series_instance_uid == bindparam("uid")))
-        self.series_pk = select(Series.id).where(Series.series_instance_uid == bindparam("uid"))
 
 
 _STATEMENTS = _Statements()
-
-
-def series_pk_of(session: Session, series_instance_uid: str) -> int | None:
-    """The row id of a stored series (what a job names)."""
-    return session.scalar(_STATEMENTS.series_pk, {"uid": series_instance_uid})
 
 
 def _fill(row: object, record: InstanceRecord, fields: Sequence[str]) -> None:
@@ -385,5 +395,6 @@ __all__ = [
     "UpsertResult",
     "identity_conflict",
     "load_instance_rows",
+    "store_instance",
     "upsert_instance",
 ]

@@ -18,6 +18,7 @@ from pacs_cae.store import (
     Series,
     Study,
     load_instance_rows,
+    store_instance,
     upsert_instance,
 )
 
@@ -174,6 +175,22 @@ def test_identical_resend_is_recognised_whatever_the_policy(database):
     assert put("bb", "keep-first") == "kept-first"
     assert put("bb", "replace") == "replaced"
     assert put("bb", "keep-first") == "identical"
+
+
+def test_store_instance_names_the_series_it_wrote_to(database):
+    """What ingest enqueues the series' compression job with; nothing written, no series."""
+    def put(sop: str, content: str, policy: str = "keep-first") -> tuple[str, int | None]:
+        with database.session() as session:
+            return store_instance(session, record_from_dataset(dataset(sop)), b"m", b"p", policy,
+                                  content_sha256=content)  # type: ignore[arg-type]
+
+    result, series_pk = put("1.9.1.1.1", "aa")
+    with database.session(readonly=True) as session:
+        assert result == "stored" and series_pk == session.scalars(select(Series.id)).one()
+    assert put("1.9.1.1.2", "bb") == ("stored", series_pk)
+    assert put("1.9.1.1.2", "bb") == ("identical", None)
+    assert put("1.9.1.1.2", "cc") == ("kept-first", None)
+    assert put("1.9.1.1.2", "cc", "replace") == ("replaced", series_pk)
 
 
 def test_codec_model_row_is_recorded_once(database):
