@@ -2,7 +2,8 @@
 
 Instances are read from the store in chunks; the CAE blobs of a chunk go to the codec in one call (the
 batching worker merges them with other associations' work), then each instance is rebuilt by
-:mod:`pacs_cae.dicom.rebuild`. A producer thread prepares the next chunk while the current one is sent. All
+:mod:`pacs_cae.dicom.rebuild`. A producer thread reads and decodes the next chunks while the current one is
+rebuilt and sent. All
 chunks are read from one snapshot of the database, so an answer never mixes a series' originals with its
 lossy copies. A failure of one instance (a damaged blob, a model that is missing) is returned in its place
 as an :class:`ArchiveError`, so a retrieve can count it as a failed sub-operation and go on with the rest.
@@ -12,10 +13,12 @@ from __future__ import annotations
 
 import logging
 import os
+from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
-from typing import Protocol, TypeVar
+from dataclasses import dataclass
+from typing import Generic, Protocol, TypeVar
 
 import numpy as np
 from pydicom.dataset import Dataset
@@ -34,6 +37,10 @@ from pacs_cae.store.repository import StoredInstance, load_instance_rows
 from pacs_cae.vocabulary import LossyUidPolicy, StorageKind
 
 LOG = logging.getLogger(__name__)
+
+#: Chunks read and decoded ahead of the one being rebuilt and sent: the codec goes on with the next chunk
+#: meanwhile, and the one after waits decoded.
+PREFETCH_CHUNKS = 2
 
 #: Status carried by a per-instance failure (PS3.4 C.4.3.1.4 "unable to process" range).
 STATUS_UNABLE_TO_LOAD = 0xC001
@@ -120,8 +127,9 @@ def load(refs: Sequence[RefT], *, database: Database, decoder: BlobDecoder | Non
          first_chunk: int | None = None) -> Iterator[tuple[RefT, Dataset | ArchiveError]]:
     """Yield ``(ref, dataset)`` or ``(ref, ArchiveError)`` for every ref, in order.
 
-    Chunks are read, decoded in one codec call and rebuilt by a producer thread one chunk ahead of the
-    consumer, so the next batch decodes while the caller (pynetdicom) sends the current one. The first chunk
+    Chunks are read and decoded in one codec call by a producer thread up to :data:`PREFETCH_CHUNKS` ahead
+    of the consumer, which rebuilds and sends them, so the next batch decodes while the caller (pynetdicom)
+    rebuilds and sends the current one. The first chunk
     is ``first_chunk`` long (default: ``chunk_size``): a short one gets the first instance out sooner.
     Every chunk is read from one snapshot (:class:`_Snapshot`): a series a worker compresses meanwhile comes
     back all original or all lossy, never mixed.
@@ -131,24 +139,29 @@ def load(refs: Sequence[RefT], *, database: Database, decoder: BlobDecoder | Non
     first = max(1, min(first_chunk or size, size))
     chunks = [refs[:first]] + [refs[i:i + size] for i in range(first, len(refs), size)] if refs else []
     snapshot = _Snapshot(database)
+    learned = decoder.decode if decoder else None
     if len(chunks) <= 1:  # nothing to overlap with: no thread
         try:
             for chunk in chunks:
-                yield from _load_chunk(chunk, snapshot, decoder, lossy_uid)
+                yield from _rebuild_chunk(_read_chunk(chunk, snapshot, decoder), lossy_uid, learned)
         finally:
             snapshot.close()
         return
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="retrieve-decode") as producer:
         try:
-            pending = producer.submit(_load_chunk, chunks[0], snapshot, decoder, lossy_uid)
-            for following in [*chunks[1:], None]:
-                ready = pending.result()
-                if following is not None:
-                    pending = producer.submit(_load_chunk, following, snapshot, decoder, lossy_uid)
-                yield from ready
+            ahead = deque(producer.submit(_read_chunk, chunk, snapshot, decoder)
+                          for chunk in chunks[:PREFETCH_CHUNKS])
+            following = deque(chunks[PREFETCH_CHUNKS:])
+            while ahead:
+                ready = ahead.popleft().result()
+                if following:
+                    ahead.append(producer.submit(_read_chunk, following.popleft(), snapshot, decoder))
+                yield from _rebuild_chunk(ready, lossy_uid, learned)
         finally:
             # closed on the thread that opened it, after the chunk in flight; a consumer that stops early
             # (C-CANCEL, a closed association) leaves at most that one chunk, which the executor finishes
+            for waiting in ahead:
+                waiting.cancel()  # not started yet: never read
             producer.submit(snapshot.close)
 
 
@@ -183,17 +196,33 @@ class _Snapshot:
         self._stack.close()
 
 
-def _load_chunk(chunk: list[RefT], snapshot: _Snapshot, decoder: BlobDecoder | None,
-                lossy_uid: str) -> list[tuple[RefT, Dataset | ArchiveError]]:
-    """One chunk: its rows from the retrieve's snapshot, one batched decode of its CAE blobs, the rebuilt
-    datasets."""
+@dataclass
+class _ReadChunk(Generic[RefT]):
+    """A chunk read from the snapshot, its CAE blobs decoded (or the error that stopped the read)."""
+
+    refs: list[RefT]
+    rows: list[StoredInstance]
+    decoded: dict[int, np.ndarray | Exception]
+    error: OutOfResources | None = None
+
+
+def _read_chunk(chunk: list[RefT], snapshot: _Snapshot, decoder: BlobDecoder | None) -> _ReadChunk[RefT]:
+    """One chunk's rows from the retrieve's snapshot and one batched decode of its CAE blobs (the producer
+    thread's work: the codec's, kept apart from rebuilding so the codec is never idle while a chunk is built)."""
     try:
         rows = snapshot.rows([r.id for r in chunk])
     except OutOfResources as error:
-        return [(ref, error) for ref in chunk]
+        return _ReadChunk(chunk, [], {}, error)
+    return _ReadChunk(chunk, rows, _decode_all(decoder, [r for r in rows if r.storage == StorageKind.CAE]))
+
+
+def _rebuild_chunk(read: _ReadChunk[RefT], lossy_uid: str,
+                   learned: LearnedDecoder | None) -> list[tuple[RefT, Dataset | ArchiveError]]:
+    """The served datasets of a read chunk, in order (the caller's thread, while the next chunk decodes)."""
+    chunk, rows, decoded = read.refs, read.rows, read.decoded
+    if read.error is not None:
+        return [(ref, read.error) for ref in chunk]
     by_id = {row.id: row for row in rows}
-    decoded = _decode_all(decoder, [r for r in rows if r.storage == StorageKind.CAE])
-    learned = decoder.decode if decoder else None
 
     def one(ref: RefT) -> tuple[RefT, Dataset | ArchiveError]:
         row = by_id.get(ref.id)

@@ -20,11 +20,14 @@ class RecordingDecoder:
         self.inner = inner
         self.calls: list[tuple[str, int]] = []
         self.second_call = threading.Event()
+        self.third_call = threading.Event()
 
     def decode(self, blobs: Sequence[bytes]) -> list[np.ndarray]:
         self.calls.append((threading.current_thread().name, len(blobs)))
         if len(self.calls) >= 2:
             self.second_call.set()
+        if len(self.calls) >= 3:
+            self.third_call.set()
         return self.inner.decode(blobs)
 
 
@@ -47,6 +50,27 @@ def test_next_chunk_decodes_while_the_first_is_consumed(open_archive) -> None:
     assert {name.split("_")[0] for name, _ in decoder.calls} == {"retrieve-decode"}
     served = {str(ds.SourceImageSequence[0].ReferencedSOPInstanceUID): ds for _, ds in [(first_ref, first), *rest]}
     assert set(served) == {str(ds.SOPInstanceUID) for ds in series}
+
+
+def test_the_codec_runs_two_chunks_ahead_and_the_consumer_rebuilds(open_archive, monkeypatch) -> None:
+    """While the caller holds the first instance, the next two chunks are decoded (the codec is never left
+    waiting for a chunk to be rebuilt and sent); rebuilding happens on the caller's thread."""
+    archive: Archive = open_archive()
+    series = [reread(ds) for ds in make_mr_series(5, 64, 64)]
+    for ds in series:
+        archive.store(ds)
+    assert archive.compress_pending().compressed == 5
+    refs = [ref for ds in series for ref in refs_for(archive, ds.SOPInstanceUID)]
+    decoder = RecordingDecoder(archive.codecs)
+    rebuilt_on: set[str] = set()
+    real_rebuild = retrieve.rebuild
+    monkeypatch.setattr(retrieve, "rebuild", lambda *a: rebuilt_on.add(threading.current_thread().name)
+                        or real_rebuild(*a))
+    results = retrieve.load(refs, database=archive.database, decoder=decoder, chunk_size=2, first_chunk=1)
+    next(results)
+    assert decoder.third_call.wait(60), "the third chunk was not decoded while the first was consumed"
+    assert len(list(results)) == 4
+    assert rebuilt_on == {threading.current_thread().name}
 
 
 def test_a_damaged_blob_fails_alone_across_chunks(open_archive) -> None:
