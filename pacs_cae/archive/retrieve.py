@@ -2,8 +2,8 @@
 
 Instances are read from the store in chunks; the CAE blobs of a chunk go to the codec in one call (the
 batching worker merges them with other associations' work), then each instance is rebuilt by
-:mod:`pacs_cae.dicom.rebuild`. A producer thread reads and decodes the next chunks while the current one is
-rebuilt and sent. All
+:mod:`pacs_cae.dicom.rebuild`. A producer thread reads and decodes the next chunks (and rebuilds their
+losslessly stored instances) while the current one is rebuilt and sent. All
 chunks are read from one snapshot of the database, so an answer never mixes a series' originals with its
 lossy copies. A failure of one instance (a damaged blob, a model that is missing) is returned in its place
 as an :class:`ArchiveError`, so a retrieve can count it as a failed sub-operation and go on with the rest.
@@ -127,9 +127,9 @@ def load(refs: Sequence[RefT], *, database: Database, decoder: BlobDecoder | Non
          first_chunk: int | None = None) -> Iterator[tuple[RefT, Dataset | ArchiveError]]:
     """Yield ``(ref, dataset)`` or ``(ref, ArchiveError)`` for every ref, in order.
 
-    Chunks are read and decoded in one codec call by a producer thread up to :data:`PREFETCH_CHUNKS` ahead
-    of the consumer, which rebuilds and sends them, so the next batch decodes while the caller (pynetdicom)
-    rebuilds and sends the current one. The first chunk
+    Chunks are read and decoded (one codec call each) by a producer thread up to :data:`PREFETCH_CHUNKS`
+    ahead of the consumer, which rebuilds their CAE instances and sends them, so the next batch decodes
+    while the caller (pynetdicom) rebuilds and sends the current one. The first chunk
     is ``first_chunk`` long (default: ``chunk_size``): a short one gets the first instance out sooner.
     Every chunk is read from one snapshot (:class:`_Snapshot`): a series a worker compresses meanwhile comes
     back all original or all lossy, never mixed.
@@ -143,19 +143,19 @@ def load(refs: Sequence[RefT], *, database: Database, decoder: BlobDecoder | Non
     if len(chunks) <= 1:  # nothing to overlap with: no thread
         try:
             for chunk in chunks:
-                yield from _rebuild_chunk(_read_chunk(chunk, snapshot, decoder), lossy_uid, learned)
+                yield from _rebuild_chunk(_read_chunk(chunk, snapshot, decoder, lossy_uid), lossy_uid, learned)
         finally:
             snapshot.close()
         return
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="retrieve-decode") as producer:
         try:
-            ahead = deque(producer.submit(_read_chunk, chunk, snapshot, decoder)
+            ahead = deque(producer.submit(_read_chunk, chunk, snapshot, decoder, lossy_uid)
                           for chunk in chunks[:PREFETCH_CHUNKS])
             following = deque(chunks[PREFETCH_CHUNKS:])
             while ahead:
                 ready = ahead.popleft().result()
                 if following:
-                    ahead.append(producer.submit(_read_chunk, following.popleft(), snapshot, decoder))
+                    ahead.append(producer.submit(_read_chunk, following.popleft(), snapshot, decoder, lossy_uid))
                 yield from _rebuild_chunk(ready, lossy_uid, learned)
         finally:
             # closed on the thread that opened it, after the chunk in flight; a consumer that stops early
@@ -196,50 +196,61 @@ class _Snapshot:
         self._stack.close()
 
 
+Loaded = tuple[RefT, Dataset | ArchiveError]
+
+
 @dataclass
 class _ReadChunk(Generic[RefT]):
-    """A chunk read from the snapshot, its CAE blobs decoded (or the error that stopped the read)."""
+    """A chunk read from the snapshot: its rows, its CAE blobs decoded, its lossless instances rebuilt (or
+    the error that stopped the read)."""
 
     refs: list[RefT]
-    rows: list[StoredInstance]
+    rows: dict[int, StoredInstance]
     decoded: dict[int, np.ndarray | Exception]
+    built: dict[int, Loaded[RefT]]
     error: OutOfResources | None = None
 
 
-def _read_chunk(chunk: list[RefT], snapshot: _Snapshot, decoder: BlobDecoder | None) -> _ReadChunk[RefT]:
-    """One chunk's rows from the retrieve's snapshot and one batched decode of its CAE blobs (the producer
-    thread's work: the codec's, kept apart from rebuilding so the codec is never idle while a chunk is built)."""
+def _read_chunk(chunk: list[RefT], snapshot: _Snapshot, decoder: BlobDecoder | None,
+                lossy_uid: str) -> _ReadChunk[RefT]:
+    """The producer thread's part of a chunk: its rows from the retrieve's snapshot, one batched decode of its
+    CAE blobs, and its lossless instances rebuilt (their JPEG-LS / JPEG 2000 decoding). CAE instances are
+    rebuilt by the caller (:func:`_rebuild_chunk`), so the codec goes on with the next chunk meanwhile."""
     try:
-        rows = snapshot.rows([r.id for r in chunk])
+        rows = {row.id: row for row in snapshot.rows([r.id for r in chunk])}
     except OutOfResources as error:
-        return _ReadChunk(chunk, [], {}, error)
-    return _ReadChunk(chunk, rows, _decode_all(decoder, [r for r in rows if r.storage == StorageKind.CAE]))
+        return _ReadChunk(chunk, {}, {}, {}, error)
+    decoded = _decode_all(decoder, [r for r in rows.values() if r.storage == StorageKind.CAE])
+    learned = decoder.decode if decoder else None
+    lossless = [ref for ref in chunk if ref.id in rows and rows[ref.id].storage != StorageKind.CAE]
+    # JPEG-LS / JPEG 2000 decoding releases the GIL: a chunk's lossless frames decode on every core
+    many = sum(1 for ref in lossless if rows[ref.id].pixel_blob is not None) > 1
+    built = (_REBUILDERS.map if many else map)(lambda ref: _rebuild_one(ref, rows, decoded, lossy_uid, learned),
+                                               lossless)
+    return _ReadChunk(chunk, rows, decoded, {ref.id: item for ref, item in zip(lossless, built)})
 
 
-def _rebuild_chunk(read: _ReadChunk[RefT], lossy_uid: str,
-                   learned: LearnedDecoder | None) -> list[tuple[RefT, Dataset | ArchiveError]]:
+def _rebuild_chunk(read: _ReadChunk[RefT], lossy_uid: str, learned: LearnedDecoder | None) -> list[Loaded[RefT]]:
     """The served datasets of a read chunk, in order (the caller's thread, while the next chunk decodes)."""
-    chunk, rows, decoded = read.refs, read.rows, read.decoded
     if read.error is not None:
-        return [(ref, read.error) for ref in chunk]
-    by_id = {row.id: row for row in rows}
+        return [(ref, read.error) for ref in read.refs]
+    return [read.built.get(ref.id) or _rebuild_one(ref, read.rows, read.decoded, lossy_uid, learned)
+            for ref in read.refs]
 
-    def one(ref: RefT) -> tuple[RefT, Dataset | ArchiveError]:
-        row = by_id.get(ref.id)
-        if row is None:
-            return ref, ArchiveError("instance is no longer in the archive", status=STATUS_GONE)
-        try:
-            return ref, rebuild(row, decoded.get(row.id), lossy_uid, learned)
-        except ArchiveError as exc:
-            return ref, exc
-        except Exception as exc:  # noqa: BLE001 - damaged blob, missing model, ...
-            LOG.error("retrieve: instance %s cannot be rebuilt: %s", row.sop_instance_uid, exc)
-            return ref, ArchiveError(f"{type(exc).__name__}: {exc}", status=STATUS_UNABLE_TO_LOAD)
 
-    # JPEG-LS / JPEG 2000 decoding releases the GIL: a chunk's lossless frames decode on every core. CAE rows
-    # are already decoded (one batch above); rebuilding them is pydicom work that more threads only slow.
-    lossless = sum(1 for row in rows if row.storage != StorageKind.CAE and row.pixel_blob is not None)
-    return list(_REBUILDERS.map(one, chunk)) if lossless > 1 else [one(ref) for ref in chunk]
+def _rebuild_one(ref: RefT, rows: dict[int, StoredInstance], decoded: dict[int, np.ndarray | Exception],
+                 lossy_uid: str, learned: LearnedDecoder | None) -> Loaded[RefT]:
+    """One served dataset, or the error that takes its place."""
+    row = rows.get(ref.id)
+    if row is None:
+        return ref, ArchiveError("instance is no longer in the archive", status=STATUS_GONE)
+    try:
+        return ref, rebuild(row, decoded.get(row.id), lossy_uid, learned)
+    except ArchiveError as exc:
+        return ref, exc
+    except Exception as exc:  # noqa: BLE001 - damaged blob, missing model, ...
+        LOG.error("retrieve: instance %s cannot be rebuilt: %s", row.sop_instance_uid, exc)
+        return ref, ArchiveError(f"{type(exc).__name__}: {exc}", status=STATUS_UNABLE_TO_LOAD)
 
 
 #: Threads that rebuild the instances of a chunk side by side (shared by every retrieve of the process).
