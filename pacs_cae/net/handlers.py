@@ -32,6 +32,7 @@ from pacs_cae.net.ae import (
     prefer_requested_retrieve_syntaxes,
     storage_contexts_for,
 )
+from pacs_cae.net.idle import serving_is_not_idle
 from pacs_cae.net.tls import move_tls_args
 from pacs_cae.vocabulary import QueryModel, StorageKind
 
@@ -165,6 +166,7 @@ class ArchiveHandlers:
             (evt.EVT_ACCEPTED, self.on_accepted),
             (evt.EVT_REJECTED, self.on_rejected),
             (evt.EVT_CONN_OPEN, prefer_requested_retrieve_syntaxes),
+            (evt.EVT_CONN_OPEN, serving_is_not_idle),
         ]
         if self.settings.server.tcp_nodelay:
             handlers.extend(CONNECTION_HANDLERS)
