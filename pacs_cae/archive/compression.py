@@ -48,6 +48,7 @@ from __future__ import annotations
 import logging
 import math
 from collections import defaultdict, deque
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol, cast
@@ -290,8 +291,9 @@ def _read_received(database: Database, instance_pks: set[int]) -> dict[int, tupl
             .where(InstanceBlob.instance_pk.in_(sorted(instance_pks)), Instance.storage == StorageKind.LOSSLESS)
             .execution_options(yield_per=16))
         for pk, blob in rows:
+            blob = bytes(blob or b"")
             try:
-                out[pk] = decode_lossless(bytes(blob or b"")), is_verbatim(bytes(blob or b""))
+                out[pk] = decode_lossless(blob), is_verbatim(blob)
             except Exception:  # changed meanwhile (e.g. learned frames): it keeps its stored blob
                 LOG.exception("instance row %d: cannot read the received pixels again; the stored copy stays", pk)
     return out
@@ -409,10 +411,7 @@ def _encode_and_judge(database: Database, settings: Settings, encoder: SliceCode
             series.lossless_reason = f"{SERIES_LOSSLESS_REASON}: {missing_reason or 'no codec model loaded'}"
         return
     if plan.bound == 0:
-        loaded = _load_frames(database, settings, [(series, s) for series in group for s in series.slices],
-                              judged=False)
-        _encode_exact(encoder, [series for series in group if series.error is None], plan,
-                      {id(s) for _, s in loaded})
+        _encode_exact(database, settings, encoder, group, plan)
     else:
         _encode_until_missed(database, settings, encoder, group, plan)
 
@@ -430,39 +429,15 @@ def _code(encoder: SliceCodec, slices: list[_Slice], plan: Plan) -> tuple[list[b
     return blobs, encoder.decode(blobs)
 
 
-def _encode_exact(encoder: SliceCodec, group: list[_Series], plan: Plan, loaded: set[int]) -> None:
-    """δ = 0: every slice's exact stream, a candidate coding (no floor applies; encode_lossless checks them
-    bit for bit). One call for the group's ``loaded`` slices (their ids); a failure is retried per series,
-    then fails that series' job."""
-    slices = [s for series in group for s in series.slices if id(s) in loaded]
-    try:
-        blobs, decoded = _code(encoder, slices, plan) if slices else ([], [])
-    except Exception:
-        if len(group) > 1:
-            for series in group:
-                _encode_exact(encoder, [series], plan, loaded)
-            return
-        LOG.exception("compression job %d: codec failed", group[0].job.id)
-        group[0].error = "codec failed (see the worker log)"
-        return
-    for s, blob, pixels in zip(slices, blobs, decoded):
-        s.blob, s.reason, s.exact = blob, None, LearnedCandidate([blob], [pixels])
-        s.frame = _NO_FRAME
-    for series in group:
-        series.exact = True
+def _coded(database: Database, settings: Settings, encoder: SliceCodec, group: list[_Series], plan: Plan, *,
+           judged: bool, settled: set[int]) -> Iterator[tuple[_Series, _Slice, bytes, np.ndarray]]:
+    """(series, slice, blob, decoded slice) for the group's slices, read, encoded and decoded in chunks of
+    ``codec.chunk_slices`` (across series, in order), so only one chunk of frames is in memory.
 
-
-def _encode_until_missed(database: Database, settings: Settings, encoder: SliceCodec, group: list[_Series],
-                         plan: Plan) -> None:
-    """Read, encode, decode and judge in chunks of ``codec.chunk_slices`` slices (across series), in order.
-
-    A series is stored lossy only if every slice passes, so its first miss settles it: its remaining slices
-    are not encoded (with floors a model rarely meets, most of a backlog is decided by its first chunk). The
-    exception is a series already stored lossy: each late slice is judged alone, so all are encoded.
-    A chunk the codec fails on is retried series by series; a series that still fails gets ``error``.
+    Series in ``settled`` (the caller may add to it between slices) are skipped; a series that cannot be read,
+    or that the codec still fails on when its part of a failed chunk is retried alone, gets ``error`` and is
+    added to ``settled``. Each slice's frame is released once the caller has taken it.
     """
-    floors = {id(series): Floors.for_rule(settings.codec, series.rule) for series in group}
-    settled: set[int] = set()  # series with a miss or an error: nothing more to encode
     queue = deque((series, s) for series in group for s in series.slices)
     step = settings.codec.chunk_slices
     while queue:
@@ -471,7 +446,7 @@ def _encode_until_missed(database: Database, settings: Settings, encoder: SliceC
             item = queue.popleft()
             if id(item[0]) not in settled:
                 chunk.append(item)
-        chunk = _load_frames(database, settings, chunk, judged=True) if chunk else []
+        chunk = _load_frames(database, settings, chunk, judged=judged) if chunk else []
         settled.update(id(series) for series in group if series.error is not None)
         try:
             parts = [(chunk, _code(encoder, [s for _, s in chunk], plan))] if chunk else []
@@ -489,12 +464,35 @@ def _encode_until_missed(database: Database, settings: Settings, encoder: SliceC
                     settled.add(id(series))
         for items, (blobs, decoded) in parts:
             for (series, s), blob, pixels in zip(items, blobs, decoded):
-                s.blob = blob
-                s.reason = floors[id(series)].check(s.frame, pixels, len(blob), s.original_bytes,
-                                                    s.lossless_bytes).reason
-                s.frame = _NO_FRAME  # judged: only its blob is needed now (memory of a large series)
-                if s.reason and series.job.decision != "lossy":
-                    settled.add(id(series))
+                yield series, s, blob, pixels
+                s.frame = _NO_FRAME  # taken: only its blob is needed now (memory of a large series)
+
+
+def _encode_exact(database: Database, settings: Settings, encoder: SliceCodec, group: list[_Series],
+                  plan: Plan) -> None:
+    """δ = 0: every slice's exact stream, a candidate coding (no floor applies; encode_lossless checks them
+    bit for bit)."""
+    for _, s, blob, pixels in _coded(database, settings, encoder, group, plan, judged=False, settled=set()):
+        s.blob, s.reason, s.exact = blob, None, LearnedCandidate([blob], [pixels])
+    for series in group:
+        series.exact = series.error is None
+
+
+def _encode_until_missed(database: Database, settings: Settings, encoder: SliceCodec, group: list[_Series],
+                         plan: Plan) -> None:
+    """Judge every slice the codec encoded and decoded (:func:`_coded`) against its floors, in order.
+
+    A series is stored lossy only if every slice passes, so its first miss settles it: its remaining slices
+    are not encoded (with floors a model rarely meets, most of a backlog is decided by its first chunk). The
+    exception is a series already stored lossy: each late slice is judged alone, so all are encoded.
+    """
+    floors = {id(series): Floors.for_rule(settings.codec, series.rule) for series in group}
+    settled: set[int] = set()  # series with a miss or an error: nothing more to encode
+    for series, s, blob, pixels in _coded(database, settings, encoder, group, plan, judged=True, settled=settled):
+        s.blob = blob
+        s.reason = floors[id(series)].check(s.frame, pixels, len(blob), s.original_bytes, s.lossless_bytes).reason
+        if s.reason and series.job.decision != "lossy":
+            settled.add(id(series))
 
 
 def _decide(series: _Series) -> tuple[str | None, list[_Slice], dict[int, str]]:

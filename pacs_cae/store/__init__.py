@@ -8,7 +8,6 @@ from pacs_cae.store.repository import (
     StoredInstance,
     load_instance_rows,
     store_instance,
-    upsert_instance,
 )
 from pacs_cae.store.schema import CodecModel, Instance, InstanceBlob, Patient, Series, Study
 
@@ -29,5 +28,4 @@ __all__ = [
     "ensure_schema",
     "load_instance_rows",
     "store_instance",
-    "upsert_instance",
 ]

@@ -69,21 +69,6 @@ class HierarchyConflict(ValueError):
         super().__init__(message)
 
 
-def upsert_instance(
-    session: Session,
-    record: InstanceRecord,
-    metadata_blob: bytes,
-    pixel_blob: bytes | None,
-    policy: DuplicatePolicy | str = DuplicatePolicy.KEEP_FIRST,
-    *,
-    content_sha256: str | None = None,
-    identity_attributes: Sequence[str] = (),
-) -> UpsertResult:
-    """:func:`store_instance`'s result alone."""
-    return store_instance(session, record, metadata_blob, pixel_blob, policy, content_sha256=content_sha256,
-                          identity_attributes=identity_attributes)[0]
-
-
 def store_instance(
     session: Session,
     record: InstanceRecord,
@@ -396,5 +381,4 @@ __all__ = [
     "identity_conflict",
     "load_instance_rows",
     "store_instance",
-    "upsert_instance",
 ]

@@ -31,13 +31,18 @@ class RecordingDecoder:
         return self.inner.decode(blobs)
 
 
-def test_next_chunk_decodes_while_the_first_is_consumed(open_archive) -> None:
-    archive: Archive = open_archive()
-    series = [reread(ds) for ds in make_mr_series(5, 64, 64)]
+def _lossy_series(archive: Archive, n: int = 5) -> tuple[list, list]:
+    """``n`` slices stored and compressed; (the datasets sent, their refs in order)."""
+    series = [reread(ds) for ds in make_mr_series(n, 64, 64)]
     for ds in series:
         archive.store(ds)
-    assert archive.compress_pending().compressed == 5
-    refs = [ref for ds in series for ref in refs_for(archive, ds.SOPInstanceUID)]
+    assert archive.compress_pending().compressed == n
+    return series, [ref for ds in series for ref in refs_for(archive, ds.SOPInstanceUID)]
+
+
+def test_next_chunk_decodes_while_the_first_is_consumed(open_archive) -> None:
+    archive: Archive = open_archive()
+    series, refs = _lossy_series(archive)
     decoder = RecordingDecoder(archive.codecs)
     results = retrieve.load(refs, database=archive.database, decoder=decoder, chunk_size=2, first_chunk=1)
     first_ref, first = next(results)
@@ -56,11 +61,7 @@ def test_the_codec_runs_two_chunks_ahead_and_the_consumer_rebuilds(open_archive,
     """While the caller holds the first instance, the next two chunks are decoded (the codec is never left
     waiting for a chunk to be rebuilt and sent); rebuilding happens on the caller's thread."""
     archive: Archive = open_archive()
-    series = [reread(ds) for ds in make_mr_series(5, 64, 64)]
-    for ds in series:
-        archive.store(ds)
-    assert archive.compress_pending().compressed == 5
-    refs = [ref for ds in series for ref in refs_for(archive, ds.SOPInstanceUID)]
+    _, refs = _lossy_series(archive)
     decoder = RecordingDecoder(archive.codecs)
     rebuilt_on: set[str] = set()
     real_rebuild = retrieve.rebuild

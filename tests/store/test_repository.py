@@ -1,4 +1,4 @@
-"""upsert_instance: one row per SOP Instance UID whatever the policy, concurrency or re-parenting."""
+"""store_instance: one row per SOP Instance UID whatever the policy, concurrency or re-parenting."""
 
 from __future__ import annotations
 
@@ -19,7 +19,6 @@ from pacs_cae.store import (
     Study,
     load_instance_rows,
     store_instance,
-    upsert_instance,
 )
 
 
@@ -38,7 +37,7 @@ def dataset(sop: str, series: str = "1.9.1.1", study: str = "1.9.1", patient: st
 
 def store(db, ds, policy="replace", metadata=b"meta", pixels=b"pix", **storage):
     with db.session() as session:
-        return upsert_instance(session, record_from_dataset(ds, **storage), metadata, pixels, policy)
+        return store_instance(session, record_from_dataset(ds, **storage), metadata, pixels, policy)[0]
 
 
 def count(db, entity) -> int:
@@ -123,14 +122,14 @@ def test_configured_identity_attributes_are_compared(database):
     other_name = dataset("1.9.1.1.2", PatientName="Someone^Else")
     store(database, other_name)  # by default Patient ID + issuer decide
     with pytest.raises(HierarchyConflict, match="patient_name"), database.session() as session:
-        upsert_instance(session, record_from_dataset(dataset("1.9.1.1.3", PatientName="Someone^Else")),
+        store_instance(session, record_from_dataset(dataset("1.9.1.1.3", PatientName="Someone^Else")),
                         b"m", b"p", identity_attributes=["PatientName"])
     same = dataset("1.9.1.1.4", PatientName="TEST^PATIENT^^")  # case and empty components do not matter
     with database.session() as session:
-        assert upsert_instance(session, record_from_dataset(same), b"m", b"p",
-                               identity_attributes=["PatientName", "PatientBirthDate"]) == "stored"
+        assert store_instance(session, record_from_dataset(same), b"m", b"p",
+                              identity_attributes=["PatientName", "PatientBirthDate"])[0] == "stored"
     with pytest.raises(HierarchyConflict, match="birth_date"), database.session() as session:  # a new study too
-        upsert_instance(session, record_from_dataset(
+        store_instance(session, record_from_dataset(
             dataset("1.9.2.1.1", study="1.9.2", series="1.9.2.1", PatientBirthDate="19800101")),
             b"m", b"p", identity_attributes=["PatientBirthDate"])
 
@@ -166,8 +165,8 @@ def test_stored_attributes_are_filled_never_overwritten(database):
 def test_identical_resend_is_recognised_whatever_the_policy(database):
     def put(content: str, policy: str) -> str:
         with database.session() as session:
-            return upsert_instance(session, record_from_dataset(dataset("1.9.1.1.1")), b"m", b"p",
-                                   policy, content_sha256=content)  # type: ignore[arg-type]
+            return store_instance(session, record_from_dataset(dataset("1.9.1.1.1")), b"m", b"p",
+                                  policy, content_sha256=content)[0]  # type: ignore[arg-type]
 
     assert put("aa", "keep-first") == "stored"
     assert put("aa", "keep-first") == "identical"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydicom.dataset import Dataset
 
 from pacs_cae.archive.received import record_from_dataset
-from pacs_cae.store import Database, upsert_instance
+from pacs_cae.store import Database, store_instance
 
 MR = "1.2.840.10008.5.1.4.1.1.4"
 CT = "1.2.840.10008.5.1.4.1.1.2"
@@ -87,4 +87,4 @@ def store_all(db: Database) -> None:
                     extra["fallback_reason"] = "quality-gate: PSNR 28.1 dB < 30.0 dB"
                 record = record_from_dataset(instance_dataset(uid), **extra)
                 pixels = None if storage == "none" else (b"c" * 100 if storage == "cae" else b"l" * 1000)
-                assert upsert_instance(session, record, b"m" * 10, pixels) == "stored"
+                assert store_instance(session, record, b"m" * 10, pixels)[0] == "stored"
