@@ -1,7 +1,8 @@
 """Load located instances as the datasets C-GET / C-MOVE / export deliver, decoding in batches.
 
 Instances are read from the store in chunks; the CAE blobs of a chunk go to the codec in one call (the
-batching worker merges them with other associations' work), then each instance is rebuilt by
+batching worker merges them with other associations' work), and so do the learned-codec frames of its
+lossless blobs (the δ = 0 tier: exact streams, still checked by the blob's CRC); then each instance is rebuilt by
 :mod:`pacs_cae.dicom.rebuild`. A producer thread reads and decodes the next chunks (and rebuilds their
 losslessly stored instances) while the current one is rebuilt and sent. All
 chunks are read from one snapshot of the database, so an answer never mixes a series' originals with its
@@ -28,7 +29,7 @@ from sqlalchemy.orm import Session
 from pacs_cae.archive.errors import ArchiveError, OutOfResources
 from pacs_cae.codec.base import BlobDecoder
 from pacs_cae.codec.container import read_header
-from pacs_cae.codec.lossless import LearnedDecoder, decode_lossless
+from pacs_cae.codec.lossless import LearnedDecoder, decode_lossless, learned_streams
 from pacs_cae.dicom.metadata import decode_metadata
 from pacs_cae.dicom.rebuild import LossySource, rebuild_lossless, rebuild_lossy
 from pacs_cae.dicom.transcode import TranscodeError, choose_syntax, transcode
@@ -78,6 +79,41 @@ def _decode_all(decoder: BlobDecoder | None, rows: list[StoredInstance]) -> dict
         except Exception as exc:  # noqa: BLE001 - reported for this instance only
             out[row.id] = exc
     return out
+
+
+def _learned_decoders(decoder: BlobDecoder | None, rows: list[StoredInstance]) -> dict[int, LearnedDecoder]:
+    """For lossless blobs holding learned-codec frames: decoders that hand back those frames, decoded for all
+    of ``rows`` in one codec call. Empty when there are none or the batch fails: each blob then decodes its
+    own frames (:func:`rebuild`), so a damaged stream fails only its instance."""
+    if decoder is None:
+        return {}
+    streams: dict[int, list[bytes]] = {}
+    for row in rows:
+        try:
+            found = learned_streams(row.pixel_blob) if row.pixel_blob is not None else []
+        except Exception:  # noqa: BLE001 - a damaged blob: its own decode reports it
+            found = []
+        if found:
+            streams[row.id] = found
+    if not streams:
+        return {}
+    try:
+        frames = list(decoder.decode([s for found in streams.values() for s in found]))
+    except Exception:  # noqa: BLE001 - decoded one blob at a time instead
+        return {}
+    out: dict[int, LearnedDecoder] = {}
+    at = 0
+    for pk, found in streams.items():
+        out[pk] = _replay(found, frames[at:at + len(found)], decoder)
+        at += len(found)
+    return out
+
+
+def _replay(streams: list[bytes], frames: list[np.ndarray], decoder: BlobDecoder) -> LearnedDecoder:
+    """A :data:`LearnedDecoder` giving ``frames`` for exactly ``streams`` (anything else is decoded)."""
+    def decode(asked: Sequence[bytes]) -> Sequence[np.ndarray]:
+        return frames if [bytes(a) for a in asked] == streams else decoder.decode(asked)
+    return decode
 
 
 def rebuild(row: StoredInstance, decoded: np.ndarray | Exception | None, lossy_uid: str,
@@ -214,7 +250,8 @@ class _ReadChunk(Generic[RefT]):
 def _read_chunk(chunk: list[RefT], snapshot: _Snapshot, decoder: BlobDecoder | None,
                 lossy_uid: str) -> _ReadChunk[RefT]:
     """The producer thread's part of a chunk: its rows from the retrieve's snapshot, one batched decode of its
-    CAE blobs, and its lossless instances rebuilt (their JPEG-LS / JPEG 2000 decoding). CAE instances are
+    CAE blobs and one of its lossless blobs' learned frames, and its lossless instances rebuilt (their
+    JPEG-LS / JPEG 2000 decoding). CAE instances are
     rebuilt by the caller (:func:`_rebuild_chunk`), so the codec goes on with the next chunk meanwhile."""
     try:
         rows = {row.id: row for row in snapshot.rows([r.id for r in chunk])}
@@ -223,10 +260,11 @@ def _read_chunk(chunk: list[RefT], snapshot: _Snapshot, decoder: BlobDecoder | N
     decoded = _decode_all(decoder, [r for r in rows.values() if r.storage == StorageKind.CAE])
     learned = decoder.decode if decoder else None
     lossless = [ref for ref in chunk if ref.id in rows and rows[ref.id].storage != StorageKind.CAE]
+    batched = _learned_decoders(decoder, [rows[ref.id] for ref in lossless])
     # JPEG-LS / JPEG 2000 decoding releases the GIL: a chunk's lossless frames decode on every core
     many = sum(1 for ref in lossless if rows[ref.id].pixel_blob is not None) > 1
-    built = (_REBUILDERS.map if many else map)(lambda ref: _rebuild_one(ref, rows, decoded, lossy_uid, learned),
-                                               lossless)
+    built = (_REBUILDERS.map if many else map)(
+        lambda ref: _rebuild_one(ref, rows, decoded, lossy_uid, batched.get(ref.id, learned)), lossless)
     return _ReadChunk(chunk, rows, decoded, {ref.id: item for ref, item in zip(lossless, built)})
 
 

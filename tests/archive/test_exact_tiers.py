@@ -240,6 +240,58 @@ def test_the_worker_keeps_a_smaller_learned_exact_stream_served_as_the_original(
     assert result.ok and result.checked["lossless"] == 2, result.failures
 
 
+class _CountingDecoder:
+    """The archive's decoder, counting how many streams each call got."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner, self.calls = inner, []
+
+    def decode(self, blobs):
+        self.calls.append(len(blobs))
+        return self.inner.decode(blobs)
+
+
+def _exact_series_stored(archive: Archive, n: int) -> list[Dataset]:
+    series = _gradient_series(n)
+    for ds in series:
+        archive.store(ds)
+    assert archive.compress_pending().kept_lossless == n
+    assert all(lossless.frame_methods(blob) == ["learned"] for blob, *_ in _blobs(archive).values())
+    return series
+
+
+def test_a_retrieve_decodes_the_learned_exact_frames_of_a_chunk_in_one_codec_call(mshp_archive: Archive) -> None:
+    from pacs_cae.archive import retrieve
+    from tests.archive.helpers import refs_for
+
+    archive = mshp_archive
+    series = _exact_series_stored(archive, 3)
+    refs = refs_for(archive, *[ds.SOPInstanceUID for ds in series])
+    decoder = _CountingDecoder(archive.codecs)
+    out = list(retrieve.load(refs, database=archive.database, decoder=decoder, chunk_size=8))
+    assert decoder.calls == [3]  # one call for the chunk, not one per instance
+    assert [served.PixelData for _, served in out] == [ds.PixelData for ds in series]
+    assert [served.SOPInstanceUID for _, served in out] == [ds.SOPInstanceUID for ds in series]
+
+
+def test_a_damaged_learned_exact_stream_fails_only_its_instance(mshp_archive: Archive) -> None:
+    from pacs_cae.archive import retrieve
+    from tests.archive.helpers import refs_for
+
+    archive = mshp_archive
+    series = _exact_series_stored(archive, 3)
+    refs = refs_for(archive, *[ds.SOPInstanceUID for ds in series])
+    with archive.database.session() as session:
+        row = session.get(InstanceBlob, refs[1].id)
+        blob = bytearray(row.pixel_blob)
+        blob[-40:-20] = bytes(20)  # inside its learned stream: the container still parses
+        row.pixel_blob = bytes(blob)
+    decoder = _CountingDecoder(archive.codecs)
+    out = list(retrieve.load(refs, database=archive.database, decoder=decoder, chunk_size=8))
+    assert [isinstance(ds, Exception) for _, ds in out] == [False, True, False]
+    assert [out[0][1].PixelData, out[2][1].PixelData] == [series[0].PixelData, series[2].PixelData]
+
+
 def test_a_rule_quality_its_model_cannot_honour_stops_the_worker_with_one_line(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
