@@ -31,7 +31,8 @@ def stats(
         _print_tables(figures)
 
 
-def _size(n: int) -> str:
+def format_bytes(n: int) -> str:
+    """A byte count as an admin reads it (B, KiB, MiB, ...)."""
     value = float(n)
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
         if value < 1024 or unit == "TiB":
@@ -55,10 +56,10 @@ def _print_tables(s: dict[str, Any]) -> None:
     for label, key in (("patients", "patients"), ("studies", "studies"), ("series", "series"),
                        ("instances", "instances")):
         summary.add_row(label, str(s[key]))
-    summary.add_row("original pixel data", _size(s["original_bytes"]))
-    summary.add_row("stored (pixels + metadata)", _size(s["stored_bytes"]))
-    summary.add_row("  of which pixel blobs", _size(s["stored_pixel_bytes"]))
-    summary.add_row("  of which metadata", _size(s["metadata_bytes"]))
+    summary.add_row("original pixel data", format_bytes(s["original_bytes"]))
+    summary.add_row("stored (pixels + metadata)", format_bytes(s["stored_bytes"]))
+    summary.add_row("  of which pixel blobs", format_bytes(s["stored_pixel_bytes"]))
+    summary.add_row("  of which metadata", format_bytes(s["metadata_bytes"]))
     summary.add_row("ratio (original / stored)", _ratio(s["ratio"]))
     summary.add_row("pixel ratio (original / pixel blobs)", _ratio(s["pixel_ratio"]))
     summary.add_row("quality-gate fallbacks", str(s["fallbacks"]["quality_gate"]))
@@ -81,8 +82,8 @@ def _print_tables(s: dict[str, Any]) -> None:
         for row in s["by_" + names[0]]:
             table.add_row(
                 *(str(row[n] or "-") for n in names),
-                str(row["instances"]), _size(row["original_bytes"]), _size(row["stored_bytes"]),
-                _size(row["stored_pixel_bytes"]), _ratio(row["ratio"]), _ratio(row["pixel_ratio"]),
+                str(row["instances"]), format_bytes(row["original_bytes"]), format_bytes(row["stored_bytes"]),
+                format_bytes(row["stored_pixel_bytes"]), _ratio(row["ratio"]), _ratio(row["pixel_ratio"]),
             )
         console.print(table)
 
@@ -99,9 +100,9 @@ def _print_backlog(console: Any, c: dict[str, Any]) -> None:
     table.add_row("failed", str(c["failed"]))
     table.add_row("done", str(c["done"]))
     table.add_row("instances awaiting compression", str(c["instances_awaiting"]))
-    table.add_row("bytes awaiting compression", _size(c["bytes_awaiting"]))
+    table.add_row("bytes awaiting compression", format_bytes(c["bytes_awaiting"]))
     table.add_row("instances compressed so far", str(c["instances_compressed"]))
-    table.add_row("saved so far (lossless - lossy)", _size(c["saved_bytes"]))
+    table.add_row("saved so far (lossless - lossy)", format_bytes(c["saved_bytes"]))
     console.print(table)
     for job in c["failed_jobs"]:
         console.print(f"failed job {job['id']} (rule {job['rule']!r}): {job['reason']}  "

@@ -3,6 +3,7 @@ concurrent stores share the batching codec, and ``pacs-cae import``/``export`` g
 
 from __future__ import annotations
 
+import re
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -101,6 +102,10 @@ def test_import_then_export_cli(tmp_path: Path, config_file: Path) -> None:
     drained = runner.invoke(app, ["worker", "--drain", "--now", "--config", str(config_file)])
     assert drained.exit_code == 0, drained.output
     assert "2 slice(s) stored lossy" in drained.output
+    sizes = re.search(r"pixel blobs in the archive: ([\d.]+ \w+) before, ([\d.]+ \w+) after", drained.output)
+    assert sizes, drained.output
+    before, after = (float(v) * 1024 ** ["B", "KiB", "MiB"].index(u) for v, u in (x.split() for x in sizes.groups()))
+    assert after < before  # what the drain freed, whatever its kind
 
     again = runner.invoke(app, ["import", str(source / "mr"), "--config", str(config_file)])
     assert again.exit_code == 0 and "2 already archived and kept" in again.output  # identical: kept first
