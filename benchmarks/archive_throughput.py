@@ -330,7 +330,11 @@ def print_table(n: int, source: str, args: argparse.Namespace, rows: dict[tuple[
         drain = n / seconds["drain"]
         decode_s = n * assoc / decode_per_s  # every association decodes the whole study
         overhead = {op: seconds[op] / decode_s - 1 for op in ("C-GET", "C-MOVE")}
-        print(f"{name:<10} {assoc:>5} drain/encode {drain / encode_per_s:.2f} (target >= 0.80); "
+        # the floors decode every encoded slice before the swap (the lossless copy goes only after that), so
+        # the drain cannot beat encode + decode: its ceiling, and how close the drain comes to it
+        verified_per_s = 1 / (1 / encode_per_s + 1 / decode_per_s)
+        print(f"{name:<10} {assoc:>5} drain/encode {drain / encode_per_s:.2f} (target >= 0.80; ceiling with the "
+              f"floors' decode {verified_per_s / encode_per_s:.2f}, drain / that rate {drain / verified_per_s:.2f}); "
               f"network+DB overhead over the codec's decode: C-GET {overhead['C-GET']:+.0%}, "
               f"C-MOVE {overhead['C-MOVE']:+.0%} (target <= +25%)")
 
