@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import signal
 import socket
@@ -19,11 +20,42 @@ from pacs_cae.testing import dcmtk
 AE_TITLE = "PACSCAE"
 
 
+#: Ports :func:`free_port` handed out in this process (never handed out twice).
+_HANDED_OUT: set[int] = set()
+#: Where :func:`free_port` looks: below the kernel's ephemeral range (see :func:`_ephemeral_low`).
+_LOWEST_PORT = 10000
+
+
+def _ephemeral_low() -> int:
+    """The first port of the range the kernel gives outgoing connections (Linux; else the IANA default)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 49152
+
+
 def free_port() -> int:
-    """A TCP port nobody listens on right now (the OS picks it)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A TCP port nobody listens on right now, for a server a test starts later.
+
+    Taken below the ephemeral range: a port the OS picks (bind to 0) comes from that range, which every
+    outgoing connection (a DCMTK client, a C-MOVE sub-association) also draws from, so by the time the server
+    binds it a client socket may hold it (seen: Orthanc "port ... already in use" in CI).
+    """
+    rng = random.SystemRandom()
+    high = _ephemeral_low()
+    for _ in range(200):
+        port = rng.randrange(_LOWEST_PORT, high) if high > _LOWEST_PORT + 100 else 0
+        if port in _HANDED_OUT:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            port = int(s.getsockname()[1])
+        _HANDED_OUT.add(port)
+        return port
+    raise RuntimeError("no free TCP port found")
 
 
 def _toml_value(value: Any) -> str:

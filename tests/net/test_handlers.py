@@ -30,6 +30,7 @@ from pacs_cae.archive.ingest import validate
 from pacs_cae.config import Remote, Settings
 from pacs_cae.net.handlers import ArchiveHandlers
 from pacs_cae.net.server import ArchiveServer
+from pacs_cae.testing.server_process import free_port
 
 
 def _mr(uid: str | None = None) -> Dataset:
@@ -83,12 +84,6 @@ class FakeArchive:
                 yield ref, ArchiveError("blob does not decode", status=0xA700)
             else:
                 yield ref, self.stored[ref.sop_instance_uid]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture()
@@ -223,7 +218,7 @@ def test_move_to_configured_remote_delivers(served) -> None:
     received: list[str] = []
     dest = AE(ae_title="DEST")
     dest.add_supported_context(MRImageStorage)
-    dest_port = _free_port()
+    dest_port = free_port()
 
     def on_store(event):
         received.append(event.dataset.SOPInstanceUID)
@@ -348,7 +343,7 @@ def test_move_all_refused_by_destination_is_a702(served) -> None:
         archive.stored[uid] = _mr(uid)
     dest = AE(ae_title="FULLDISK")
     dest.add_supported_context(MRImageStorage)
-    dest_port = _free_port()
+    dest_port = free_port()
     dest_server = dest.start_server(("127.0.0.1", dest_port), block=False,
                                     evt_handlers=[(evt.EVT_C_STORE, lambda event: 0xA700)])
     settings.remotes["FULLDISK"] = Remote("127.0.0.1", dest_port)
