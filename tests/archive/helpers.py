@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import io
+import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 from sqlalchemy import select
 
 from pacs_cae.archive.service import Archive
+from pacs_cae.codec.base import BlobDecoder
 from pacs_cae.dicom.rebuild import served_sop_instance_uid
 from pacs_cae.store.schema import Instance
 
@@ -83,3 +87,21 @@ def store_and_compress(archive: Archive, *datasets: Dataset, **store_kwargs: obj
         out.append(Stored(row.sop_instance_uid, outcome.result, row.storage, row.fallback_reason,
                           row.codec_model_id, row.original_pixel_bytes, row.stored_pixel_bytes, served))
     return out
+
+
+class RecordingDecoder:
+    """The archive's decoder, recording which thread decodes how many blobs."""
+
+    def __init__(self, inner: BlobDecoder) -> None:
+        self.inner = inner
+        self.calls: list[tuple[str, int]] = []
+        self.second_call = threading.Event()
+        self.third_call = threading.Event()
+
+    def decode(self, blobs: Sequence[bytes]) -> list[np.ndarray]:
+        self.calls.append((threading.current_thread().name, len(blobs)))
+        if len(self.calls) >= 2:
+            self.second_call.set()
+        if len(self.calls) >= 3:
+            self.third_call.set()
+        return self.inner.decode(blobs)

@@ -15,7 +15,7 @@ import pytest
 from pydicom.dataset import Dataset
 from sqlalchemy import select
 
-from pacs_cae.archive import compression
+from pacs_cae.archive import compression, retrieve
 from pacs_cae.archive.compression import EXACT_REASON, Plan, plan_for, supports_bound
 from pacs_cae.archive.received import lossless_layout
 from pacs_cae.archive.service import Archive, ArchiveCodecs
@@ -33,7 +33,7 @@ from pacs_cae.store.db import Database
 from pacs_cae.store.schema import CodecModel, Instance, InstanceBlob
 from pacs_cae.testing.factories import make_mr_series, phantom_slice, set_pixels
 from pacs_cae.train.mr_realism import realistic_slice
-from tests.archive.helpers import load_one, reread
+from tests.archive.helpers import RecordingDecoder, load_one, refs_for, reread
 
 
 def _noisy_series(n: int = 3, size: int = 96) -> list[Dataset]:
@@ -240,17 +240,6 @@ def test_the_worker_keeps_a_smaller_learned_exact_stream_served_as_the_original(
     assert result.ok and result.checked["lossless"] == 2, result.failures
 
 
-class _CountingDecoder:
-    """The archive's decoder, counting how many streams each call got."""
-
-    def __init__(self, inner: Any) -> None:
-        self.inner, self.calls = inner, []
-
-    def decode(self, blobs):
-        self.calls.append(len(blobs))
-        return self.inner.decode(blobs)
-
-
 def _exact_series_stored(archive: Archive, n: int) -> list[Dataset]:
     series = _gradient_series(n)
     for ds in series:
@@ -261,23 +250,17 @@ def _exact_series_stored(archive: Archive, n: int) -> list[Dataset]:
 
 
 def test_a_retrieve_decodes_the_learned_exact_frames_of_a_chunk_in_one_codec_call(mshp_archive: Archive) -> None:
-    from pacs_cae.archive import retrieve
-    from tests.archive.helpers import refs_for
-
     archive = mshp_archive
     series = _exact_series_stored(archive, 3)
     refs = refs_for(archive, *[ds.SOPInstanceUID for ds in series])
-    decoder = _CountingDecoder(archive.codecs)
+    decoder = RecordingDecoder(archive.codecs)
     out = list(retrieve.load(refs, database=archive.database, decoder=decoder, chunk_size=8))
-    assert decoder.calls == [3]  # one call for the chunk, not one per instance
+    assert [n for _, n in decoder.calls] == [3]  # one call for the chunk, not one per instance
     assert [served.PixelData for _, served in out] == [ds.PixelData for ds in series]
     assert [served.SOPInstanceUID for _, served in out] == [ds.SOPInstanceUID for ds in series]
 
 
 def test_a_damaged_learned_exact_stream_fails_only_its_instance(mshp_archive: Archive) -> None:
-    from pacs_cae.archive import retrieve
-    from tests.archive.helpers import refs_for
-
     archive = mshp_archive
     series = _exact_series_stored(archive, 3)
     refs = refs_for(archive, *[ds.SOPInstanceUID for ds in series])
@@ -286,7 +269,7 @@ def test_a_damaged_learned_exact_stream_fails_only_its_instance(mshp_archive: Ar
         blob = bytearray(row.pixel_blob)
         blob[-40:-20] = bytes(20)  # inside its learned stream: the container still parses
         row.pixel_blob = bytes(blob)
-    decoder = _CountingDecoder(archive.codecs)
+    decoder = RecordingDecoder(archive.codecs)
     out = list(retrieve.load(refs, database=archive.database, decoder=decoder, chunk_size=8))
     assert [isinstance(ds, Exception) for _, ds in out] == [False, True, False]
     assert [out[0][1].PixelData, out[2][1].PixelData] == [series[0].PixelData, series[2].PixelData]

@@ -10,25 +10,7 @@ import numpy as np
 from pacs_cae.archive import retrieve
 from pacs_cae.archive.service import Archive
 from pacs_cae.testing.factories import make_mr_series
-from tests.archive.helpers import refs_for, reread
-
-
-class RecordingDecoder:
-    """The archive's decoder, recording which thread decodes how many blobs."""
-
-    def __init__(self, inner: retrieve.Decoder) -> None:
-        self.inner = inner
-        self.calls: list[tuple[str, int]] = []
-        self.second_call = threading.Event()
-        self.third_call = threading.Event()
-
-    def decode(self, blobs: Sequence[bytes]) -> list[np.ndarray]:
-        self.calls.append((threading.current_thread().name, len(blobs)))
-        if len(self.calls) >= 2:
-            self.second_call.set()
-        if len(self.calls) >= 3:
-            self.third_call.set()
-        return self.inner.decode(blobs)
+from tests.archive.helpers import RecordingDecoder, refs_for, reread
 
 
 def _lossy_series(archive: Archive, n: int = 5) -> tuple[list, list]:
